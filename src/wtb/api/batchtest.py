@@ -1,0 +1,238 @@
+"""The BatchTest resource: variant matrix x data set x repeats x evaluators."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from wtb.api._base import (
+    API_VERSION,
+    IDENT_PATTERN,
+    IMPORT_PATH_PATTERN,
+    NAME_PATTERN,
+    Condition,
+    ObjectMeta,
+    SpecModel,
+    StatusModel,
+)
+from wtb.api.matrix import ComparisonMatrix
+
+EvaluatorType = Literal[
+    "exactMatch",
+    "contains",
+    "regex",
+    "jsonField",
+    "numeric",
+    "latency",
+    "tokens",
+    "cost",
+    "python",
+]
+
+# Evaluator types that compare an output with an expected value or a literal.
+COMPARING_TYPES = frozenset({"exactMatch", "contains", "regex", "jsonField", "numeric"})
+# Evaluator types that measure the run itself; lower is better by default.
+MEASURING_TYPES = frozenset({"latency", "tokens", "cost"})
+
+
+class WorkflowRef(SpecModel):
+    name: str = Field(pattern=NAME_PATTERN, description="Name of a Workflow in the same namespace.")
+
+
+class CaseSpec(SpecModel):
+    """One test case given inline."""
+
+    id: str | None = Field(
+        default=None, description="Case id; derived from the inputs when omitted."
+    )
+    inputs: dict[str, Any] = Field(description="The graph's input state.")
+    expected: dict[str, Any] | None = Field(
+        default=None, description="Expected values, read by evaluators."
+    )
+
+
+class DatasetSpec(SpecModel):
+    """Test cases: from a file (relative to the manifest) or inline."""
+
+    path: str | None = Field(
+        default=None, description="JSONL, CSV or YAML file of cases, relative to the manifest."
+    )
+    format: Literal["jsonl", "csv", "yaml"] | None = Field(
+        default=None, description="File format; inferred from the extension when omitted."
+    )
+    expected_fields: list[str] = Field(
+        default_factory=list,
+        description=(
+            "For flat rows (no `inputs` key): the columns that are expected values; "
+            "every other column except `id` is an input."
+        ),
+    )
+    cases: list[CaseSpec] = Field(default_factory=list, description="Cases given inline.")
+
+    @model_validator(mode="after")
+    def _path_or_cases(self) -> DatasetSpec:
+        if (self.path is None) == (not self.cases):
+            raise ValueError("give either `path` (a data set file) or `cases` (inline), one of them")
+        return self
+
+
+class EvaluatorSpec(SpecModel):
+    """A metric computed for every cell. Fields beyond name and type depend on the type."""
+
+    name: str = Field(pattern=IDENT_PATTERN, description="Metric name, unique in the BatchTest.")
+    type: EvaluatorType
+    output: str | None = Field(
+        default=None,
+        description="Dotted path of the compared value in the final state (comparing types).",
+    )
+    expected: str | None = Field(
+        default=None,
+        description="Key of the expected value in the case's `expected` (default: `output`).",
+    )
+    value: str | None = Field(
+        default=None,
+        description="A literal to look for (contains) or the pattern (regex), instead of `expected`.",
+    )
+    field: str | None = Field(
+        default=None, description="jsonField: dotted path inside the JSON output value."
+    )
+    ignore_case: bool = False
+    tolerance: float | None = Field(
+        default=None, ge=0, description="numeric: absolute tolerance (default 0)."
+    )
+    relative_tolerance: float | None = Field(
+        default=None, ge=0, description="numeric: tolerance relative to the expected value."
+    )
+    path: str | None = Field(
+        default=None,
+        pattern=IMPORT_PATH_PATTERN,
+        description="python: import path of the evaluator function or class.",
+    )
+    config: dict[str, Any] | None = Field(
+        default=None, description="python: keyword arguments for an evaluator class."
+    )
+    higher_is_better: bool | None = Field(
+        default=None,
+        description="Direction of the metric; default true, false for latency, tokens and cost.",
+    )
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> EvaluatorSpec:
+        if self.type in COMPARING_TYPES and self.output is None:
+            raise ValueError(
+                f"evaluator type {self.type} needs `output`: the dotted path of the value "
+                "to check in the final state"
+            )
+        if self.type == "python" and self.path is None:
+            raise ValueError("evaluator type python needs `path`: 'package.module:function'")
+        if self.type == "jsonField" and self.field is None:
+            raise ValueError("evaluator type jsonField needs `field`: the dotted path in the JSON")
+        if self.type != "python" and (self.path is not None or self.config is not None):
+            raise ValueError("`path` and `config` belong to evaluators of type python")
+        return self
+
+    @property
+    def direction_higher_is_better(self) -> bool:
+        if self.higher_is_better is not None:
+            return self.higher_is_better
+        return self.type not in MEASURING_TYPES
+
+
+class RetrySpec(SpecModel):
+    max_attempts: int = Field(
+        default=3, ge=1, le=20, description="Attempts per cell for transient errors."
+    )
+    backoff_seconds: float = Field(
+        default=0.5, ge=0, description="First delay; doubles each attempt, with jitter."
+    )
+    max_backoff_seconds: float = Field(default=30.0, ge=0)
+    transient_errors: list[str] = Field(
+        default_factory=list,
+        description=(
+            "More exception class names (or 'module:Class') treated as transient, "
+            "beyond timeouts, connection errors and rate limits."
+        ),
+    )
+
+
+class BatchTestSpec(SpecModel):
+    workflow_ref: WorkflowRef
+    matrix: dict[str, list[str]] = Field(
+        min_length=1,
+        description="Per varied node, the variant names to try (`original` is the node's own).",
+    )
+    include: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="Keep only combinations matching one of these (node -> variant) patterns.",
+    )
+    exclude: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="Drop combinations matching one of these (node -> variant) patterns.",
+    )
+    baseline: dict[str, str] | None = Field(
+        default=None,
+        description="The combination others are compared with; default: every node `original`.",
+    )
+    dataset: DatasetSpec
+    repeats: int = Field(default=1, ge=1, le=1000)
+    evaluators: list[EvaluatorSpec] = Field(min_length=1)
+    primary_metric: str = Field(description="Name of the evaluator that ranks combinations.")
+    concurrency: int = Field(default=8, ge=1, le=4096, description="Cells run at once.")
+    timeout_seconds: float = Field(default=300.0, gt=0, description="Per attempt of a cell.")
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    alpha: float = Field(
+        default=0.05, gt=0, lt=0.5, description="Significance level of the verdicts (Holm)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BatchTestSpec:
+        for node, variants in self.matrix.items():
+            if not variants:
+                raise ValueError(f"matrix.{node} lists no variant; add at least `original`")
+            dupes = sorted({v for v in variants if variants.count(v) > 1})
+            if dupes:
+                raise ValueError(f"matrix.{node} repeats {', '.join(dupes)}; list each once")
+        names = [e.name for e in self.evaluators]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"evaluator names must be unique; repeated: {', '.join(dupes)}")
+        if self.primary_metric not in names:
+            raise ValueError(
+                f"primaryMetric {self.primary_metric!r} is not an evaluator name; "
+                f"choose one of: {', '.join(names)}"
+            )
+        return self
+
+    def evaluator(self, name: str) -> EvaluatorSpec:
+        for e in self.evaluators:
+            if e.name == name:
+                return e
+        raise KeyError(name)
+
+
+Phase = Literal["Pending", "Provisioning", "Running", "Succeeded", "Failed"]
+
+
+class BatchTestStatus(StatusModel):
+    phase: Phase | None = None
+    observed_generation: int | None = None
+    run_id: str | None = None
+    total: int | None = None
+    completed: int | None = None
+    failed: int | None = None
+    progress: str | None = Field(default=None, description="done/total, for printer columns.")
+    best: str | None = Field(default=None, description="Label of the best combination.")
+    score: str | None = Field(default=None, description="Primary metric of the best combination.")
+    started_at: str | None = None
+    finished_at: str | None = None
+    matrix: ComparisonMatrix | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class BatchTest(SpecModel):
+    api_version: Literal["wtb.dev/v1alpha1"] = API_VERSION
+    kind: Literal["BatchTest"] = "BatchTest"
+    metadata: ObjectMeta
+    spec: BatchTestSpec
+    status: BatchTestStatus | None = None

@@ -1,0 +1,69 @@
+"""The comparison matrix: what a BatchTest concludes, as the CLI prints it and status holds it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from wtb.api._base import StatusModel
+
+Verdict = Literal["baseline", "better", "worse", "no significant difference", "insufficient data"]
+
+
+class Interval(StatusModel):
+    """A point estimate with its confidence interval (bounds None when not estimable)."""
+
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    n: int = 0
+
+
+class LatencySummary(StatusModel):
+    p50: float | None = None
+    p95: float | None = None
+
+
+class DeltaSummary(StatusModel):
+    """Paired difference of the primary metric against the baseline, per case."""
+
+    mean: float | None = None
+    low: float | None = None
+    high: float | None = None
+    n: int = Field(default=0, description="Cases paired with the baseline.")
+    p_value: float | None = None
+    p_adjusted: float | None = Field(default=None, description="Holm-adjusted p-value.")
+
+
+class MatrixRow(StatusModel):
+    combination: dict[str, str]
+    label: str
+    baseline: bool = False
+    runs: int
+    succeeded: int
+    success_rate: Interval
+    latency_ms: LatencySummary
+    tokens: int | None = None
+    cost: float | None = None
+    metrics: dict[str, Interval] = Field(default_factory=dict)
+    delta: DeltaSummary | None = None
+    verdict: Verdict
+    flakiness: float | None = Field(
+        default=None, description="Share of cases whose outcome differs across repeats."
+    )
+
+
+class ComparisonMatrix(StatusModel):
+    primary_metric: str
+    higher_is_better: bool
+    baseline: str = Field(description="Label of the baseline combination.")
+    confidence: float = 0.95
+    alpha: float = 0.05
+    ci_method: str = Field(
+        default="t",
+        description="How intervals are computed: t over per-case means; Wilson for rates.",
+    )
+    correction: str = "holm"
+    combinations: int = Field(description="Combinations in the batch (rows may hold fewer).")
+    rows: list[MatrixRow]

@@ -1,0 +1,179 @@
+"""The Workflow resource: a LangGraph graph and the variants that may replace its nodes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from wtb.api._base import (
+    API_VERSION,
+    IDENT_PATTERN,
+    IMPORT_PATH_PATTERN,
+    Condition,
+    ObjectMeta,
+    SpecModel,
+    StatusModel,
+)
+
+ORIGINAL = "original"
+START = "__start__"
+END = "__end__"
+
+
+class NodeDecl(SpecModel):
+    """One node of a declared graph."""
+
+    name: str = Field(pattern=IDENT_PATTERN, description="Node name, unique in the graph.")
+    path: str = Field(
+        pattern=IMPORT_PATH_PATTERN,
+        description="Import path of the node callable, as 'package.module:function'.",
+    )
+
+
+class EdgeDecl(SpecModel):
+    """An edge of a declared graph: fixed (`to`) or conditional (`router` + `to` list)."""
+
+    source: str = Field(
+        alias="from", description="Source node name, or __start__ for the entry edge."
+    )
+    to: list[str] = Field(
+        min_length=1,
+        description="Target node names (__end__ ends the graph). With a router, its choices.",
+    )
+    router: str | None = Field(
+        default=None,
+        pattern=IMPORT_PATH_PATTERN,
+        description="Import path of a routing function returning one of `to`.",
+    )
+
+    @model_validator(mode="after")
+    def _one_target_without_router(self) -> EdgeDecl:
+        if self.router is None and len(self.to) != 1:
+            raise ValueError(
+                "an edge without a router has exactly one target in `to`; "
+                "add `router` for a conditional edge"
+            )
+        return self
+
+
+class GraphSpec(SpecModel):
+    """Either a graph factory by import path, or nodes and edges declared here."""
+
+    factory: str | None = Field(
+        default=None,
+        pattern=IMPORT_PATH_PATTERN,
+        description=(
+            "Import path of a function returning a LangGraph StateGraph builder "
+            "(or a compiled graph), or of a module-level compiled graph."
+        ),
+    )
+    state: str | None = Field(
+        default=None,
+        pattern=IMPORT_PATH_PATTERN,
+        description="Import path of the state schema (TypedDict or pydantic model) of a declared graph.",
+    )
+    nodes: list[NodeDecl] = Field(default_factory=list)
+    edges: list[EdgeDecl] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _factory_or_declared(self) -> GraphSpec:
+        if self.factory is not None:
+            if self.nodes or self.edges or self.state:
+                raise ValueError(
+                    "give either `factory`, or `state` with `nodes` and `edges`, not both"
+                )
+            return self
+        if not self.nodes or self.state is None:
+            raise ValueError(
+                "a graph needs `factory` (import path of a graph factory), "
+                "or `state`, `nodes` and `edges`"
+            )
+        names = [n.name for n in self.nodes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"node names must be unique; repeated: {', '.join(dupes)}")
+        known = {*names, START, END}
+        for i, edge in enumerate(self.edges):
+            for target in [edge.source, *edge.to]:
+                if target not in known:
+                    raise ValueError(
+                        f"edges[{i}] names unknown node {target!r}; "
+                        f"known: {', '.join(sorted(known))}"
+                    )
+        if not any(e.source == START for e in self.edges):
+            raise ValueError(f"add an edge from {START} to the first node")
+        return self
+
+
+class VariantSpec(SpecModel):
+    """An implementation that may replace one node."""
+
+    name: str = Field(pattern=IDENT_PATTERN, description="Variant name, unique for its node.")
+    path: str = Field(
+        pattern=IMPORT_PATH_PATTERN,
+        description=(
+            "Import path of the node callable. With `config`, of a factory called with "
+            "the config as keyword arguments that returns the node callable."
+        ),
+    )
+    config: dict[str, Any] | None = Field(
+        default=None, description="Keyword arguments for the factory named by `path`."
+    )
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _not_original(self) -> VariantSpec:
+        if self.name == ORIGINAL:
+            raise ValueError(
+                f"'{ORIGINAL}' names the node's own implementation; choose another variant name"
+            )
+        return self
+
+
+class WorkflowSpec(SpecModel):
+    image: str | None = Field(
+        default=None, description="Container image holding the workflow code (cluster runs)."
+    )
+    graph: GraphSpec
+    variants: dict[str, list[VariantSpec]] = Field(
+        default_factory=dict, description="Per node name, the implementations that may replace it."
+    )
+
+    @model_validator(mode="after")
+    def _unique_variant_names(self) -> WorkflowSpec:
+        for node, variants in self.variants.items():
+            names = [v.name for v in variants]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(
+                    f"variants.{node}: variant names must be unique; repeated: {', '.join(dupes)}"
+                )
+        return self
+
+    def variant(self, node: str, name: str) -> VariantSpec | None:
+        """The named variant of a node; None for `original`."""
+        for v in self.variants.get(node, []):
+            if v.name == name:
+                return v
+        return None
+
+
+class NodeVariantsStatus(StatusModel):
+    node: str
+    variants: list[str]
+
+
+class WorkflowStatus(StatusModel):
+    phase: Literal["Pending", "Ready", "Invalid"] | None = None
+    observed_generation: int | None = None
+    nodes: list[NodeVariantsStatus] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class Workflow(SpecModel):
+    api_version: Literal["wtb.dev/v1alpha1"] = API_VERSION
+    kind: Literal["Workflow"] = "Workflow"
+    metadata: ObjectMeta
+    spec: WorkflowSpec
+    status: WorkflowStatus | None = None

@@ -1,0 +1,89 @@
+"""Plain data that flows through the pipeline: cases, cells, attempts, results, aggregates.
+
+These are slotted dataclasses, not pydantic models: millions of them pass through a batch,
+and they must pickle cheaply to Ray workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Combination = tuple[tuple[str, str], ...]
+"""A variant combination: (node, variant) pairs sorted by node name."""
+
+CellStatus = Literal["succeeded", "failed"]
+AttemptStatus = Literal["succeeded", "failed", "timeout", "transient"]
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    id: str
+    inputs: dict[str, Any]
+    expected: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One unit of work: a combination run on a case, for one repeat."""
+
+    key: str
+    combo_key: str
+    combination: Combination
+    case_id: str
+    repeat: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    status: AttemptStatus
+    started_at: datetime
+    duration_ms: float
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CellResult:
+    cell: Cell
+    status: CellStatus
+    latency_ms: float
+    finished_at: datetime
+    output: dict[str, Any] | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    tokens: int | None = None
+    cost: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    evaluator_errors: dict[str, str] = field(default_factory=dict)
+    """Per metric whose evaluator raised: 'ErrorClass: message' (that metric is None)."""
+    attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ComboAggregate:
+    """Per combination, computed by the database."""
+
+    combo_key: str
+    combination: Combination
+    runs: int
+    succeeded: int
+    tokens: int | None
+    cost: float | None
+    latency_p50: float | None
+    latency_p95: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseAggregate:
+    """Per (combination, case), computed by the database; repeats are averaged here."""
+
+    combo_key: str
+    case_id: str
+    runs: int
+    succeeded: int
+    metric_means: dict[str, float | None]
+    outcome_varies: bool
+    """True when repeats of this case disagree (status or primary metric)."""
