@@ -33,8 +33,7 @@ def import_object(path: str, *, where: str = "") -> Any:
         ) from exc
     except Exception as exc:
         raise ManifestError(
-            f"cannot import {path!r}: importing {module_name!r} raised "
-            f"{type(exc).__name__}: {exc}",
+            f"cannot import {path!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}",
             where=where,
             fix="fix the error in that module",
         ) from exc

@@ -7,7 +7,6 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from wtb.api._base import (
-    API_VERSION,
     IDENT_PATTERN,
     IMPORT_PATH_PATTERN,
     NAME_PATTERN,
@@ -73,7 +72,9 @@ class DatasetSpec(SpecModel):
     @model_validator(mode="after")
     def _path_or_cases(self) -> DatasetSpec:
         if (self.path is None) == (not self.cases):
-            raise ValueError("give either `path` (a data set file) or `cases` (inline), one of them")
+            raise ValueError(
+                "give either `path` (a data set file) or `cases` (inline), one of them"
+            )
         return self
 
 
@@ -92,12 +93,19 @@ class EvaluatorSpec(SpecModel):
     )
     value: str | None = Field(
         default=None,
-        description="A literal to look for (contains) or the pattern (regex), instead of `expected`.",
+        description="A literal to look for (contains) or the pattern (regex), "
+        "instead of `expected`.",
     )
     field: str | None = Field(
         default=None, description="jsonField: dotted path inside the JSON output value."
     )
-    ignore_case: bool = False
+    ignore_case: bool = Field(
+        default=False, description="exactMatch, contains, regex, jsonField: compare ignoring case."
+    )
+    strip: bool = Field(
+        default=False,
+        description="exactMatch, jsonField: ignore leading and trailing whitespace of strings.",
+    )
     tolerance: float | None = Field(
         default=None, ge=0, description="numeric: absolute tolerance (default 0)."
     )
@@ -231,7 +239,9 @@ class BatchTestStatus(StatusModel):
 
 
 class BatchTest(SpecModel):
-    api_version: Literal["wtb.dev/v1alpha1"] = API_VERSION
+    """A variant matrix x a data set of test cases x repeats x evaluators, and its verdicts."""
+
+    api_version: Literal["wtb.dev/v1alpha1"] = "wtb.dev/v1alpha1"
     kind: Literal["BatchTest"] = "BatchTest"
     metadata: ObjectMeta
     spec: BatchTestSpec

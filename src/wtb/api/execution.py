@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from wtb.api._base import API_VERSION, Condition, ObjectMeta, SpecModel, StatusModel
+from wtb.api._base import Condition, ObjectMeta, SpecModel, StatusModel
 from wtb.api.batchtest import WorkflowRef
 
 
@@ -27,9 +27,7 @@ class ExecutionSpec(SpecModel):
         default_factory=dict, description="Per node, the variant to use (default `original`)."
     )
     inputs: dict[str, Any] = Field(description="The graph's input state.")
-    breakpoints: list[str] = Field(
-        default_factory=list, description="Node names to pause before."
-    )
+    breakpoints: list[str] = Field(default_factory=list, description="Node names to pause before.")
     suspend: bool = Field(default=False, description="Pause at the next node boundary.")
     state_update: dict[str, Any] | None = Field(
         default=None, description="Applied to the state when resuming."
@@ -55,14 +53,16 @@ class CheckpointRef(StatusModel):
 
 
 class ExecutionStatus(StatusModel):
-    phase: Literal[
-        "Pending", "Running", "Paused", "Suspended", "Succeeded", "Failed", "Cancelled"
-    ] | None = None
+    phase: (
+        Literal["Pending", "Running", "Paused", "Suspended", "Succeeded", "Failed", "Cancelled"]
+        | None
+    ) = None
     observed_generation: int | None = None
     current_node: str | None = None
     head_checkpoint: str | None = None
     checkpoints: list[CheckpointRef] = Field(
-        default_factory=list, description="The most recent checkpoints (full history in the database)."
+        default_factory=list,
+        description="The most recent checkpoints (full history in the database).",
     )
     output: dict[str, Any] | None = None
     error: str | None = None
@@ -70,7 +70,9 @@ class ExecutionStatus(StatusModel):
 
 
 class Execution(SpecModel):
-    api_version: Literal["wtb.dev/v1alpha1"] = API_VERSION
+    """One debuggable run of a workflow with a chosen variant set, checkpointed at every node."""
+
+    api_version: Literal["wtb.dev/v1alpha1"] = "wtb.dev/v1alpha1"
     kind: Literal["Execution"] = "Execution"
     metadata: ObjectMeta
     spec: ExecutionSpec

@@ -7,7 +7,6 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from wtb.api._base import (
-    API_VERSION,
     IDENT_PATTERN,
     IMPORT_PATH_PATTERN,
     Condition,
@@ -71,7 +70,8 @@ class GraphSpec(SpecModel):
     state: str | None = Field(
         default=None,
         pattern=IMPORT_PATH_PATTERN,
-        description="Import path of the state schema (TypedDict or pydantic model) of a declared graph.",
+        description="Import path of the state schema (TypedDict or pydantic model) "
+        "of a declared graph.",
     )
     nodes: list[NodeDecl] = Field(default_factory=list)
     edges: list[EdgeDecl] = Field(default_factory=list)
@@ -172,7 +172,9 @@ class WorkflowStatus(StatusModel):
 
 
 class Workflow(SpecModel):
-    api_version: Literal["wtb.dev/v1alpha1"] = API_VERSION
+    """A LangGraph graph in a container image, and the variants that may replace its nodes."""
+
+    api_version: Literal["wtb.dev/v1alpha1"] = "wtb.dev/v1alpha1"
     kind: Literal["Workflow"] = "Workflow"
     metadata: ObjectMeta
     spec: WorkflowSpec

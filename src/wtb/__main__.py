@@ -1,0 +1,3 @@
+from wtb.cli.main import main
+
+main()

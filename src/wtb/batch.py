@@ -1,0 +1,255 @@
+"""The pipeline every face shares: prepare (validate, expand) -> run -> record -> matrix."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+from wtb import events
+from wtb.api.batchtest import BatchTest, BatchTestSpec
+from wtb.api.matrix import ComparisonMatrix
+from wtb.api.workflow import ORIGINAL, Workflow
+from wtb.dataset import load_cases
+from wtb.errors import ManifestError
+from wtb.evaluators import build_evaluators
+from wtb.events import EventBus
+from wtb.graphs import graph_nodes, load_builder, resolve_variant
+from wtb.job import BatchJob
+from wtb.matrix import build_matrix
+from wtb.plan import Plan, build_plan
+from wtb.results import Cell, CellResult
+from wtb.runners.base import Runner
+from wtb.storage import ResultStore, RunInfo
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    batch: BatchTest
+    workflow: Workflow
+    job: BatchJob
+    plan: Plan
+    run_info: RunInfo
+
+
+def prepare(
+    batch: BatchTest,
+    workflow: Workflow,
+    *,
+    base_dir: Path,
+    where: str,
+    workflow_where: str,
+    python_path: tuple[str, ...] = (),
+) -> PreparedBatch:
+    """Check everything a run needs and expand the plan; nothing is written.
+
+    Imports the workflow's code (graph factory, every variant named in the matrix,
+    evaluators) so that a mistake is refused before any cell runs.
+    """
+    spec = batch.spec
+    builder = load_builder(workflow.spec, where=f"{workflow_where}: spec.graph")
+    nodes = graph_nodes(builder)
+    for node in workflow.spec.variants:
+        if node not in nodes:
+            raise ManifestError(
+                f"variants name node {node!r}, which the graph does not have",
+                where=f"{workflow_where}: spec.variants.{node}",
+                fix=f"use one of the graph's nodes: {', '.join(nodes)}",
+            )
+    for node, variants in spec.matrix.items():
+        if node not in nodes:
+            raise ManifestError(
+                f"matrix names node {node!r}, which workflow "
+                f"{workflow.metadata.name!r} does not have",
+                where=f"{where}: spec.matrix.{node}",
+                fix=f"use one of the graph's nodes: {', '.join(nodes)}",
+            )
+        for i, variant in enumerate(variants):
+            if variant != ORIGINAL:
+                resolve_variant(
+                    workflow.spec, node, variant, where=f"{where}: spec.matrix.{node}[{i}]"
+                )
+    build_evaluators(spec.evaluators, where=f"{where}: spec.evaluators")
+    cases = load_cases(spec.dataset, base_dir, where=f"{where}: spec.dataset")
+    plan = build_plan(spec, cases, where=f"{where}: spec")
+    job = BatchJob(workflow=workflow.spec, batch=spec, cases=tuple(cases), python_path=python_path)
+    digest = job.digest()
+    meta = batch.metadata
+    run_info = RunInfo(
+        run_key=f"{meta.namespace}/{meta.name}:{digest[:16]}",
+        namespace=meta.namespace,
+        name=meta.name,
+        uid=meta.uid,
+        generation=meta.generation,
+        spec_digest=digest,
+        spec=job.to_record(),
+        total_cells=plan.total,
+    )
+    return PreparedBatch(batch=batch, workflow=workflow, job=job, plan=plan, run_info=run_info)
+
+
+def _chunks(cells: Iterator[Cell], size: int) -> Iterator[list[Cell]]:
+    while chunk := list(islice(cells, size)):
+        yield chunk
+
+
+def pending_cells(plan: Plan, store: ResultStore, run_id: int) -> Iterator[Cell]:
+    """The plan's cells not yet recorded, looked up chunk by chunk (memory stays flat)."""
+    for chunk in _chunks(plan.iter_cells(), _CHUNK):
+        missing = set(store.missing_keys(run_id, [c.key for c in chunk]))
+        if missing:
+            yield from (c for c in chunk if c.key in missing)
+
+
+class ResultWriter:
+    """Buffers results and audit events and writes them in batches, by size or by age.
+
+    Writes happen in the caller's thread when a batch is full, and in a flusher thread
+    when results trickle in slowly, so a slow cell never holds others' results back.
+    """
+
+    def __init__(self, store: ResultStore, run_id: int, *, every: int, seconds: float) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._every = every
+        self._seconds = seconds
+        self._lock = threading.Lock()
+        self._results: list[CellResult] = []
+        self._events: list[events.Event] = []
+        self._closed = threading.Event()
+        self._error: BaseException | None = None
+        self.recorded = 0
+        self._flusher = threading.Thread(target=self._tick, name="wtb-writer", daemon=True)
+        self._flusher.start()
+
+    def add_event(self, event: events.Event) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def add(self, result: CellResult) -> None:
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            self._results.append(result)
+            full = len(self._results) >= self._every
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            results, self._results = self._results, []
+            pending, self._events = self._events, []
+            if results or pending:
+                self.recorded += self._store.record(self._run_id, results, pending)
+
+    def _tick(self) -> None:
+        while not self._closed.wait(self._seconds):
+            try:
+                self.flush()
+            except BaseException as exc:  # surfaced to the consumer on its next add/close
+                self._error = exc
+                return
+
+    def close(self) -> None:
+        self._closed.set()
+        self._flusher.join()
+        self.flush()
+        if self._error is not None:
+            raise self._error
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: int
+    run_key: str
+    total: int
+    recorded_before: int
+    recorded_now: int
+    seconds: float
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def run_batch(
+    prepared: PreparedBatch,
+    store: ResultStore,
+    runner: Runner,
+    *,
+    bus: EventBus | None = None,
+    on_progress: ProgressCallback | None = None,
+    flush_every: int = 200,
+    flush_seconds: float = 0.5,
+) -> RunOutcome:
+    """Run the cells of a batch that are not yet recorded and record them (resumable).
+
+    An interrupted run (Ctrl-C, a crash) keeps every result already written; running the
+    same batch again runs only the rest. Each cell is recorded at most once.
+    """
+    bus = bus or EventBus()
+    started = time.perf_counter()
+    run = store.begin_run(prepared.run_info)
+    before = store.progress(run.id).done
+    total = prepared.plan.total
+    writer = ResultWriter(store, run.id, every=flush_every, seconds=flush_seconds)
+    unsubscribe = bus.subscribe(writer.add_event)
+    bus.publish(events.Event(events.BATCH_STARTED, None, {"run": run.run_key, "total": total}))
+    done = before
+    if on_progress:
+        on_progress(done, total)
+    try:
+        results: Iterable[CellResult] = runner.run(
+            prepared.job, pending_cells(prepared.plan, store, run.id), bus
+        )
+        for result in results:
+            writer.add(result)
+            done += 1
+            if on_progress:
+                on_progress(done, total)
+        bus.publish(events.Event(events.BATCH_FINISHED, None, {"run": run.run_key}))
+    except BaseException as exc:
+        reason = (
+            "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        )
+        bus.publish(events.Event(events.BATCH_FAILED, None, {"run": run.run_key, "reason": reason}))
+        raise
+    finally:
+        unsubscribe()
+        writer.close()
+    progress = store.progress(run.id)
+    if progress.done >= total:
+        store.finish_run(run.id, "succeeded")
+    return RunOutcome(
+        run_id=run.id,
+        run_key=run.run_key,
+        total=total,
+        recorded_before=before,
+        recorded_now=writer.recorded,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def matrix_for_run(
+    store: ResultStore,
+    run_id: int,
+    spec: BatchTestSpec,
+    baseline: tuple[tuple[str, str], ...],
+    *,
+    max_rows: int | None = None,
+) -> ComparisonMatrix:
+    """Aggregate in the database, then compute the statistics: the comparison matrix."""
+    metrics = [(e.name, e.direction_higher_is_better) for e in spec.evaluators]
+    return build_matrix(
+        combos=store.combo_aggregates(run_id),
+        cases=store.case_aggregates(run_id, [m for m, _ in metrics], spec.primary_metric),
+        metrics=metrics,
+        primary_metric=spec.primary_metric,
+        baseline=baseline,
+        alpha=spec.alpha,
+        max_rows=max_rows,
+    )

@@ -1,0 +1,1 @@
+"""The `wtb` command line."""

@@ -1,0 +1,367 @@
+"""`wtb`: run BatchTests locally, show stored results, validate manifests, write the CRDs.
+
+Heavy modules (LangGraph, SQLAlchemy, rich) are imported inside the commands that need
+them, so `wtb --help` and `wtb validate` start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from wtb.errors import WtbError
+
+if TYPE_CHECKING:
+    from wtb.batch import PreparedBatch
+    from wtb.manifests import ManifestSet
+
+EXIT_USAGE = 2
+EXIT_GATE = 1
+EXIT_INTERRUPTED = 130
+
+
+def _fail(exc: WtbError) -> NoReturn:
+    click.secho("error: ", fg="red", bold=True, err=True, nl=False)
+    click.echo(str(exc), err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _load(files: tuple[str, ...]) -> ManifestSet:
+    from wtb.manifests import load_manifests
+
+    return load_manifests(list(files))
+
+
+def _prepare_all(manifests: ManifestSet) -> list[PreparedBatch]:
+    from wtb.batch import prepare
+
+    if not manifests.batchtests:
+        from wtb.errors import ManifestError
+
+        raise ManifestError(
+            "no BatchTest among the files given",
+            fix="add a BatchTest manifest to the files given with -f",
+        )
+    prepared = []
+    for batch, source in manifests.batchtests:
+        workflow, wf_source = manifests.workflow_for(batch, source)
+        path = tuple(dict.fromkeys([str(wf_source.base_dir), str(source.base_dir)]))
+        for entry in reversed(path):
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
+        prepared.append(
+            prepare(
+                batch,
+                workflow,
+                base_dir=source.base_dir,
+                where=source.where("BatchTest", batch.metadata.name),
+                workflow_where=wf_source.where("Workflow", workflow.metadata.name),
+                python_path=path,
+            )
+        )
+    return prepared
+
+
+def _console() -> Any:
+    """Standard output; wide when it is a file or a pipe, so the table is not squeezed."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=240)
+
+
+FILES = click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    required=True,
+    help="Manifest file, directory of manifests, or - for stdin. Repeatable.",
+)
+DATABASE = click.option(
+    "--database",
+    envvar="WTB_DATABASE_URL",
+    help="Result store: sqlite:///path or postgresql://... [default: sqlite in ./.wtb/wtb.db]",
+)
+OUTPUT = click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json", "yaml"]),
+    default="table",
+    show_default=True,
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="wtb")
+def cli() -> None:
+    """WTB, the Workflow Test Bench: batch-test LangGraph workflows over node variants."""
+
+
+@cli.command()
+@FILES
+@DATABASE
+@OUTPUT
+@click.option(
+    "--runner",
+    type=click.Choice(["inline"]),
+    default="inline",
+    show_default=True,
+    help="Where cells run: inline = in this process.",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 4096), help="Cells at once [default: the BatchTest's]."
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["worse", "never"]),
+    default="never",
+    show_default=True,
+    help="worse: exit 1 when any combination is significantly worse than the baseline.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def run(
+    files: tuple[str, ...],
+    database: str | None,
+    output: str,
+    runner: str,
+    concurrency: int | None,
+    fail_on: str,
+    quiet: bool,
+) -> None:
+    """Run BatchTests and print their comparison matrix. Running again resumes."""
+    try:
+        prepared = _prepare_all(_load(files))
+        code = _run_prepared(prepared, database, output, concurrency, fail_on, quiet)
+    except WtbError as exc:
+        _fail(exc)
+    sys.exit(code)
+
+
+def _run_prepared(
+    prepared: list[PreparedBatch],
+    database: str | None,
+    output: str,
+    concurrency: int | None,
+    fail_on: str,
+    quiet: bool,
+) -> int:
+    from rich.console import Console
+
+    from wtb.batch import matrix_for_run
+    from wtb.cli.render import as_data, dump, matrix_table
+    from wtb.plan import combination_label
+    from wtb.runners import InlineRunner
+    from wtb.settings import get_settings
+    from wtb.storage import ResultStore, default_sqlite_url
+
+    settings = get_settings()
+    url = database or settings.database_url or default_sqlite_url()
+    out = _console()
+    err = Console(stderr=True)
+    documents: list[dict[str, Any]] = []
+    gate_failed = False
+    with ResultStore.open(url) as store:
+        for item in prepared:
+            name = item.batch.metadata.name
+            plan = item.plan
+            if output == "table":
+                err.print(
+                    f"[bold]{name}[/]: {len(plan.combinations)} combinations"
+                    f" x {len(plan.cases)} cases"
+                    f" x {plan.repeats} repeats = {plan.total} cells"
+                    f" (baseline: {combination_label(plan.baseline)})"
+                )
+            runner_impl = InlineRunner(concurrency, backoff_scale=settings.retry_backoff_scale)
+            try:
+                outcome = _run_with_progress(
+                    item,
+                    store,
+                    runner_impl,
+                    quiet or not err.is_terminal,
+                    err,
+                    settings.flush_every,
+                    settings.flush_seconds,
+                )
+            except KeyboardInterrupt:
+                progress = store.progress(store.begin_run(item.run_info).id)
+                err.print(
+                    f"\ninterrupted: {progress.done}/{plan.total} cells recorded; "
+                    "run the same command again to finish the rest"
+                )
+                return EXIT_INTERRUPTED
+            matrix = matrix_for_run(store, outcome.run_id, item.batch.spec, plan.baseline)
+            progress = store.progress(outcome.run_id)
+            if output == "table":
+                resumed = (
+                    f", {outcome.recorded_before} already recorded"
+                    if outcome.recorded_before
+                    else ""
+                )
+                err.print(
+                    f"{outcome.recorded_now} cells run in {outcome.seconds:.1f} s{resumed}; "
+                    f"{progress.failed} failed; run {outcome.run_key}"
+                )
+                out.print(matrix_table(name, matrix))
+            else:
+                documents.append(
+                    as_data(
+                        name,
+                        outcome.run_key,
+                        matrix,
+                        {
+                            "total": progress.total,
+                            "done": progress.done,
+                            "succeeded": progress.succeeded,
+                            "failed": progress.failed,
+                        },
+                    )
+                )
+            if any(row.verdict == "worse" for row in matrix.rows):
+                gate_failed = True
+    if documents:
+        click.echo(dump(documents, output))
+    if fail_on == "worse" and gate_failed:
+        err.print("[red]--fail-on worse: a combination is significantly worse than the baseline[/]")
+        return EXIT_GATE
+    return 0
+
+
+def _run_with_progress(
+    item: PreparedBatch,
+    store: Any,
+    runner: Any,
+    quiet: bool,
+    console: Any,
+    every: int,
+    seconds: float,
+) -> Any:
+    from wtb.batch import run_batch
+
+    if quiet:
+        return run_batch(item, store, runner, flush_every=every, flush_seconds=seconds)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("cells", total=item.plan.total)
+
+        def on_progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return run_batch(
+            item, store, runner, on_progress=on_progress, flush_every=every, flush_seconds=seconds
+        )
+
+
+@cli.command()
+@FILES
+def validate(files: tuple[str, ...]) -> None:
+    """Check manifests (schema and semantics, importing the workflow code) without running."""
+    try:
+        manifests = _load(files)
+        prepared = _prepare_all(manifests) if manifests.batchtests else []
+    except WtbError as exc:
+        _fail(exc)
+    for (ns, wf_name), _ in manifests.workflows.items():
+        click.echo(f"ok  Workflow {ns}/{wf_name}")
+    for item in prepared:
+        plan = item.plan
+        click.echo(
+            f"ok  BatchTest {item.batch.metadata.namespace}/{item.batch.metadata.name}: "
+            f"{len(plan.combinations)} combinations x {len(plan.cases)} cases"
+            f" x {plan.repeats} repeats"
+            f" = {plan.total} cells"
+        )
+    for execution, _ in manifests.executions:
+        click.echo(f"ok  Execution {execution.metadata.namespace}/{execution.metadata.name}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("-n", "--namespace", default=None, help="Namespace of the BatchTest.")
+@click.option("--run", "run_key", default=None, help="A run key (as `wtb results` lists them).")
+@DATABASE
+@OUTPUT
+def results(
+    name: str | None, namespace: str | None, run_key: str | None, database: str | None, output: str
+) -> None:
+    """Print a stored run's matrix (the newest run of NAME), or list the runs."""
+    from rich.console import Console
+
+    from wtb.api.batchtest import BatchTestSpec
+    from wtb.batch import matrix_for_run
+    from wtb.cli.render import as_data, dump, matrix_table
+    from wtb.plan import baseline_of
+    from wtb.settings import get_settings
+    from wtb.storage import ResultStore, default_sqlite_url
+
+    url = database or get_settings().database_url or default_sqlite_url()
+    try:
+        with ResultStore.open(url) as store:
+            if run_key:
+                found = store.get_run(run_key)
+                runs = [found] if found else []
+            else:
+                runs = store.find_runs(namespace=namespace, name=name)
+            if not runs:
+                click.echo("no stored run matches", err=True)
+                sys.exit(1)
+            if name is None and run_key is None:
+                for r in runs:
+                    p = store.progress(r.id)
+                    click.echo(
+                        f"{r.run_key}  {r.status:<9}  {p.done}/{p.total}"
+                        f"  {r.created_at:%Y-%m-%d %H:%M}"
+                    )
+                return
+            chosen = runs[0]
+            spec = BatchTestSpec.model_validate(chosen.spec["batchTest"])
+            matrix = matrix_for_run(store, chosen.id, spec, baseline_of(spec))
+            p = store.progress(chosen.id)
+            if output == "table":
+                Console(stderr=True).print(
+                    f"run {chosen.run_key}: {p.done}/{p.total} cells, {p.failed} failed"
+                )
+                _console().print(matrix_table(chosen.name, matrix))
+            else:
+                progress = {
+                    "total": p.total,
+                    "done": p.done,
+                    "succeeded": p.succeeded,
+                    "failed": p.failed,
+                }
+                click.echo(dump([as_data(chosen.name, chosen.run_key, matrix, progress)], output))
+    except WtbError as exc:
+        _fail(exc)
+
+
+@cli.command()
+@click.option(
+    "-o", "--output-dir", default="crds", show_default=True, type=click.Path(file_okay=False)
+)
+def crds(output_dir: str) -> None:
+    """Write the CustomResourceDefinitions generated from the typed models."""
+    from wtb.crds import write_crds
+
+    for path in write_crds(Path(output_dir)):
+        click.echo(str(path))
+
+
+def main() -> None:
+    cli(prog_name="wtb")

@@ -1,0 +1,257 @@
+"""Load a BatchTest's test cases: inline, or from a JSONL, CSV or YAML file.
+
+Rows are `{"id"?, "inputs": {...}, "expected"?: {...}}`, or flat: every column is an
+input, except `id` and the columns named in `expectedFields`. A case without an id gets
+one derived from its content, so it stays the same across runs and machines.
+
+Data sets are held in memory as a list of Case: fine up to about 100,000 cases.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wtb.api.batchtest import DatasetSpec
+from wtb.errors import ManifestError
+from wtb.results import Case
+
+_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml"}
+_ROW_KEYS = frozenset({"id", "inputs", "expected"})
+_ROW_FIX = 'write rows as {"id": ..., "inputs": {...}, "expected": {...}} or as flat objects'
+
+Located = tuple[str, dict[str, Any]]
+"""A raw row and where it is ('cases.jsonl, line 7')."""
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces: the same text for the same content, wherever it came from."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _content_id(content: str) -> str:
+    """'c-' + the first 12 hex digits of sha256 over the canonical JSON of inputs and expected."""
+    return "c-" + hashlib.sha256(content.encode()).hexdigest()[:12]
+
+
+def cases_digest(cases: Iterable[Case]) -> str:
+    """sha256 of the canonical JSON list of all cases (id, inputs, expected), in order."""
+    digest = hashlib.sha256(b"[")
+    for i, case in enumerate(cases):
+        if i:
+            digest.update(b",")
+        record = {"id": case.id, "inputs": case.inputs, "expected": case.expected}
+        digest.update(canonical_json(record).encode())
+    digest.update(b"]")
+    return digest.hexdigest()
+
+
+def _case(row: dict[str, Any], expected_fields: Sequence[str], where: str) -> Case:
+    if "inputs" in row:
+        unknown = sorted(set(row) - _ROW_KEYS)
+        if unknown:
+            raise ManifestError(
+                f"unknown key {unknown[0]!r} in a row with `inputs`",
+                where=where,
+                fix="rows with `inputs` may only have `id`, `inputs` and `expected`",
+            )
+        inputs, expected = row["inputs"], row.get("expected")
+        if not isinstance(inputs, dict):
+            raise ManifestError(
+                f"`inputs` is a {type(inputs).__name__}, not an object", where=where, fix=_ROW_FIX
+            )
+        if expected is not None and not isinstance(expected, dict):
+            raise ManifestError(
+                f"`expected` is a {type(expected).__name__}, not an object",
+                where=where,
+                fix=_ROW_FIX,
+            )
+    elif "expected" in row:
+        raise ManifestError("row has `expected` but no `inputs`", where=where, fix=_ROW_FIX)
+    else:
+        expected = {k: row[k] for k in expected_fields if k in row}
+        inputs = {k: v for k, v in row.items() if k != "id" and k not in expected_fields}
+        if not inputs:
+            raise ManifestError(
+                "row has no inputs (every column is `id` or an expected field)",
+                where=where,
+                fix="add input columns, or list fewer columns in `expectedFields`",
+            )
+    expected = expected or None
+    try:
+        content = canonical_json({"inputs": inputs, "expected": expected})
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(
+            f"row holds a value JSON cannot represent: {exc}",
+            where=where,
+            fix="use strings, numbers, booleans, null, lists and objects (quote dates in YAML)",
+        ) from exc
+    given = row.get("id")
+    if given is None:
+        return Case(id=_content_id(content), inputs=inputs, expected=expected)
+    if isinstance(given, dict | list) or given == "":
+        raise ManifestError(
+            f"`id` must be a non-empty string or number, got {given!r}",
+            where=where,
+            fix="write a short unique id, or leave it out to derive one from the content",
+        )
+    return Case(id=str(given), inputs=inputs, expected=expected)
+
+
+def _cases(rows: Iterable[Located], expected_fields: Sequence[str]) -> list[Case]:
+    cases: list[Case] = []
+    first_seen: dict[str, str] = {}
+    for where, row in rows:
+        case = _case(row, expected_fields, where)
+        if case.id in first_seen:
+            raise ManifestError(
+                f"duplicate case id {case.id!r}, first at {first_seen[case.id]}",
+                where=where,
+                fix="give each case a distinct `id` (cases without one get an id derived "
+                "from inputs and expected, so identical rows collide)",
+            )
+        first_seen[case.id] = where
+        cases.append(case)
+    return cases
+
+
+def _jsonl_rows(path: Path, name: str) -> Iterator[Located]:
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{name}, line {number}"
+            try:
+                row = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as exc:
+                raise ManifestError(
+                    f"not valid JSON: {exc.msg} (column {exc.colno})",
+                    where=where,
+                    fix="write one JSON object per line",
+                ) from None
+            if not isinstance(row, dict):
+                raise ManifestError(
+                    f"row is a JSON {type(row).__name__}, not an object", where=where, fix=_ROW_FIX
+                )
+            yield where, row
+
+
+def _csv_rows(path: Path, name: str) -> Iterator[Located]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return
+        dupes = sorted({c for c in header if header.count(c) > 1})
+        if dupes or "" in header:
+            raise ManifestError(
+                f"header names columns {', '.join(map(repr, dupes))} twice"
+                if dupes
+                else "header has an empty column name",
+                where=f"{name}, line 1",
+                fix="give every column a distinct, non-empty name",
+            )
+        end = reader.line_num
+        for record in reader:
+            # A quoted field may span lines: a record starts after the previous one ended.
+            where, end = f"{name}, line {end + 1}", reader.line_num
+            if not any(record):
+                continue
+            if len(record) > len(header):
+                raise ManifestError(
+                    f"row has {len(record)} fields, the header has {len(header)}",
+                    where=where,
+                    fix="quote values that contain commas",
+                )
+            # Empty cells are missing values, so an input column can be optional.
+            yield where, {k: v for k, v in zip(header, record, strict=False) if v != ""}
+
+
+def _yaml_rows(path: Path, name: str) -> Iterator[Located]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        raise ManifestError(
+            f"not valid YAML: {exc}", where=f"{name}{line}", fix="fix the YAML syntax"
+        ) from None
+    if data is None:
+        return
+    if not isinstance(data, list) or not isinstance(node, yaml.SequenceNode):
+        raise ManifestError(
+            f"the document is a {type(data).__name__}, not a list of cases",
+            where=name,
+            fix="write the cases as a YAML list: `- inputs: {...}`",
+        )
+    for index, (row, item) in enumerate(zip(data, node.value, strict=True)):
+        where = f"{name}, item {index} (line {item.start_mark.line + 1})"
+        if not isinstance(row, dict):
+            raise ManifestError(
+                f"item is a {type(row).__name__}, not a mapping", where=where, fix=_ROW_FIX
+            )
+        yield where, row
+
+
+_READERS = {"jsonl": _jsonl_rows, "csv": _csv_rows, "yaml": _yaml_rows}
+
+
+def _shown(path: Path) -> str:
+    """The resolved path, relative to the working directory when it is below it."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(resolved)
+
+
+def _file_cases(spec: DatasetSpec, file: str, base_dir: Path, where: str) -> list[Case]:
+    path = base_dir / file
+    fmt = spec.format or _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ManifestError(
+            f"cannot tell the format of {file!r} from its extension {path.suffix!r}",
+            where=f"{where}.path",
+            fix="use .jsonl, .csv, .yaml or .yml, or set `format: jsonl|csv|yaml`",
+        )
+    if not path.is_file():
+        raise ManifestError(
+            f"data set file {file!r} not found (looked for {_shown(path)})",
+            where=f"{where}.path",
+            fix="give the path relative to the manifest's directory",
+        )
+    name = _shown(path)
+    try:
+        cases = _cases(_READERS[fmt](path, name), spec.expected_fields)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"not UTF-8 text: {exc.reason} at byte {exc.start}",
+            where=name,
+            fix="save the file as UTF-8",
+        ) from None
+    if not cases:
+        raise ManifestError(
+            "the data set has no cases", where=name, fix="add at least one row to the file"
+        )
+    return cases
+
+
+def load_cases(spec: DatasetSpec, base_dir: Path, where: str = "spec.dataset") -> list[Case]:
+    """The cases of a data set, in file order; file paths are relative to `base_dir`.
+
+    Raises ManifestError naming the file and line (or the manifest field) and the fix.
+    """
+    if spec.path is not None:
+        return _file_cases(spec, spec.path, base_dir, where)
+    rows = (
+        (f"{where}.cases[{i}]", c.model_dump(exclude_none=True)) for i, c in enumerate(spec.cases)
+    )
+    return _cases(rows, spec.expected_fields)

@@ -1,0 +1,172 @@
+"""Build the user's LangGraph graph with chosen node variants swapped in.
+
+The user's factory is never modified: each build calls it again (or copies the builder of a
+compiled graph) and replaces node implementations on the copy, keeping every other property
+of the node (input schema, retry and cache policies, destinations, metadata).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from wtb.api.workflow import END, ORIGINAL, START, WorkflowSpec
+from wtb.errors import ManifestError
+from wtb.importing import import_object
+
+if TYPE_CHECKING:
+    from langgraph.graph import StateGraph
+    from langgraph.graph.state import CompiledStateGraph
+
+GRAPH_WHERE = "spec.graph"
+
+
+def load_builder(spec: WorkflowSpec, *, where: str = GRAPH_WHERE) -> StateGraph[Any]:
+    """A fresh, uncompiled StateGraph for the workflow (the user's object is not touched)."""
+    from langgraph.graph import StateGraph
+    from langgraph.graph.state import CompiledStateGraph
+
+    graph = spec.graph
+    if graph.factory is None:
+        return _declared_builder(spec, where=where)
+    obj = import_object(graph.factory, where=f"{where}.factory")
+    if callable(obj) and not isinstance(obj, StateGraph | CompiledStateGraph):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise ManifestError(
+                f"graph factory {graph.factory!r} raised {type(exc).__name__}: {exc}",
+                where=f"{where}.factory",
+                fix="the factory is called with no arguments and must return a StateGraph",
+            ) from exc
+    if isinstance(obj, CompiledStateGraph):
+        obj = obj.builder
+    if not isinstance(obj, StateGraph):
+        raise ManifestError(
+            f"graph factory {graph.factory!r} gave a {type(obj).__name__}, not a LangGraph graph",
+            where=f"{where}.factory",
+            fix="return a langgraph StateGraph (uncompiled builder) or a compiled graph",
+        )
+    builder = copy.copy(obj)
+    builder.nodes = dict(obj.nodes)
+    return builder
+
+
+def _declared_builder(spec: WorkflowSpec, *, where: str) -> StateGraph[Any]:
+    from langgraph.graph import StateGraph
+
+    graph = spec.graph
+    if graph.state is None:  # guaranteed by the model; keeps the type checker honest
+        raise ManifestError("a declared graph needs `state`", where=f"{where}.state")
+    state = import_object(graph.state, where=f"{where}.state")
+    builder: StateGraph[Any] = StateGraph(state)
+    for i, node in enumerate(graph.nodes):
+        fn = import_object(node.path, where=f"{where}.nodes[{i}].path")
+        _require_callable(fn, node.path, f"{where}.nodes[{i}].path")
+        builder.add_node(node.name, fn)
+    for i, edge in enumerate(graph.edges):
+        if edge.router is None:
+            builder.add_edge(edge.source, edge.to[0])
+            continue
+        router = import_object(edge.router, where=f"{where}.edges[{i}].router")
+        _require_callable(router, edge.router, f"{where}.edges[{i}].router")
+        targets = {t: t for t in edge.to}
+        builder.add_conditional_edges(edge.source, router, targets)
+    return builder
+
+
+def _require_callable(obj: object, path: str, where: str) -> None:
+    if not callable(obj):
+        raise ManifestError(
+            f"{path!r} is a {type(obj).__name__}, not a callable",
+            where=where,
+            fix="point at a function (or a callable object)",
+        )
+
+
+def graph_nodes(builder: StateGraph[Any]) -> list[str]:
+    """The graph's node names in insertion order, without LangGraph's START/END."""
+    return [n for n in builder.nodes if n not in (START, END)]
+
+
+def resolve_variant(
+    spec: WorkflowSpec, node: str, variant: str, *, where: str
+) -> Callable[..., Any]:
+    """The node callable of a variant: the import path, or what its factory returns for `config`."""
+    v = spec.variant(node, variant)
+    if v is None:
+        raise ManifestError(
+            f"node {node!r} has no variant {variant!r}",
+            where=where,
+            fix=f"use `{ORIGINAL}` or one of: "
+            + ", ".join(x.name for x in spec.variants.get(node, [])),
+        )
+    index = spec.variants[node].index(v)
+    vwhere = f"Workflow spec.variants.{node}[{index}]"
+    target = import_object(v.path, where=f"{vwhere}.path")
+    _require_callable(target, v.path, f"{vwhere}.path")
+    if v.config is None:
+        return target  # type: ignore[no-any-return]
+    try:
+        made = target(**v.config)
+    except TypeError as exc:
+        raise ManifestError(
+            f"variant {v.name!r}: calling {v.path!r} with config {v.config} failed: {exc}",
+            where=f"{vwhere}.config",
+            fix="with `config`, `path` names a factory taking those keyword arguments and "
+            "returning the node callable",
+        ) from exc
+    _require_callable(made, f"{v.path}(**config)", f"{vwhere}.config")
+    return made  # type: ignore[no-any-return]
+
+
+def swap_nodes(builder: StateGraph[Any], replacements: Mapping[str, Callable[..., Any]]) -> None:
+    """Replace node implementations in place on a builder copy made by `load_builder`."""
+    from langgraph.graph import StateGraph
+
+    for name, fn in replacements.items():
+        old = builder.nodes[name]
+        # A scratch graph turns the callable into a node runnable exactly as add_node does,
+        # sync or async; everything else about the node is kept from the original.
+        scratch: StateGraph[Any] = StateGraph(builder.state_schema)
+        scratch.add_node(name, fn, input_schema=old.input_schema)
+        builder.nodes[name] = dataclasses.replace(old, runnable=scratch.nodes[name].runnable)
+
+
+def is_sync_graph(builder: StateGraph[Any]) -> bool:
+    """True when every node is a plain sync function: such graphs run with `invoke` in a thread.
+
+    Graphs with any async node (or any other Runnable, e.g. a subgraph) run with `ainvoke`.
+    """
+    for name in graph_nodes(builder):
+        runnable = builder.nodes[name].runnable
+        if type(runnable).__name__ != "RunnableCallable" or getattr(runnable, "func", None) is None:
+            return False
+    return True
+
+
+class VariantGraphs:
+    """Compiled graphs per variant combination, built once each (per process)."""
+
+    def __init__(self, spec: WorkflowSpec) -> None:
+        self._spec = spec
+        self._compiled: dict[tuple[tuple[str, str], ...], tuple[CompiledStateGraph[Any], bool]] = {}
+
+    def get(self, combination: tuple[tuple[str, str], ...]) -> tuple[CompiledStateGraph[Any], bool]:
+        """The compiled graph for a combination and whether it is sync-only."""
+        found = self._compiled.get(combination)
+        if found is None:
+            builder = load_builder(self._spec)
+            swap_nodes(
+                builder,
+                {
+                    node: resolve_variant(self._spec, node, variant, where=f"matrix.{node}")
+                    for node, variant in combination
+                    if variant != ORIGINAL
+                },
+            )
+            found = (builder.compile(), is_sync_graph(builder))
+            self._compiled[combination] = found
+        return found

@@ -1,0 +1,223 @@
+"""The comparison matrix: database aggregates in, one row of statistics per combination out.
+
+The unit of analysis is the test case: the database averages repeats within a case, and
+every interval and paired delta here is computed over per-case means. Pure code, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from wtb.api.matrix import (
+    ComparisonMatrix,
+    DeltaSummary,
+    Interval,
+    LatencySummary,
+    MatrixRow,
+    Verdict,
+)
+from wtb.results import CaseAggregate, Combination, ComboAggregate
+from wtb.stats import (
+    HolmResult,
+    PairedDelta,
+    RunningMean,
+    holm,
+    paired_delta,
+    wilson_interval,
+)
+
+__all__ = ["build_matrix", "combination_label"]
+
+
+def combination_label(combination: Combination) -> str:
+    """'node=variant, node=variant' in node order, every node written out."""
+    return ", ".join(f"{node}={variant}" for node, variant in sorted(combination))
+
+
+@dataclass(slots=True)
+class _ComboCases:
+    """What one combination's case aggregates reduce to, kept while they stream past."""
+
+    primary: dict[str, float] = field(default_factory=dict)
+    """Per-case mean of the primary metric by case id: needed whole, for pairing."""
+    metrics: dict[str, RunningMean] = field(default_factory=dict)
+    repeated: int = 0
+    """Cases with more than one run (the only ones whose outcome can vary)."""
+    varying: int = 0
+
+
+def _reduce_cases(
+    cases: Iterable[CaseAggregate], combo_keys: set[str], metric_names: Sequence[str], primary: str
+) -> dict[str, _ComboCases]:
+    reduced = {
+        key: _ComboCases(metrics={name: RunningMean() for name in metric_names})
+        for key in combo_keys
+    }
+    for case in cases:
+        # The case query may see cells recorded after the combination query ran; such
+        # stragglers belong to the next matrix, not to a combination this one lacks.
+        target = reduced.get(case.combo_key)
+        if target is None:
+            continue
+        for name, running in target.metrics.items():
+            value = case.metric_means.get(name)
+            if value is None or not math.isfinite(value):
+                continue
+            running.add(value)
+            if name == primary:
+                target.primary[case.case_id] = value
+        if case.runs > 1:
+            target.repeated += 1
+            if case.outcome_varies:
+                target.varying += 1
+    return reduced
+
+
+def _verdict(delta: PairedDelta, reject: bool, higher_is_better: bool) -> Verdict:
+    if delta.p_value is None or delta.mean is None:
+        return "insufficient data"
+    if not reject:
+        return "no significant difference"
+    return "better" if (delta.mean > 0) == higher_is_better else "worse"
+
+
+def _sort_key(row: MatrixRow, primary: str, higher_is_better: bool) -> tuple[bool, float, str]:
+    value = row.metrics[primary].value
+    if value is None:
+        return (True, 0.0, row.label)
+    return (False, -value if higher_is_better else value, row.label)
+
+
+def _bounded(rows: list[MatrixRow], max_rows: int | None) -> list[MatrixRow]:
+    """The best rows, at most max_rows, always with the baseline (it replaces the last)."""
+    if max_rows is None or len(rows) <= max_rows:
+        return rows
+    kept = rows[:max_rows]
+    if any(row.baseline for row in kept):
+        return kept
+    return kept[:-1] + [row for row in rows if row.baseline]
+
+
+def _row(
+    combo: ComboAggregate,
+    *,
+    summary: _ComboCases,
+    delta: PairedDelta | None,
+    holm_result: HolmResult | None,
+    higher_is_better: bool,
+    confidence: float,
+) -> MatrixRow:
+    """One combination's row; `delta` and `holm_result` are None for the baseline."""
+    rate = wilson_interval(combo.succeeded, combo.runs, confidence)
+    row_metrics = {}
+    for name, running in summary.metrics.items():
+        estimate = running.estimate(confidence)
+        row_metrics[name] = Interval(
+            value=estimate.mean, low=estimate.low, high=estimate.high, n=estimate.n
+        )
+    delta_summary: DeltaSummary | None = None
+    verdict: Verdict = "baseline"
+    if delta is not None and holm_result is not None:
+        delta_summary = DeltaSummary(
+            mean=delta.mean,
+            low=delta.low,
+            high=delta.high,
+            n=delta.n,
+            p_value=delta.p_value,
+            p_adjusted=holm_result.p_adjusted,
+        )
+        verdict = _verdict(delta, holm_result.reject, higher_is_better)
+    return MatrixRow(
+        combination=dict(combo.combination),
+        label=combination_label(combo.combination),
+        baseline=delta is None,
+        runs=combo.runs,
+        succeeded=combo.succeeded,
+        success_rate=Interval(
+            value=combo.succeeded / combo.runs if combo.runs else None,
+            low=rate[0] if rate else None,
+            high=rate[1] if rate else None,
+            n=combo.runs,
+        ),
+        latency_ms=LatencySummary(p50=combo.latency_p50, p95=combo.latency_p95),
+        tokens=combo.tokens,
+        cost=combo.cost,
+        metrics=row_metrics,
+        delta=delta_summary,
+        verdict=verdict,
+        flakiness=summary.varying / summary.repeated if summary.repeated else None,
+    )
+
+
+def build_matrix(
+    *,
+    combos: Sequence[ComboAggregate],
+    cases: Iterable[CaseAggregate],
+    metrics: Sequence[tuple[str, bool]],
+    primary_metric: str,
+    baseline: Combination,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+    max_rows: int | None = None,
+) -> ComparisonMatrix:
+    """The comparison matrix of a batch, from the database's aggregates.
+
+    `metrics` lists (name, higher_is_better) in display order; `cases` is consumed once and
+    may stream. A baseline combination with no recorded cell still gets a row (zero runs),
+    and every other row is then "insufficient data". Rows are sorted best first by the
+    primary metric; `max_rows` bounds them (keeping the baseline), `combinations` counts all.
+    """
+    directions = dict(metrics)
+    if primary_metric not in directions:
+        raise ValueError(
+            f"primary metric {primary_metric!r} is not among the metrics {list(directions)}"
+        )
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+    higher_is_better = directions[primary_metric]
+    baseline_combination = tuple(sorted(baseline))
+    base = next((c for c in combos if tuple(sorted(c.combination)) == baseline_combination), None)
+    if base is None:
+        base = ComboAggregate(
+            combo_key="",
+            combination=baseline_combination,
+            runs=0,
+            succeeded=0,
+            tokens=None,
+            cost=None,
+            latency_p50=None,
+            latency_p95=None,
+        )
+        combos = [*combos, base]
+    reduced = _reduce_cases(cases, {c.combo_key for c in combos}, list(directions), primary_metric)
+
+    baseline_primary = reduced[base.combo_key].primary
+    deltas = {
+        c.combo_key: paired_delta(reduced[c.combo_key].primary, baseline_primary, confidence)
+        for c in combos
+        if c is not base
+    }
+    corrected = holm({key: d.p_value for key, d in deltas.items()}, alpha)
+    rows = [
+        _row(
+            combo,
+            summary=reduced[combo.combo_key],
+            delta=deltas.get(combo.combo_key),
+            holm_result=corrected.get(combo.combo_key),
+            higher_is_better=higher_is_better,
+            confidence=confidence,
+        )
+        for combo in combos
+    ]
+    rows.sort(key=lambda row: _sort_key(row, primary_metric, higher_is_better))
+    return ComparisonMatrix(
+        primary_metric=primary_metric,
+        higher_is_better=higher_is_better,
+        baseline=combination_label(baseline_combination),
+        confidence=confidence,
+        alpha=alpha,
+        combinations=len(combos),
+        rows=_bounded(rows, max_rows),
+    )

@@ -1,0 +1,67 @@
+"""Which failures are transient, and how long to wait before the next attempt."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from wtb.api.batchtest import RetrySpec
+
+# Exception class names (anywhere in the MRO) that mean "try again": network and
+# provider hiccups as raised by httpx, requests, openai, anthropic, google and botocore.
+_TRANSIENT_NAMES = frozenset(
+    {
+        "TimeoutError",
+        "ConnectionError",
+        "RateLimitError",
+        "APITimeoutError",
+        "APIConnectionError",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableError",
+        "TooManyRequests",
+        "ResourceExhausted",
+        "ThrottlingException",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "ConnectError",
+        "RemoteProtocolError",
+        "TransportError",
+    }
+)
+_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
+    extra_transient: frozenset[str] = frozenset()
+    scale: float = 1.0
+    """Multiplies every delay (WTB_RETRY_BACKOFF_SCALE); 0 makes tests fast."""
+
+    @classmethod
+    def from_spec(cls, spec: RetrySpec, *, scale: float = 1.0) -> RetryPolicy:
+        return cls(
+            max_attempts=spec.max_attempts,
+            backoff_seconds=spec.backoff_seconds,
+            max_backoff_seconds=spec.max_backoff_seconds,
+            extra_transient=frozenset(spec.transient_errors),
+            scale=scale,
+        )
+
+    def is_transient(self, exc: BaseException) -> bool:
+        for klass in type(exc).__mro__:
+            qualified = f"{klass.__module__}:{klass.__qualname__}"
+            if klass.__name__ in _TRANSIENT_NAMES or klass.__name__ in self.extra_transient:
+                return True
+            if qualified in self.extra_transient:
+                return True
+        status = getattr(exc, "status_code", None) or getattr(exc, "status", None)
+        return isinstance(status, int) and status in _TRANSIENT_STATUS
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt `attempt` (1-based): exponential, jittered."""
+        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        return self.scale * ceiling * random.uniform(0.5, 1.0)

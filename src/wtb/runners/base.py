@@ -1,0 +1,23 @@
+"""The runner interface: execute a BatchJob's cells somewhere, yield their results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from wtb.events import EventBus
+from wtb.job import BatchJob
+from wtb.results import Cell, CellResult
+
+
+class Runner(Protocol):
+    """Executes cells with bounded concurrency and yields each result as it completes.
+
+    `cells` is consumed lazily (back-pressure: a runner never holds more than its concurrency
+    in flight); results arrive in completion order. Closing the iterator early stops the run.
+    Cell-level failures are results; only infrastructure failures raise.
+    """
+
+    name: str
+
+    def run(self, job: BatchJob, cells: Iterable[Cell], bus: EventBus) -> Iterator[CellResult]: ...

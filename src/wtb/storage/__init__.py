@@ -1,0 +1,36 @@
+"""The result store: SQLAlchemy models, Alembic migrations, and the ResultStore interface.
+
+SQLite is the embedded default (one file per project); PostgreSQL, reached through
+PgBouncer in transaction pooling mode, is the shared store of the operator and Ray jobs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wtb.storage.engine import make_engine, redact
+from wtb.storage.migrate import downgrade, upgrade
+from wtb.storage.records import RunInfo, RunProgress, RunRecord, RunStatus, StoredCell
+from wtb.storage.store import ResultStore
+
+__all__ = [
+    "ResultStore",
+    "RunInfo",
+    "RunProgress",
+    "RunRecord",
+    "RunStatus",
+    "StoredCell",
+    "default_sqlite_url",
+    "downgrade",
+    "make_engine",
+    "redact",
+    "upgrade",
+]
+
+DEFAULT_DIRECTORY = ".wtb"
+"""Per project, beside the manifests (like .pytest_cache); add it to .gitignore."""
+
+
+def default_sqlite_url() -> str:
+    """sqlite:///<current directory>/.wtb/wtb.db: the store when no URL is given."""
+    return f"sqlite:///{Path.cwd() / DEFAULT_DIRECTORY / 'wtb.db'}"

@@ -1,0 +1,159 @@
+"""Aggregation in the database: per combination and per (combination, case).
+
+Only aggregates leave the database, so the statistics cost the same for 100 or 100,000
+cells. Percentiles are computed portably (SQLite has no percentile_cont): a window
+function ranks each combination's latencies, and only the two ranks around each wanted
+percentile come back, to be interpolated linearly (numpy's default method).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
+from math import floor
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Row, case, func, or_, select
+
+from wtb.results import CaseAggregate, Combination, ComboAggregate
+from wtb.storage.schema import CellRow
+
+P50 = Fraction(1, 2)
+P95 = Fraction(19, 20)
+STREAM_ROWS = 1000
+"""Rows fetched per round trip when aggregates are streamed."""
+
+_SUCCEEDED = func.sum(case((CellRow.status == "succeeded", 1), else_=0))
+
+
+def combination_of(stored: dict[str, str]) -> Combination:
+    return tuple(sorted(stored.items()))
+
+
+def _floor_rank(count: ColumnElement[int], q: Fraction) -> ColumnElement[int]:
+    """floor(q * (count - 1)) in integer arithmetic, so SQL and Python agree exactly."""
+    return (count - 1) * q.numerator // q.denominator
+
+
+RankedLatencies = tuple[int, Combination, dict[int, float]]
+"""A combination's cell count, the combination, and its latencies at the needed ranks."""
+
+
+def _latency_ranks(conn: Connection, run_id: int) -> dict[str, RankedLatencies]:
+    ranked = (
+        select(
+            CellRow.combo_key,
+            CellRow.combination,
+            CellRow.latency_ms,
+            (
+                func.row_number().over(
+                    partition_by=CellRow.combo_key, order_by=(CellRow.latency_ms, CellRow.id)
+                )
+                - 1
+            ).label("rank"),
+            func.count().over(partition_by=CellRow.combo_key).label("n"),
+        )
+        .where(CellRow.run_id == run_id)
+        .subquery()
+    )
+    wanted = []
+    for q in (P50, P95):
+        low = _floor_rank(ranked.c.n, q)
+        wanted += [ranked.c.rank == low, ranked.c.rank == low + 1]
+    c = ranked.c
+    rows = conn.execute(
+        select(c.combo_key, c.combination, c.n, c.rank, c.latency_ms).where(or_(*wanted))
+    )
+    found: dict[str, RankedLatencies] = {}
+    for combo_key, combination, n, rank, latency in rows:
+        entry = found.setdefault(combo_key, (n, combination_of(combination), {}))
+        entry[2][rank] = latency
+    return found
+
+
+def _percentile(latencies: dict[int, float], n: int, q: Fraction) -> float:
+    position = q * (n - 1)
+    low = floor(position)
+    fraction = position - low
+    if fraction == 0:
+        return latencies[low]
+    return latencies[low] + (latencies[low + 1] - latencies[low]) * float(fraction)
+
+
+def combo_aggregates(conn: Connection, run_id: int) -> list[ComboAggregate]:
+    """Runs, successes, token and cost totals and latency p50/p95 over all cells of each combo."""
+    ranks = _latency_ranks(conn, run_id)
+    totals = conn.execute(
+        select(
+            CellRow.combo_key,
+            func.count(),
+            _SUCCEEDED,
+            func.sum(CellRow.tokens),
+            func.sum(CellRow.cost),
+        )
+        .where(CellRow.run_id == run_id)
+        .group_by(CellRow.combo_key)
+        .order_by(CellRow.combo_key)
+    )
+    aggregates = []
+    for combo_key, runs, succeeded, tokens, cost in totals:
+        n, combination, latencies = ranks[combo_key]
+        aggregates.append(
+            ComboAggregate(
+                combo_key=combo_key,
+                combination=combination,
+                runs=runs,
+                succeeded=int(succeeded),
+                tokens=None if tokens is None else int(tokens),
+                cost=None if cost is None else float(cost),
+                latency_p50=_percentile(latencies, n, P50),
+                latency_p95=_percentile(latencies, n, P95),
+            )
+        )
+    return aggregates
+
+
+def iter_case_aggregates(
+    conn: Connection, run_id: int, metrics: Sequence[str], primary: str
+) -> Iterator[CaseAggregate]:
+    """Per (combination, case), ordered by both: repeats averaged, disagreement flagged.
+
+    Repeats disagree when their statuses differ, or their primary scores differ, or only
+    some of them have a primary score (its evaluator failed on the others).
+    """
+    score = CellRow.metrics[primary].as_float()
+    means = [func.avg(CellRow.metrics[name].as_float()) for name in metrics]
+    stmt = (
+        select(
+            CellRow.combo_key,
+            CellRow.case_id,
+            func.count(),
+            _SUCCEEDED,
+            func.min(CellRow.status) != func.max(CellRow.status),
+            func.min(score),
+            func.max(score),
+            func.count(score),
+            *means,
+        )
+        .where(CellRow.run_id == run_id)
+        .group_by(CellRow.combo_key, CellRow.case_id)
+        .order_by(CellRow.combo_key, CellRow.case_id)
+    )
+    for row in conn.execution_options(yield_per=STREAM_ROWS).execute(stmt):
+        yield _case_aggregate(row, metrics)
+
+
+def _case_aggregate(row: Row[Any], metrics: Sequence[str]) -> CaseAggregate:
+    combo_key, case_id, runs, succeeded, status_varies, low, high, scored = tuple(row)[:8]
+    score_varies = scored > 0 and (low != high or scored < runs)
+    return CaseAggregate(
+        combo_key=combo_key,
+        case_id=case_id,
+        runs=runs,
+        succeeded=int(succeeded),
+        metric_means={
+            name: None if mean is None else float(mean)
+            for name, mean in zip(metrics, tuple(row)[8:], strict=True)
+        },
+        outcome_varies=bool(status_varies) or score_varies,
+    )

@@ -1,0 +1,1 @@
+"""Alembic revisions of the result store, oldest first."""

@@ -1,0 +1,80 @@
+"""What the result store takes and gives back about runs and cells (plain frozen data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from wtb.results import CellStatus, Combination
+
+RunStatus = Literal["pending", "running", "succeeded", "failed"]
+FinalStatus = Literal["succeeded", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What a runner knows about a run before it starts: enough to get or create it."""
+
+    run_key: str
+    """Deterministic per BatchTest generation and spec: the same batch finds the same run."""
+    namespace: str
+    name: str
+    spec_digest: str
+    spec: dict[str, Any]
+    total_cells: int
+    uid: str | None = None
+    generation: int | None = None
+    workflow_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: int
+    run_key: str
+    namespace: str
+    name: str
+    uid: str | None
+    generation: int | None
+    spec_digest: str
+    spec: dict[str, Any]
+    workflow_id: int | None
+    status: RunStatus
+    total_cells: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    created: bool = False
+    """True only for the begin_run call that inserted the row."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    total: int
+    done: int
+    succeeded: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCell:
+    """A recorded cell as the database keeps it."""
+
+    run_id: int
+    cell_key: str
+    combo_key: str
+    combination: Combination
+    case_id: str
+    repeat: int
+    status: CellStatus
+    output: dict[str, Any] | None
+    metrics: dict[str, float | None]
+    evaluator_errors: dict[str, str]
+    latency_ms: float
+    tokens: int | None
+    cost: float | None
+    error_type: str | None
+    error_message: str | None
+    attempts: int
+    finished_at: datetime

@@ -1,0 +1,447 @@
+"""ResultStore: the one interface every runner, the driver, the operator and the CLI use.
+
+Exactly-once: a cell is identified by (run_id, cell_key). `record` inserts cells with
+ON CONFLICT DO NOTHING and writes attempts only for the cells that statement actually
+inserted, all in one transaction, so a batch delivered twice (a retried write, a restarted
+worker) adds nothing the second time.
+
+Every statement is a plain statement in a short transaction: the store works unchanged
+through PgBouncer in transaction pooling mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from itertools import islice
+from types import TracebackType
+from typing import Any, Self
+
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, Insert, Row, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+
+from wtb.errors import StorageError
+from wtb.events import Event
+from wtb.jsonable import jsonable
+from wtb.results import Attempt, CaseAggregate, CellResult, ComboAggregate
+from wtb.storage import aggregates
+from wtb.storage.engine import make_engine, redact
+from wtb.storage.migrate import upgrade
+from wtb.storage.records import FinalStatus, RunInfo, RunProgress, RunRecord, StoredCell
+from wtb.storage.schema import AttemptRow, AuditRow, Base, BatchRunRow, CellRow, WorkflowRow
+
+MAX_KEYS_PER_QUERY = 500
+"""Keys per IN list in missing_keys: bounded statements, well under SQLite's variable limit."""
+
+_FINAL_STATUSES = ("succeeded", "failed")
+_RUNS = BatchRunRow.__table__
+_CELLS = CellRow.__table__
+_ATTEMPTS = AttemptRow.__table__
+_AUDIT = AuditRow.__table__
+
+
+class ResultStore:
+    """Results of batch runs in SQLite or PostgreSQL. Thread-safe; use one per process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> ResultStore:
+        """Connect to `url` and (by default) bring its schema up to date.
+
+        Raises StorageError, with the password redacted, when the database is unreachable.
+        """
+        engine = make_engine(url)
+        store = cls(engine)
+        try:
+            if migrate:
+                upgrade(engine)
+            else:
+                with store._connect() as conn:
+                    conn.execute(select(1))
+        except DBAPIError as exc:
+            engine.dispose()
+            raise store._unreachable(exc) from exc
+        except CommandError as exc:
+            engine.dispose()
+            raise StorageError(
+                f"the schema of {redact(engine.url)} is not one this WTB knows: {exc}\n"
+                "  fix: upgrade WTB, or point it at another database"
+            ) from exc
+        except StorageError:
+            engine.dispose()
+            raise
+        return store
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _unreachable(self, exc: DBAPIError) -> StorageError:
+        reason = str(exc.orig).strip() if exc.orig is not None else str(exc)
+        return StorageError(
+            f"cannot use the database {redact(self._engine.url)}: {reason}\n"
+            "  fix: check that the server runs and the URL (host, port, database, user, "
+            "password) is right; for PostgreSQL behind PgBouncer, that PgBouncer knows the database"
+        )
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """A connection; failing to get one is a StorageError naming the (redacted) URL."""
+        try:
+            conn = self._engine.connect()
+        except DBAPIError as exc:
+            raise self._unreachable(exc) from exc
+        with conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self._connect() as conn, conn.begin():
+            yield conn
+
+    def _insert_new(self, model: type[Base], conflict: list[str]) -> Insert:
+        """INSERT .. ON CONFLICT (conflict) DO NOTHING, in this database's dialect."""
+        if self._engine.dialect.name == "postgresql":
+            return postgresql.insert(model).on_conflict_do_nothing(index_elements=conflict)
+        return sqlite.insert(model).on_conflict_do_nothing(index_elements=conflict)
+
+    # -- runs -------------------------------------------------------------------------
+
+    def upsert_workflow(
+        self, namespace: str, name: str, spec_digest: str, spec: dict[str, Any]
+    ) -> int:
+        """The id of this workflow spec, inserting it the first time it is seen."""
+        with self._transaction() as conn:
+            conn.execute(
+                self._insert_new(WorkflowRow, ["namespace", "name", "spec_digest"]).values(
+                    namespace=namespace,
+                    name=name,
+                    spec_digest=spec_digest,
+                    spec=spec,
+                    created_at=datetime.now(UTC),
+                )
+            )
+            return conn.execute(
+                select(WorkflowRow.id).where(
+                    WorkflowRow.namespace == namespace,
+                    WorkflowRow.name == name,
+                    WorkflowRow.spec_digest == spec_digest,
+                )
+            ).scalar_one()
+
+    def begin_run(self, info: RunInfo) -> RunRecord:
+        """Get or create the run of `info.run_key` and mark it running; safe under races.
+
+        A pending run becomes running. A failed run becomes running again: beginning it
+        means it is being resumed. A succeeded run is returned unchanged.
+        """
+        now = datetime.now(UTC)
+        with self._transaction() as conn:
+            inserted = conn.execute(
+                self._insert_new(BatchRunRow, ["run_key"])
+                .values(
+                    run_key=info.run_key,
+                    namespace=info.namespace,
+                    name=info.name,
+                    uid=info.uid,
+                    generation=info.generation,
+                    spec_digest=info.spec_digest,
+                    spec=info.spec,
+                    workflow_id=info.workflow_id,
+                    status="running",
+                    total_cells=info.total_cells,
+                    created_at=now,
+                    started_at=now,
+                )
+                .returning(BatchRunRow.id)
+            ).scalar_one_or_none()
+            if inserted is None:
+                conn.execute(
+                    update(BatchRunRow)
+                    .where(
+                        BatchRunRow.run_key == info.run_key,
+                        BatchRunRow.status.in_(("pending", "failed")),
+                    )
+                    .values(
+                        status="running",
+                        started_at=func.coalesce(BatchRunRow.started_at, now),
+                        finished_at=None,
+                        error=None,
+                    )
+                )
+            row = conn.execute(select(_RUNS).where(_RUNS.c.run_key == info.run_key)).one()
+            return _run_record(row, created=inserted is not None)
+
+    def finish_run(self, run_id: int, status: FinalStatus, error: str | None = None) -> None:
+        if status not in _FINAL_STATUSES:
+            raise ValueError(f"a run finishes 'succeeded' or 'failed', not {status!r}")
+        with self._transaction() as conn:
+            found = conn.execute(
+                update(BatchRunRow)
+                .where(BatchRunRow.id == run_id)
+                .values(status=status, finished_at=datetime.now(UTC), error=error)
+                .returning(BatchRunRow.id)
+            ).scalar_one_or_none()
+        if found is None:
+            raise StorageError(f"no run with id {run_id} in the result store")
+
+    def get_run(self, run_key: str) -> RunRecord | None:
+        with self._transaction() as conn:
+            row = conn.execute(select(_RUNS).where(_RUNS.c.run_key == run_key)).one_or_none()
+            return None if row is None else _run_record(row)
+
+    def get_run_by_id(self, run_id: int) -> RunRecord | None:
+        with self._transaction() as conn:
+            row = conn.execute(select(_RUNS).where(_RUNS.c.id == run_id)).one_or_none()
+            return None if row is None else _run_record(row)
+
+    def find_runs(self, namespace: str | None = None, name: str | None = None) -> list[RunRecord]:
+        """Runs matching the filters, newest first."""
+        stmt = select(_RUNS).order_by(_RUNS.c.created_at.desc(), _RUNS.c.id.desc())
+        if namespace is not None:
+            stmt = stmt.where(BatchRunRow.namespace == namespace)
+        if name is not None:
+            stmt = stmt.where(BatchRunRow.name == name)
+        with self._transaction() as conn:
+            return [_run_record(row) for row in conn.execute(stmt)]
+
+    def progress(self, run_id: int) -> RunProgress:
+        with self._transaction() as conn:
+            total = conn.execute(
+                select(BatchRunRow.total_cells).where(BatchRunRow.id == run_id)
+            ).scalar_one_or_none()
+            if total is None:
+                raise StorageError(f"no run with id {run_id} in the result store")
+            rows = conn.execute(
+                select(CellRow.status, func.count())
+                .where(CellRow.run_id == run_id)
+                .group_by(CellRow.status)
+            )
+            counts = {status: count for status, count in rows}
+        succeeded, failed = counts.get("succeeded", 0), counts.get("failed", 0)
+        return RunProgress(total=total, done=succeeded + failed, succeeded=succeeded, failed=failed)
+
+    # -- cells ------------------------------------------------------------------------
+
+    def missing_keys(self, run_id: int, keys: Sequence[str]) -> list[str]:
+        """The keys of `keys` not recorded for the run, in the given order."""
+        recorded: set[str] = set()
+        with self._transaction() as conn:
+            for chunk in _chunks(keys, MAX_KEYS_PER_QUERY):
+                recorded.update(
+                    conn.execute(
+                        select(CellRow.cell_key).where(
+                            CellRow.run_id == run_id, CellRow.cell_key.in_(chunk)
+                        )
+                    ).scalars()
+                )
+        return [key for key in keys if key not in recorded]
+
+    def record(
+        self, run_id: int, results: Sequence[CellResult], events: Sequence[Event] = ()
+    ) -> int:
+        """Record results and events in one transaction; returns how many cells were new.
+
+        A result whose cell is already recorded is skipped with its attempts; of several
+        results for one cell in `results`, the first counts.
+        """
+        unique = list({r.cell.key: r for r in reversed(results)}.values())
+        with self._transaction() as conn:
+            inserted: set[str] = set()
+            if unique:
+                inserted.update(
+                    conn.execute(
+                        self._insert_new(CellRow, ["run_id", "cell_key"]).returning(
+                            CellRow.cell_key
+                        ),
+                        [_cell_values(run_id, r) for r in unique],
+                    ).scalars()
+                )
+            attempts = [
+                _attempt_values(run_id, r.cell.key, a)
+                for r in unique
+                if r.cell.key in inserted
+                for a in r.attempts
+            ]
+            if attempts:
+                conn.execute(insert(AttemptRow), attempts)
+            self._insert_events(conn, run_id, events)
+        return len(inserted)
+
+    def record_events(self, run_id: int | None, events: Sequence[Event]) -> None:
+        with self._transaction() as conn:
+            self._insert_events(conn, run_id, events)
+
+    def _insert_events(self, conn: Connection, run_id: int | None, events: Sequence[Event]) -> None:
+        if events:
+            conn.execute(
+                insert(AuditRow),
+                [
+                    {
+                        "at": e.at,
+                        "run_id": run_id,
+                        "kind": e.kind,
+                        "subject": e.subject,
+                        "data": jsonable(e.data),
+                    }
+                    for e in events
+                ],
+            )
+
+    def iter_cells(self, run_id: int) -> Iterator[StoredCell]:
+        """Every recorded cell of the run in recording order, streamed."""
+        stmt = select(_CELLS).where(_CELLS.c.run_id == run_id).order_by(_CELLS.c.id)
+        with self._transaction() as conn:
+            for row in conn.execution_options(yield_per=aggregates.STREAM_ROWS).execute(stmt):
+                yield _stored_cell(row)
+
+    def attempts(self, run_id: int, cell_key: str) -> list[Attempt]:
+        stmt = (
+            select(_ATTEMPTS)
+            .where(_ATTEMPTS.c.run_id == run_id, _ATTEMPTS.c.cell_key == cell_key)
+            .order_by(_ATTEMPTS.c.number)
+        )
+        with self._transaction() as conn:
+            return [
+                Attempt(
+                    number=a.number,
+                    status=a.status,
+                    started_at=a.started_at,
+                    duration_ms=a.duration_ms,
+                    error_type=a.error_type,
+                    error_message=a.error_message,
+                )
+                for a in conn.execute(stmt)
+            ]
+
+    def audit(self, run_id: int) -> list[Event]:
+        """The run's audit trail, oldest first."""
+        stmt = select(_AUDIT).where(_AUDIT.c.run_id == run_id).order_by(_AUDIT.c.id)
+        with self._transaction() as conn:
+            return [
+                Event(kind=e.kind, subject=e.subject, data=e.data, at=e.at)
+                for e in conn.execute(stmt)
+            ]
+
+    # -- aggregates -------------------------------------------------------------------
+
+    def combo_aggregates(self, run_id: int) -> list[ComboAggregate]:
+        with self._transaction() as conn:
+            return aggregates.combo_aggregates(conn, run_id)
+
+    def case_aggregates(
+        self, run_id: int, metrics: Sequence[str], primary: str
+    ) -> Iterator[CaseAggregate]:
+        """Per (combination, case), ordered by combo_key then case_id; streamed."""
+        with self._transaction() as conn:
+            yield from aggregates.iter_case_aggregates(conn, run_id, metrics, primary)
+
+
+def _chunks(keys: Sequence[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(keys)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN or infinity (PostgreSQL refuses them): store those as null."""
+    return value if value is None or math.isfinite(value) else None
+
+
+def _cell_values(run_id: int, result: CellResult) -> dict[str, Any]:
+    cell = result.cell
+    return {
+        "run_id": run_id,
+        "cell_key": cell.key,
+        "combo_key": cell.combo_key,
+        "combination": dict(cell.combination),
+        "case_id": cell.case_id,
+        "repeat": cell.repeat,
+        "status": result.status,
+        "output": result.output,
+        "metrics": {name: _finite(v) for name, v in result.metrics.items()},
+        "evaluator_errors": result.evaluator_errors,
+        "latency_ms": result.latency_ms,
+        "tokens": result.tokens,
+        "cost": result.cost,
+        "error_type": result.error_type,
+        "error_message": result.error_message,
+        "attempts": len(result.attempts),
+        "finished_at": result.finished_at,
+    }
+
+
+def _attempt_values(run_id: int, cell_key: str, attempt: Attempt) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "cell_key": cell_key,
+        "number": attempt.number,
+        "status": attempt.status,
+        "error_type": attempt.error_type,
+        "error_message": attempt.error_message,
+        "started_at": attempt.started_at,
+        "duration_ms": attempt.duration_ms,
+    }
+
+
+def _run_record(row: Row[Any], *, created: bool = False) -> RunRecord:
+    return RunRecord(
+        id=row.id,
+        run_key=row.run_key,
+        namespace=row.namespace,
+        name=row.name,
+        uid=row.uid,
+        generation=row.generation,
+        spec_digest=row.spec_digest,
+        spec=row.spec,
+        workflow_id=row.workflow_id,
+        status=row.status,
+        total_cells=row.total_cells,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        error=row.error,
+        created=created,
+    )
+
+
+def _stored_cell(row: Row[Any]) -> StoredCell:
+    return StoredCell(
+        run_id=row.run_id,
+        cell_key=row.cell_key,
+        combo_key=row.combo_key,
+        combination=aggregates.combination_of(row.combination),
+        case_id=row.case_id,
+        repeat=row.repeat,
+        status=row.status,
+        output=row.output,
+        metrics=row.metrics,
+        evaluator_errors=row.evaluator_errors,
+        latency_ms=row.latency_ms,
+        tokens=row.tokens,
+        cost=row.cost,
+        error_type=row.error_type,
+        error_message=row.error_message,
+        attempts=row.attempts,
+        finished_at=row.finished_at,
+    )

@@ -1,0 +1,75 @@
+"""Session services and per-test databases for the storage tests (and anyone who needs them).
+
+`store_url` runs a test against SQLite, PostgreSQL directly, and PostgreSQL through
+PgBouncer (transaction pooling), each time on a fresh, empty database.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from services.postgres import PostgresServices, ServiceError, start_services
+
+_DATABASES = itertools.count()
+_URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "pgbouncer": "pgbouncer_url"}
+
+
+@pytest.fixture(scope="session")
+def postgres_services() -> Iterator[PostgresServices]:
+    """PostgreSQL and PgBouncer, started once for the session when a test first needs them."""
+    try:
+        services = start_services()
+    except ServiceError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield services
+    finally:
+        services.stop()
+
+
+@contextmanager
+def _fresh_database(services: PostgresServices) -> Iterator[str]:
+    name = f"wtb_test_{os.getpid()}_{next(_DATABASES)}"
+    services.create_database(name)
+    try:
+        yield name
+    finally:
+        services.drop_database(name)
+
+
+@pytest.fixture
+def postgres_url(postgres_services: PostgresServices) -> Iterator[str]:
+    """A fresh database, connected to directly."""
+    with _fresh_database(postgres_services) as name:
+        yield postgres_services.url(name)
+
+
+@pytest.fixture
+def pgbouncer_url(postgres_services: PostgresServices) -> Iterator[str]:
+    """A fresh database, reached through PgBouncer in transaction pooling mode."""
+    with _fresh_database(postgres_services) as name:
+        yield postgres_services.url(name, through_pgbouncer=True)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store' / 'wtb.db'}"
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("pgbouncer", marks=pytest.mark.postgres),
+    ]
+)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The same test on every backend: SQLite, PostgreSQL, PostgreSQL through PgBouncer."""
+    url: str = request.getfixturevalue(_URL_FIXTURES[request.param])
+    return url

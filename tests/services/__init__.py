@@ -1,0 +1,1 @@
+"""Real services the test session starts: PostgreSQL and PgBouncer, on loopback ports."""

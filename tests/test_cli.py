@@ -1,0 +1,201 @@
+"""`wtb run / results / validate` end to end: real LangGraph, a real SQLite file, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from wtb.cli.main import cli
+
+TOY = Path(__file__).parent / "fixtures" / "toy"
+WTB = [sys.executable, "-m", "wtb"]
+
+
+def _invoke(*args: str) -> Any:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result
+
+
+def _matrix(output: str) -> dict[str, Any]:
+    data = json.loads(output)
+    return data  # type: ignore[no-any-return]
+
+
+def _rows(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["label"]: row for row in data["matrix"]["rows"]}
+
+
+def test_run_prints_matrix_and_resumes(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    first = _invoke("run", "-f", str(TOY), "--database", db, "-o", "json")
+    assert first.exit_code == 0, first.output
+    data = _matrix(first.stdout)
+    assert data["progress"] == {"total": 120, "done": 120, "succeeded": 120, "failed": 0}
+    rows = _rows(data)
+    assert rows["answer=original"]["baseline"] is True
+    assert rows["answer=original"]["verdict"] == "baseline"
+    assert rows["answer=reversed"]["verdict"] == "worse"
+    assert rows["answer=reversed"]["metrics"]["correct"]["value"] == 0.0
+    assert rows["answer=async"]["verdict"] == "no significant difference"
+    assert rows["answer=async"]["metrics"]["correct"]["value"] == 1.0
+    # Best first: the reversed answer is last.
+    assert data["matrix"]["rows"][-1]["label"] == "answer=reversed"
+
+    again = _invoke("run", "-f", str(TOY), "--database", db, "-o", "json")
+    assert again.exit_code == 0
+    assert _matrix(again.stdout)["run"] == data["run"]
+    assert _matrix(again.stdout)["matrix"] == data["matrix"]
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        assert conn.execute("select count(*), count(distinct cell_key) from cells").fetchone() == (
+            120,
+            120,
+        )
+        assert conn.execute("select count(*) from batch_runs").fetchone() == (1,)
+        assert conn.execute("select count(*) from attempts").fetchone() == (120,)
+
+    stored = _invoke("results", "toy-answers", "--database", db, "-o", "json")
+    assert stored.exit_code == 0, stored.output
+    assert _matrix(stored.stdout)["matrix"] == data["matrix"]
+
+
+def test_changed_spec_is_a_new_run(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    batch = yaml.safe_load((TOY / "batchtest.yaml").read_text())
+    batch["spec"]["repeats"] = 1
+    batch["spec"]["dataset"]["path"] = str(TOY / "cases.jsonl")
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(batch))
+    assert _invoke("run", "-f", str(TOY), "--database", db, "-q").exit_code == 0
+    result = _invoke(
+        "run", "-f", str(TOY / "workflow.yaml"), "-f", str(changed), "--database", db, "-o", "json"
+    )
+    assert result.exit_code == 0, result.output
+    assert _matrix(result.stdout)["progress"]["total"] == 60
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        assert conn.execute("select count(*) from batch_runs").fetchone() == (2,)
+    listing = _invoke("results", "--database", db)
+    assert listing.stdout.count("default/toy-answers:") == 2
+
+
+def test_table_output_and_fail_on_worse(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    result = _invoke("run", "-f", str(TOY), "--database", db, "--fail-on", "worse")
+    assert result.exit_code == 1
+    assert "answer=reversed" in result.stdout
+    assert "worse" in result.stdout
+    assert "(baseline)" in result.stdout
+    assert "significantly worse" in result.stderr
+
+
+def test_validate(tmp_path: Path) -> None:
+    result = _invoke("validate", "-f", str(TOY))
+    assert result.exit_code == 0, result.output
+    assert "ok  Workflow default/toy" in result.stdout
+    assert "3 combinations x 20 cases x 2 repeats = 120 cells" in result.stdout
+    assert not (tmp_path / ".wtb").exists()
+
+
+def _slow_batch(tmp_path: Path, cases: int = 120) -> Path:
+    manifest = {
+        "apiVersion": "wtb.dev/v1alpha1",
+        "kind": "BatchTest",
+        "metadata": {"name": "slow"},
+        "spec": {
+            "workflowRef": {"name": "toy"},
+            "matrix": {"lookup": ["slow"]},
+            "baseline": {"lookup": "slow"},
+            "dataset": {
+                "cases": [
+                    {
+                        "id": f"s{i}",
+                        "inputs": {"question": f"q {i}"},
+                        "expected": {"answer": f"q {i}"},
+                    }
+                    for i in range(cases)
+                ]
+            },
+            "concurrency": 2,
+            "evaluators": [{"name": "correct", "type": "exactMatch", "output": "answer"}],
+            "primaryMetric": "correct",
+        },
+    }
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    wf = yaml.safe_load((TOY / "workflow.yaml").read_text())
+    wf["spec"]["variants"]["lookup"] = [{"name": "slow", "path": "toyflow.graph:slow_lookup"}]
+    (tmp_path / "toyflow").symlink_to(TOY / "toyflow")
+    (tmp_path / "workflow.yaml").write_text(yaml.safe_dump(wf))
+    return path
+
+
+def _count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return int(conn.execute("select count(*) from cells").fetchone()[0])
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def _start(tmp_path: Path, db: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*WTB, "run", "-f", str(tmp_path), "--database", f"sqlite:///{db}", "-q"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "WTB_FLUSH_EVERY": "5", "WTB_FLUSH_SECONDS": "0.1"},
+    )
+
+
+def _wait_for_cells(db: Path, proc: subprocess.Popen[str], at_least: int) -> None:
+    deadline = time.monotonic() + 60
+    while _count(db) < at_least:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_run_resumes_and_records_each_cell_once(tmp_path: Path, sig: signal.Signals) -> None:
+    _slow_batch(tmp_path)
+    db = tmp_path / "kill.db"
+    proc = _start(tmp_path, db)
+    _wait_for_cells(db, proc, 10)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    partial = _count(db)
+    assert 10 <= partial < 120
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert "run the same command again" in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+
+    again = _start(tmp_path, db)
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select count(*), count(distinct cell_key) from cells").fetchone() == (
+            120,
+            120,
+        )
+        succeeded = conn.execute(
+            "select count(*), count(distinct cell_key) from attempts where status = 'succeeded'"
+        ).fetchone()
+        assert succeeded == (120, 120)
+        assert conn.execute("select status from batch_runs").fetchone() == ("succeeded",)
+    assert f"{120 - partial} cells run" in err or partial == 120

@@ -1,0 +1,168 @@
+"""The inline runner on real LangGraph: overlap, bounded threads, timeouts, retries, events."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wtb import events
+from wtb.api.batchtest import BatchTestSpec
+from wtb.api.workflow import WorkflowSpec
+from wtb.events import EventBus
+from wtb.job import BatchJob
+from wtb.plan import build_plan
+from wtb.results import Case, CellResult
+from wtb.runners import InlineRunner
+
+TOY = Path(__file__).parent / "fixtures" / "toy"
+_TAGS = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _toy_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(TOY))
+
+
+def _job(matrix: dict[str, list[str]], n_cases: int = 8, **spec: Any) -> BatchJob:
+    workflow = WorkflowSpec.model_validate(
+        {
+            "graph": {"factory": "toyflow.graph:build"},
+            "variants": {
+                "lookup": [
+                    {"name": "slow", "path": "toyflow.graph:slow_lookup"},
+                    {"name": "hang", "path": "toyflow.graph:hang"},
+                ],
+                "normalize": [
+                    {"name": "blocking", "path": "toyflow.graph:blocking_normalize"},
+                    {"name": "broken", "path": "toyflow.graph:normalize_broken"},
+                    {"name": "flaky", "path": "toyflow.graph:flaky_normalize"},
+                ],
+            },
+        }
+    )
+    batch = BatchTestSpec.model_validate(
+        {
+            "workflowRef": {"name": "toy"},
+            "matrix": matrix,
+            "baseline": {node: variants[0] for node, variants in matrix.items()},
+            "dataset": {"cases": [{"inputs": {"question": "x"}}]},
+            "evaluators": [
+                {"name": "correct", "type": "exactMatch", "output": "answer", "expected": "answer"},
+                {"name": "tokens", "type": "tokens"},
+            ],
+            "primaryMetric": "correct",
+            **spec,
+        }
+    )
+    # Questions unique per job: the flaky node counts calls per question.
+    tag = next(_TAGS)
+    cases = tuple(
+        Case(
+            id=f"q{i}", inputs={"question": f"Word{tag} {i}"}, expected={"answer": f"word{tag} {i}"}
+        )
+        for i in range(n_cases)
+    )
+    return BatchJob(workflow=workflow, batch=batch, cases=cases)
+
+
+def _run(
+    job: BatchJob, bus: EventBus | None = None, concurrency: int | None = None
+) -> list[CellResult]:
+    plan = build_plan(job.batch, job.cases)
+    runner = InlineRunner(concurrency, backoff_scale=0)
+    return list(runner.run(job, plan.iter_cells(), bus or EventBus()))
+
+
+def test_results_scores_usage_and_outputs() -> None:
+    results = _run(_job({"lookup": ["original"]}))
+    assert len(results) == 8
+    for r in results:
+        assert r.status == "succeeded"
+        assert r.metrics["correct"] == 1.0
+        assert r.output is not None
+        assert r.output["trail"] == ["normalize", "lookup", "answer"]
+        # answer() reports input tokens = words in the text + 1 output token.
+        assert r.tokens == 3
+        assert r.cost == pytest.approx(0.001)
+        assert len(r.attempts) == 1
+        assert r.attempts[0].status == "succeeded"
+
+
+def test_async_nodes_overlap_up_to_concurrency() -> None:
+    from toyflow import graph as toy
+
+    toy.concurrency.peak = 0
+    results = _run(_job({"lookup": ["slow"]}, n_cases=24, concurrency=8))
+    assert all(r.status == "succeeded" for r in results)
+    assert toy.concurrency.peak == 8
+
+
+def test_sync_nodes_run_in_a_bounded_thread_pool() -> None:
+    from toyflow import graph as toy
+
+    toy.concurrency.peak = 0
+    results = _run(_job({"normalize": ["blocking"]}, n_cases=12, concurrency=3))
+    assert all(r.status == "succeeded" for r in results)
+    assert toy.concurrency.peak == 3
+
+
+def test_node_that_raises_is_one_recorded_failure() -> None:
+    bus = EventBus()
+    seen: list[events.Event] = []
+    bus.subscribe(seen.append)
+    results = _run(_job({"normalize": ["broken"]}, n_cases=3, retry={"maxAttempts": 5}), bus)
+    for r in results:
+        assert r.status == "failed"
+        assert r.error_type == "ValueError"
+        assert "cannot normalize" in (r.error_message or "")
+        assert [a.status for a in r.attempts] == ["failed"]
+        assert r.metrics["correct"] == 0.0  # a failure is not a success
+        assert r.metrics["tokens"] is None
+    kinds = [e.kind for e in seen]
+    assert kinds.count(events.CELL_ATTEMPT_STARTED) == 3
+    assert kinds.count(events.CELL_ATTEMPT_FAILED) == 3
+    assert events.CELL_ATTEMPT_RETRIED not in kinds
+
+
+def test_transient_errors_are_retried_with_history() -> None:
+    bus = EventBus()
+    seen: list[events.Event] = []
+    bus.subscribe(seen.append, frozenset({events.CELL_ATTEMPT_RETRIED}))
+    results = _run(_job({"normalize": ["flaky"]}, n_cases=4, retry={"maxAttempts": 3}), bus)
+    for r in results:
+        assert r.status == "succeeded", r
+        assert [a.status for a in r.attempts] == ["transient", "transient", "succeeded"]
+        assert r.attempts[0].error_type == "ConnectionError"
+        assert [a.number for a in r.attempts] == [1, 2, 3]
+    assert len(seen) == 8
+
+
+def test_retry_limit_gives_up_with_the_last_error() -> None:
+    results = _run(_job({"normalize": ["flaky"]}, n_cases=2, retry={"maxAttempts": 2}))
+    for r in results:
+        assert r.status == "failed"
+        assert r.error_type == "ConnectionError"
+        assert [a.status for a in r.attempts] == ["transient", "transient"]
+
+
+def test_timeout_cancels_and_is_recorded() -> None:
+    results = _run(
+        _job({"lookup": ["hang"]}, n_cases=2, timeoutSeconds=0.2, retry={"maxAttempts": 2})
+    )
+    for r in results:
+        assert r.status == "failed"
+        assert r.error_type == "Timeout"
+        assert [a.status for a in r.attempts] == ["timeout", "timeout"]
+        assert all(a.duration_ms < 5000 for a in r.attempts)
+
+
+def test_closing_the_iterator_stops_the_run() -> None:
+    job = _job({"lookup": ["slow"]}, n_cases=200, concurrency=4)
+    plan = build_plan(job.batch, job.cases)
+    it = InlineRunner(backoff_scale=0).run(job, plan.iter_cells(), EventBus())
+    first = [next(it) for _ in range(5)]
+    it.close()  # type: ignore[attr-defined]
+    assert len(first) == 5

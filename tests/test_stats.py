@@ -1,0 +1,274 @@
+"""The statistics, checked number by number against scipy (used here only, never in wtb)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from scipy import stats as sps  # type: ignore[import-untyped]
+
+from wtb.stats import (
+    HolmResult,
+    MeanEstimate,
+    holm,
+    mean_ci,
+    paired_delta,
+    percentile,
+    t_cdf,
+    t_ppf,
+    wilson_interval,
+)
+
+DFS = [1, 1.5, 2, 3, 4, 7, 10, 29, 30, 100, 1000, 12_345, 100_000, 999_999, 1_000_000]
+XS = [-1e6, -300, -40, -10, -5, -3, -1.96, -1, -0.3, -1e-6, 0, 1e-6, 0.3, 1, 2, 4, 12, 50, 1e4]
+QS = [1e-12, 1e-8, 1e-5, 1e-3, 0.005, 0.025, 0.05, 0.1, 0.3, 0.5, 0.6, 0.9, 0.95, 0.975, 0.999]
+
+
+@pytest.mark.parametrize("df", DFS)
+def test_t_cdf_matches_scipy(df: float) -> None:
+    for x in XS:
+        assert t_cdf(x, df) == pytest.approx(sps.t.cdf(x, df), abs=1e-9)
+
+
+@pytest.mark.parametrize("df", [1, 2, 5, 30, 1000, 1_000_000])
+def test_t_cdf_lower_tail_is_accurate_relative_to_its_size(df: float) -> None:
+    for x in [-3.0, -6.0, -20.0, -100.0]:
+        expected = sps.t.cdf(x, df)
+        if expected > 1e-290:
+            assert t_cdf(x, df) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("df", DFS)
+def test_t_ppf_matches_scipy_and_inverts_the_cdf(df: float) -> None:
+    for q in QS:
+        t = t_ppf(q, df)
+        assert t == pytest.approx(sps.t.ppf(q, df), rel=1e-9, abs=1e-12)
+        assert t_cdf(t, df) == pytest.approx(q, rel=1e-9)
+
+
+def test_t_ppf_is_antisymmetric_and_zero_at_the_median() -> None:
+    assert t_ppf(0.5, 3) == 0.0
+    for q in [0.015625, 0.125, 0.375]:  # 1 - q is exact for these
+        assert t_ppf(1 - q, 9) == -t_ppf(q, 9)
+
+
+def test_t_cdf_limits() -> None:
+    assert t_cdf(-math.inf, 5) == 0.0
+    assert t_cdf(math.inf, 5) == 1.0
+    assert t_cdf(0.0, 5) == 0.5
+
+
+def test_t_far_tails_and_tiny_arguments() -> None:
+    # Closed forms: Cauchy (df = 1) has cdf(t) ~ 1 / (pi |t|) far out; df = 2 has ~ 1 / (2 t^2).
+    assert t_cdf(-1e200, 1) == pytest.approx(1 / (math.pi * 1e200), rel=1e-12)
+    assert t_cdf(-1e100, 2) == pytest.approx(0.5 / 1e200, rel=1e-12)
+    assert t_ppf(1e-300, 1) == pytest.approx(-1 / (math.pi * 1e-300), rel=1e-9)
+    assert t_ppf(1e-300, 0.5) == -math.inf  # the true quantile is beyond the float range
+    for df in (0.5, 1, 5, 1e6):
+        assert t_cdf(-1e-300, df) == 0.5
+        assert t_cdf(5e-324, df) == 0.5
+
+
+@pytest.mark.parametrize("df", [0, -1, math.inf, math.nan])
+def test_bad_degrees_of_freedom_are_refused(df: float) -> None:
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        t_cdf(1.0, df)
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        t_ppf(0.9, df)
+
+
+@pytest.mark.parametrize("q", [0.0, 1.0, -0.1, 1.5])
+def test_t_ppf_refuses_levels_outside_the_open_unit_interval(q: float) -> None:
+    with pytest.raises(ValueError, match="quantile level"):
+        t_ppf(q, 4)
+
+
+def _wilson_by_formula(k: int, n: int, confidence: float) -> tuple[float, float]:
+    z = sps.norm.ppf(0.5 + confidence / 2)
+    p = k / n
+    centre = (k + z * z / 2) / (n + z * z)
+    half = z * math.sqrt(n) / (n + z * z) * math.sqrt(p * (1 - p) + z * z / (4 * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("confidence", [0.8, 0.95, 0.99])
+def test_wilson_interval_matches_scipy_and_the_formula(confidence: float) -> None:
+    for n in [1, 2, 5, 17, 100, 1000]:
+        for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            got = wilson_interval(k, n, confidence)
+            assert got is not None
+            ci = sps.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+            assert got == pytest.approx((ci.low, ci.high), abs=1e-12)
+            assert got == pytest.approx(_wilson_by_formula(k, n, confidence), abs=1e-12)
+            assert 0.0 <= got[0] <= k / n <= got[1] <= 1.0
+
+
+def test_wilson_interval_edges() -> None:
+    assert wilson_interval(0, 0) is None
+    none_succeeded = wilson_interval(0, 10)
+    all_succeeded = wilson_interval(10, 10)
+    assert none_succeeded is not None
+    assert all_succeeded is not None
+    # All failed: the bound at 0 is exact and the interval still has width.
+    assert none_succeeded[0] == 0.0
+    assert none_succeeded[1] > 0.2
+    assert all_succeeded[1] == 1.0
+    assert all_succeeded[0] < 0.8
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(3, 2)
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(-1, 2)
+    with pytest.raises(ValueError, match="confidence"):
+        wilson_interval(1, 2, confidence=1.0)
+
+
+@pytest.mark.parametrize("n", [2, 3, 10, 250])
+def test_mean_ci_matches_scipy_t_interval(n: int) -> None:
+    rng = random.Random(n)
+    values = [rng.gauss(0.6, 0.2) for _ in range(n)]
+    for confidence in (0.9, 0.95, 0.99):
+        got = mean_ci(values, confidence)
+        low, high = sps.t.interval(confidence, n - 1, loc=np.mean(values), scale=sps.sem(values))
+        assert got.n == n
+        assert got.mean == pytest.approx(float(np.mean(values)), rel=1e-12)
+        assert (got.low, got.high) == pytest.approx((low, high), rel=1e-9)
+
+
+def test_mean_ci_edges() -> None:
+    assert mean_ci([]) == MeanEstimate(None, None, None, 0)
+    assert mean_ci([0.7]) == MeanEstimate(0.7, None, None, 1)
+    # No variation observed: the interval is the point, not NaN.
+    assert mean_ci([0.1, 0.1, 0.1]) == MeanEstimate(0.1, 0.1, 0.1, 3)
+    assert mean_ci(iter([1.0, 3.0])).mean == 2.0
+    with pytest.raises(ValueError, match="finite"):
+        mean_ci([1.0, math.nan])
+    with pytest.raises(ValueError, match="finite"):
+        mean_ci([1.0, math.inf])
+
+
+def test_paired_delta_matches_scipy_paired_t_test() -> None:
+    rng = random.Random(7)
+    for n, shift in [(2, 0.3), (5, 0.1), (30, 0.05), (30, 0.0), (200, -0.02)]:
+        baseline = {f"c{i}": rng.random() for i in range(n)}
+        candidate = {k: v + shift + rng.gauss(0, 0.1) for k, v in baseline.items()}
+        keys = sorted(baseline)
+        a = [candidate[k] for k in keys]
+        b = [baseline[k] for k in keys]
+        diffs = np.subtract(a, b)
+        got = paired_delta(candidate, baseline)
+        expected_p = sps.ttest_rel(a, b).pvalue
+        low, high = sps.t.interval(0.95, n - 1, loc=diffs.mean(), scale=sps.sem(diffs))
+        assert got.method == "paired t"
+        assert got.n == n
+        assert got.mean == pytest.approx(float(diffs.mean()), rel=1e-9, abs=1e-15)
+        assert got.p_value == pytest.approx(expected_p, rel=1e-9)
+        assert (got.low, got.high) == pytest.approx((low, high), rel=1e-9)
+
+
+def test_paired_delta_tiny_p_values_keep_their_precision() -> None:
+    baseline = {f"c{i}": 0.0 for i in range(50)}
+    candidate = {f"c{i}": 1.0 + 0.01 * math.sin(i) for i in range(50)}
+    got = paired_delta(candidate, baseline)
+    expected = sps.ttest_1samp([candidate[k] for k in sorted(candidate)], 0.0).pvalue
+    assert 0.0 < expected < 1e-50
+    assert got.p_value == pytest.approx(expected, rel=1e-8)
+
+
+def test_paired_delta_pairs_only_cases_present_in_both() -> None:
+    a = {"x": 1.0, "y": 2.0, "z": 4.0, "only-a": 100.0}
+    b = {"x": 0.5, "y": 1.0, "z": 1.0, "only-b": -100.0}
+    got = paired_delta(a, b)
+    assert got.n == 3
+    assert got.mean == pytest.approx((0.5 + 1.0 + 3.0) / 3)
+    assert got.p_value == pytest.approx(sps.ttest_1samp([0.5, 1.0, 3.0], 0.0).pvalue, rel=1e-9)
+
+
+def test_paired_delta_edges() -> None:
+    none = paired_delta({"a": 1.0}, {"b": 1.0})
+    assert (none.mean, none.low, none.high, none.n, none.p_value) == (None, None, None, 0, None)
+    assert none.method == "insufficient data"
+
+    one = paired_delta({"a": 0.9}, {"a": 0.4})
+    assert one.mean == pytest.approx(0.5)
+    assert (one.low, one.high, one.p_value, one.n) == (None, None, None, 1)
+    assert one.method == "insufficient data"
+
+    same = paired_delta({"a": 0.3, "b": 0.8}, {"a": 0.3, "b": 0.8})
+    assert (same.mean, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+
+    for n in (2, 5, 6, 40):
+        shifted = paired_delta({f"c{i}": 1.0 for i in range(n)}, {f"c{i}": 0.0 for i in range(n)})
+        assert shifted.method == "sign test (all differences equal)"
+        assert shifted.mean == 1.0
+        assert (shifted.low, shifted.high) == (None, None)
+        expected = sps.binomtest(n, n, 0.5).pvalue
+        assert shifted.p_value == pytest.approx(min(1.0, expected), rel=1e-12)
+    assert paired_delta({"a": 2.0}, {"a": 1.0}, confidence=0.5).mean == 1.0
+    with pytest.raises(ValueError, match="finite"):
+        paired_delta({"a": math.nan, "b": 1.0}, {"a": 1.0, "b": 1.0})
+
+
+def test_holm_hand_worked_example() -> None:
+    # m = 4. Sorted: d .005 x4 = .02; a .01 x3 = .03; c .03 x2 = .06; b .04 x1 = .04 -> .06
+    # (monotone). At alpha .05 the step-down stops at c, so b is kept although .04 < .05.
+    got = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005, "e": None}, alpha=0.05)
+    adjusted = {key: result.p_adjusted for key, result in got.items()}
+    assert adjusted == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06, "d": 0.02, "e": None})
+    assert {key for key, result in got.items() if result.reject} == {"a", "d"}
+    assert list(got) == ["a", "b", "c", "d", "e"]
+
+
+def _holm_step_down(p: dict[int, float], alpha: float) -> tuple[dict[int, float], set[int]]:
+    """Holm written from its textbook definition, independently of wtb.stats."""
+    order = sorted(p, key=lambda k: p[k])
+    m = len(order)
+    rejected: set[int] = set()
+    for i, key in enumerate(order):
+        if p[key] > alpha / (m - i):
+            break
+        rejected.add(key)
+    adjusted = {
+        key: min(1.0, max((m - j) * p[order[j]] for j in range(i + 1)))
+        for i, key in enumerate(order)
+    }
+    return adjusted, rejected
+
+
+def test_holm_agrees_with_the_textbook_step_down() -> None:
+    rng = random.Random(3)
+    for trial in range(300):
+        m = rng.randint(1, 12)
+        p = {k: rng.random() ** rng.choice([1, 3, 6]) for k in range(m)}
+        alpha = rng.choice([0.01, 0.05, 0.1])
+        adjusted, rejected = _holm_step_down(p, alpha)
+        got = holm(p, alpha)
+        for key, raw in p.items():
+            result = got[key]
+            assert result.p_adjusted is not None
+            assert result.p_adjusted == pytest.approx(adjusted[key], rel=1e-12), trial
+            assert result.reject == (key in rejected), trial
+            assert raw <= result.p_adjusted <= 1.0
+
+
+def test_holm_edges() -> None:
+    assert holm({}, 0.05) == {}
+    assert holm({"a": None}, 0.05) == {"a": HolmResult(None, False)}
+    assert holm({"a": 0.9, "b": 0.8}, 0.05)["a"].p_adjusted == 1.0
+    with pytest.raises(ValueError, match="p-value"):
+        holm({"a": 1.5}, 0.05)
+    with pytest.raises(ValueError, match="alpha"):
+        holm({"a": 0.5}, 0.0)
+
+
+def test_percentile_matches_numpy_linear() -> None:
+    rng = random.Random(11)
+    for n in [1, 2, 3, 10, 101]:
+        values = sorted(rng.uniform(0, 1000) for _ in range(n))
+        for q in [0.0, 0.05, 0.25, 0.5, 0.95, 0.99, 1.0]:
+            expected = float(np.percentile(values, q * 100))
+            assert percentile(values, q) == pytest.approx(expected, rel=1e-12)
+    assert percentile([], 0.5) is None
+    with pytest.raises(ValueError, match="quantile level"):
+        percentile([1.0], 1.5)
