@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,12 +22,12 @@ def _toy_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _spec(
-    factory: str = "toyflow.graph:build", **variants: list[dict[str, object]]
+    factory: str = "toyflow.graph:build", variants: Mapping[str, Any] | None = None
 ) -> WorkflowSpec:
-    return WorkflowSpec.model_validate({"graph": {"factory": factory}, "variants": variants})
+    return WorkflowSpec.model_validate({"graph": {"factory": factory}, "variants": variants or {}})
 
 
-VARIANTS = {
+VARIANTS: dict[str, list[dict[str, object]]] = {
     "answer": [
         {"name": "reversed", "path": "toyflow.graph:answer_reversed"},
         {
@@ -39,7 +41,7 @@ VARIANTS = {
 
 
 def test_original_graph_keeps_reducers_and_conditional_edges() -> None:
-    graphs = VariantGraphs(_spec(**VARIANTS))
+    graphs = VariantGraphs(_spec(variants=VARIANTS))
     graph, sync = graphs.get((("answer", "original"),))
     assert sync is False  # lookup is async
     out = asyncio.run(graph.ainvoke({"question": " Hi There "}))
@@ -59,7 +61,7 @@ def test_original_graph_keeps_reducers_and_conditional_edges() -> None:
     ],
 )
 def test_variant_replaces_one_node(variant: str, answer: str, last: str) -> None:
-    graph, _ = VariantGraphs(_spec(**VARIANTS)).get((("answer", variant),))
+    graph, _ = VariantGraphs(_spec(variants=VARIANTS)).get((("answer", variant),))
     out = asyncio.run(graph.ainvoke({"question": "hi there"}))
     assert out["answer"] == answer
     assert out["trail"] == ["normalize", "lookup", last]
@@ -68,7 +70,7 @@ def test_variant_replaces_one_node(variant: str, answer: str, last: str) -> None
 def test_user_factory_and_compiled_graph_are_not_modified() -> None:
     from toyflow import graph as toy
 
-    graphs = VariantGraphs(_spec("toyflow.graph:compiled", **VARIANTS))
+    graphs = VariantGraphs(_spec("toyflow.graph:compiled", VARIANTS))
     swapped, _ = graphs.get((("answer", "reversed"),))
     assert asyncio.run(swapped.ainvoke({"question": "ab"}))["answer"] == "ba"
     # The module's own compiled graph and a fresh factory build still run the original node.
@@ -77,7 +79,7 @@ def test_user_factory_and_compiled_graph_are_not_modified() -> None:
 
 
 def test_sync_only_graph_is_detected() -> None:
-    spec = _spec(**VARIANTS)
+    spec = _spec(variants=VARIANTS)
     builder = load_builder(spec)
     assert set(builder.nodes) >= {"normalize", "lookup", "shout", "answer"}
     spec_sync = WorkflowSpec.model_validate(
@@ -139,7 +141,7 @@ def test_unimportable_paths_name_the_field() -> None:
     assert err.value.where == "spec.graph.factory"
     with pytest.raises(ManifestError, match="has no attribute 'nothing'"):
         load_builder(_spec("toyflow.graph:nothing"))
-    spec = _spec(answer=[{"name": "bad", "path": "toyflow.graph:missing_fn"}])
+    spec = _spec(variants={"answer": [{"name": "bad", "path": "toyflow.graph:missing_fn"}]})
     with pytest.raises(ManifestError, match="missing_fn") as err:
         resolve_variant(spec, "answer", "bad", where="matrix.answer[0]")
     assert err.value.where == "Workflow spec.variants.answer[0].path"
@@ -147,9 +149,15 @@ def test_unimportable_paths_name_the_field() -> None:
 
 def test_variant_config_not_accepted_by_factory() -> None:
     spec = _spec(
-        answer=[
-            {"name": "p", "path": "toyflow.graph:make_answer_prefixed", "config": {"suffix": "!"}}
-        ]
+        variants={
+            "answer": [
+                {
+                    "name": "p",
+                    "path": "toyflow.graph:make_answer_prefixed",
+                    "config": {"suffix": "!"},
+                }
+            ]
+        }
     )
     with pytest.raises(ManifestError, match="config") as err:
         resolve_variant(spec, "answer", "p", where="x")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -17,21 +19,23 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from services.postgres import PostgresServices
 from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import StatementError
 
+from services.postgres import PostgresServices, wait_until
 from wtb.errors import StorageError
 from wtb.events import BATCH_STARTED, CELL_ATTEMPT_FAILED, Event
 from wtb.results import Attempt, Cell, CellResult
 from wtb.storage import (
     ResultStore,
     RunInfo,
+    RunProgress,
     default_sqlite_url,
     downgrade,
+    make_engine,
     upgrade,
 )
-from wtb.storage.migrate import alembic_config, include_object_for
+from wtb.storage.migrate import MIGRATION_LOCK_ID, alembic_config, include_object_for
 from wtb.storage.schema import POSTGRESQL_ONLY_INDEXES, AttemptRow, Base, BatchRunRow, CellRow
 
 T = TypeVar("T")
@@ -39,7 +43,14 @@ T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 TABLES = {"workflows", "batch_runs", "cells", "attempts", "audit_log"}
 
 
-def _info(key: str = "default/demo:abc", total: int = 12, **extra: object) -> RunInfo:
+def _info(
+    key: str = "default/demo:abc",
+    total: int = 12,
+    *,
+    uid: str | None = None,
+    generation: int | None = None,
+    workflow_id: int | None = None,
+) -> RunInfo:
     return RunInfo(
         run_key=key,
         namespace="default",
@@ -47,7 +58,9 @@ def _info(key: str = "default/demo:abc", total: int = 12, **extra: object) -> Ru
         spec_digest="abc" * 10,
         spec={"batchTest": {"repeats": 2}, "nested": [1, 2.5, None]},
         total_cells=total,
-        **extra,  # type: ignore[arg-type]
+        uid=uid,
+        generation=generation,
+        workflow_id=workflow_id,
     )
 
 
@@ -156,10 +169,10 @@ def test_migrating_twice_is_a_no_op(store: ResultStore) -> None:
     run = store.begin_run(_info())
     store.record(run.id, [_result(0, 0, 0)])
     upgrade(store.engine)
-    with ResultStore.open(str(store.engine.url.render_as_string(hide_password=False))) as again:
+    with ResultStore.open(store.engine.url.render_as_string(hide_password=False)) as again:
         assert again.progress(run.id).done == 1
     assert _revision(store.engine) == _head(store.engine) == "0001"
-    assert TABLES <= set(inspect(store.engine).get_table_names())
+    assert set(inspect(store.engine).get_table_names()) >= TABLES
 
 
 def test_concurrent_migrations_of_a_fresh_database(store_url: str) -> None:
@@ -172,6 +185,51 @@ def test_concurrent_migrations_of_a_fresh_database(store_url: str) -> None:
     finally:
         for opened in stores:
             opened.close()
+
+
+_MIGRATE = "import sys; from wtb.storage import ResultStore; ResultStore.open(sys.argv[1]).close()"
+
+
+def _migrators(url: str, count: int) -> list[subprocess.Popen[str]]:
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", _MIGRATE, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+
+
+def _finish(processes: list[subprocess.Popen[str]]) -> None:
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+
+
+def test_concurrent_migrating_processes(store_url: str) -> None:
+    """Several processes migrate one fresh database at once; on PostgreSQL they are held at
+    the migration lock until the test lets them go, so they really do contend."""
+    engine = make_engine(store_url)
+    try:
+        if engine.dialect.name != "postgresql":
+            _finish(_migrators(store_url, 3))
+        else:
+            with engine.connect() as gate, gate.begin():
+                gate.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+                processes = _migrators(store_url, 3)
+                waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                               " AND NOT granted")
+                wait_until(lambda: gate.execute(waiting).scalar_one() == 3,
+                           "three migrations waiting for the lock", seconds=60)
+            _finish(processes)
+        assert _revision(engine) == "0001"
+        with engine.connect() as conn:
+            versions = conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one()
+        assert versions == 1
+    finally:
+        engine.dispose()
 
 
 def test_models_and_migration_agree(store: ResultStore) -> None:
@@ -190,7 +248,7 @@ def test_downgrade_removes_the_tables_and_upgrade_restores_them(store: ResultSto
     downgrade(store.engine, "base")
     assert not TABLES & set(inspect(store.engine).get_table_names())
     upgrade(store.engine)
-    assert TABLES <= set(inspect(store.engine).get_table_names())
+    assert set(inspect(store.engine).get_table_names()) >= TABLES
 
 
 def test_postgresql_only_indexes_exist_only_there(store: ResultStore) -> None:
@@ -363,7 +421,7 @@ def test_missing_keys_over_many_chunks(store: ResultStore) -> None:
 
 def test_progress(store: ResultStore) -> None:
     run = store.begin_run(_info(total=10))
-    assert store.progress(run.id) == (store.progress(run.id).__class__)(10, 0, 0, 0)
+    assert store.progress(run.id) == RunProgress(total=10, done=0, succeeded=0, failed=0)
     store.record(run.id, [_result(0, i, 0, status="failed" if i < 2 else "succeeded")
                           for i in range(7)])
     progress = store.progress(run.id)
@@ -481,7 +539,8 @@ def test_unreachable_sqlite_path_is_a_storage_error(tmp_path: Path) -> None:
 def test_unreachable_postgres_is_a_redacted_storage_error(
     postgres_services: PostgresServices, through_pgbouncer: bool
 ) -> None:
-    port = postgres_services.pgbouncer.port if through_pgbouncer else postgres_services.postgres.port
+    server = postgres_services.pgbouncer if through_pgbouncer else postgres_services.postgres
+    port = server.port
     url = f"postgresql://postgres:s3cret-pw@127.0.0.1:{port}/no_such_database"
     with pytest.raises(StorageError) as caught:
         ResultStore.open(url)
@@ -490,6 +549,21 @@ def test_unreachable_postgres_is_a_redacted_storage_error(
     assert f"postgresql+psycopg://postgres:***@127.0.0.1:{port}/no_such_database" in message
     assert "no_such_database" in message
     assert "fix:" in message
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("url_fixture", ["postgres_url", "pgbouncer_url"])
+def test_store_works_again_after_postgres_restarts(
+    postgres_services: PostgresServices, url_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    url: str = request.getfixturevalue(url_fixture)
+    with ResultStore.open(url) as store:
+        run = store.begin_run(_info())
+        store.record(run.id, _grid(1, 2, 1))
+        postgres_services.restart_postgres()
+        # Pooled connections died with the server; the store checks them out anew.
+        assert store.record(run.id, _grid(1, 4, 1)) == 2
+        assert store.progress(run.id).done == 4
 
 
 def test_unknown_urls_are_refused() -> None:

@@ -20,13 +20,17 @@ IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
 
 
 class SpecModel(BaseModel):
-    """Base of every spec model: camelCase on the wire, unknown fields refused."""
+    """Base of every spec model: camelCase on the wire, unknown fields refused.
+
+    Strict types, as the API server's schema is: `"3"` is not an integer, `"yes"` not a bool.
+    """
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        strict=True,
     )
 
 

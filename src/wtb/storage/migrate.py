@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,13 @@ from sqlalchemy import Connection, Engine
 from wtb.storage.schema import POSTGRESQL_ONLY_INDEXES
 
 SCRIPT_LOCATION = Path(__file__).parent / "migrations"
+
+MIGRATION_LOCK_ID = 0x5754_4200_0001
+"""pg_advisory_xact_lock key of WTB's schema migrations ("WTB" + 1); see migrations/env.py."""
+
+_ALEMBIC = threading.Lock()
+"""Alembic keeps the running migration in module globals (`context`, `op`): one at a time
+per process. Between processes the migration's own database lock serializes them."""
 
 IncludeObject = Callable[[Any, str | None, str, bool, Any], bool]
 
@@ -40,11 +48,11 @@ def alembic_config(connection: Connection) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision`; a no-op when it is there, safe to run concurrently."""
-    with engine.begin() as connection:
+    with _ALEMBIC, engine.begin() as connection:
         command.upgrade(alembic_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Take the schema back to `revision` ("base" removes every table)."""
-    with engine.begin() as connection:
+    with _ALEMBIC, engine.begin() as connection:
         command.downgrade(alembic_config(connection), revision)

@@ -12,11 +12,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, text
 
-from wtb.storage.migrate import include_object_for
+from wtb.storage.migrate import MIGRATION_LOCK_ID, include_object_for
 from wtb.storage.schema import Base
-
-MIGRATION_LOCK_ID = 0x5754_4200_0001
-"""pg_advisory_xact_lock key of WTB's schema migrations ("WTB" + 1)."""
 
 
 def _serialize(connection: Connection) -> None:
