@@ -63,6 +63,14 @@ def test_run_prints_matrix_and_resumes(tmp_path: Path) -> None:
         )
         assert conn.execute("select count(*) from batch_runs").fetchone() == (1,)
         assert conn.execute("select count(*) from attempts").fetchone() == (120,)
+        audit = dict(conn.execute("select kind, count(*) from audit_log group by kind").fetchall())
+    # Two runs (the second found nothing to do), every attempt of the first audited.
+    assert audit == {
+        "batch.started": 2,
+        "batch.finished": 2,
+        "cell.attempt.started": 120,
+        "cell.attempt.succeeded": 120,
+    }
 
     stored = _invoke("results", "toy-answers", "--database", db, "-o", "json")
     assert stored.exit_code == 0, stored.output
