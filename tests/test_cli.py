@@ -207,3 +207,37 @@ def test_killed_run_resumes_and_records_each_cell_once(tmp_path: Path, sig: sign
         assert succeeded == (120, 120)
         assert conn.execute("select status from batch_runs").fetchone() == ("succeeded",)
     assert f"{120 - partial} cells run" in err or partial == 120
+
+
+def test_manifests_from_stdin_as_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(TOY))
+    monkeypatch.chdir(tmp_path)
+    workflow = yaml.safe_load((TOY / "workflow.yaml").read_text())
+    batch = yaml.safe_load((TOY / "batchtest.yaml").read_text())
+    batch["spec"]["dataset"] = {
+        "cases": [
+            {"inputs": {"question": "Hi"}, "expected": {"answer": "hi"}},
+            {"inputs": {"question": "Yo!"}, "expected": {"answer": "YO!"}},
+        ]
+    }
+    text = yaml.safe_dump_all([workflow, batch])
+    result = CliRunner().invoke(
+        cli,
+        ["run", "-f", "-", "-o", "yaml", "--database", f"sqlite:///{tmp_path / 's.db'}"],
+        input=text,
+    )
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load(result.stdout)
+    assert data["progress"]["total"] == 3 * 2 * 2
+    assert {row["label"] for row in data["matrix"]["rows"]} == {
+        "answer=original",
+        "answer=reversed",
+        "answer=async",
+    }
+    # Both cases lose every time: the deltas have no spread, so no t interval is faked;
+    # the exact sign test over two cases cannot reach significance (p = 2 * 0.5**2).
+    reversed_row = next(r for r in data["matrix"]["rows"] if r["label"] == "answer=reversed")
+    assert reversed_row["verdict"] == "no significant difference"
+    assert reversed_row["delta"]["mean"] == -1.0
+    assert reversed_row["delta"]["pValue"] == pytest.approx(0.5)
+    assert reversed_row["delta"]["low"] is None

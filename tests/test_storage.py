@@ -232,6 +232,16 @@ def test_concurrent_migrating_processes(store_url: str) -> None:
         engine.dispose()
 
 
+def test_a_schema_from_a_newer_wtb_is_refused(store: ResultStore) -> None:
+    url = store.engine.url.render_as_string(hide_password=False)
+    with ResultStore.open(url, migrate=False) as unmigrated:
+        assert unmigrated.get_run("none") is None
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(StorageError, match="not one this WTB knows"):
+        ResultStore.open(url)
+
+
 def test_models_and_migration_agree(store: ResultStore) -> None:
     with store.engine.connect() as conn:
         context = MigrationContext.configure(

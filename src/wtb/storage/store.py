@@ -51,32 +51,33 @@ class ResultStore:
         self._engine = engine
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True) -> ResultStore:
+    def open(cls, url: str, *, migrate: bool = True) -> Self:
         """Connect to `url` and (by default) bring its schema up to date.
 
         Raises StorageError, with the password redacted, when the database is unreachable.
         """
-        engine = make_engine(url)
-        store = cls(engine)
+        store = cls(make_engine(url))
         try:
-            if migrate:
-                upgrade(engine)
-            else:
-                with store._connect() as conn:
-                    conn.execute(select(1))
-        except DBAPIError as exc:
-            engine.dispose()
-            raise store._unreachable(exc) from exc
-        except CommandError as exc:
-            engine.dispose()
-            raise StorageError(
-                f"the schema of {redact(engine.url)} is not one this WTB knows: {exc}\n"
-                "  fix: upgrade WTB, or point it at another database"
-            ) from exc
-        except StorageError:
-            engine.dispose()
+            store._prepare(migrate=migrate)
+        except BaseException:
+            store.close()
             raise
         return store
+
+    def _prepare(self, *, migrate: bool) -> None:
+        try:
+            if migrate:
+                upgrade(self._engine)
+            else:
+                with self._connect() as conn:
+                    conn.execute(select(1))
+        except DBAPIError as exc:
+            raise self._unreachable(exc) from exc
+        except CommandError as exc:
+            raise StorageError(
+                f"the schema of {redact(self._engine.url)} is not one this WTB knows: {exc}\n"
+                "  fix: upgrade WTB, or point it at another database"
+            ) from exc
 
     @property
     def engine(self) -> Engine:
