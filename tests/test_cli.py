@@ -102,7 +102,7 @@ def test_table_output_and_fail_on_worse(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "answer=reversed" in result.stdout
     assert "worse" in result.stdout
-    assert "(baseline)" in result.stdout
+    assert "baseline" in result.stdout
     assert "significantly worse" in result.stderr
 
 

@@ -205,7 +205,7 @@ def _run_prepared(
                     f"{outcome.recorded_now} cells run in {outcome.seconds:.1f} s{resumed}; "
                     f"{progress.failed} failed; run {outcome.run_key}"
                 )
-                out.print(matrix_table(name, matrix))
+                out.print(matrix_table(name, matrix, out.width))
             else:
                 documents.append(
                     as_data(
@@ -338,7 +338,8 @@ def results(
                 Console(stderr=True).print(
                     f"run {chosen.run_key}: {p.done}/{p.total} cells, {p.failed} failed"
                 )
-                _console().print(matrix_table(chosen.name, matrix))
+                console = _console()
+                console.print(matrix_table(chosen.name, matrix, console.width))
             else:
                 progress = {
                     "total": p.total,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from wtb.api.matrix import ComparisonMatrix, Interval, MatrixRow
@@ -23,22 +24,28 @@ def _num(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def _interval(iv: Interval | None, digits: int = 3) -> str:
+def _bounds(value: float, low: float | None, high: float | None, sign: str = "") -> str:
+    """`mean ±h` for a symmetric interval (t), `mean [low, high]` otherwise."""
+    center = f"{value:{sign}.3f}"
+    if low is None or high is None:
+        return center
+    below, above = value - low, high - value
+    if abs(below - above) <= 1e-9 * max(1.0, abs(value)):
+        return f"{center} ±{above:.3f}"
+    return f"{center} [{low:{sign}.3f}, {high:{sign}.3f}]"
+
+
+def _interval(iv: Interval | None) -> str:
     if iv is None or iv.value is None:
         return "-"
-    if iv.low is None or iv.high is None:
-        return _num(iv.value, digits)
-    return f"{_num(iv.value, digits)} [{_num(iv.low, digits)}, {_num(iv.high, digits)}]"
+    return _bounds(iv.value, iv.low, iv.high)
 
 
 def _delta(row: MatrixRow) -> str:
     d = row.delta
     if row.baseline or d is None or d.mean is None:
         return "-"
-    text = f"{d.mean:+.3f}"
-    if d.low is not None and d.high is not None:
-        text += f" [{d.low:+.3f}, {d.high:+.3f}]"
-    return text
+    return _bounds(d.mean, d.low, d.high, sign="+")
 
 
 def _p(row: MatrixRow) -> str:
@@ -48,57 +55,73 @@ def _p(row: MatrixRow) -> str:
     return f"{d.p_adjusted:.2g}" if d.p_adjusted >= 0.001 else "<0.001"
 
 
-def matrix_table(title: str, matrix: ComparisonMatrix) -> Any:
-    from rich.table import Table
+Cell = Callable[[MatrixRow], Any]
+
+
+def _columns(matrix: ComparisonMatrix) -> tuple[list[tuple[str, Cell]], list[tuple[str, Cell]]]:
+    """(essential, optional) columns as (header, cell function); optional ones by priority."""
     from rich.text import Text
 
     primary = matrix.primary_metric
     others = [m for m in (matrix.rows[0].metrics if matrix.rows else {}) if m != primary]
-    table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("#", justify="right")
-    table.add_column("combination")
-    table.add_column("runs", justify="right")
-    table.add_column("success", justify="right")
-    table.add_column(f"{primary} (95% CI)", justify="right")
-    table.add_column("Δ vs baseline", justify="right")
-    table.add_column("p (Holm)", justify="right")
-    table.add_column("verdict")
+    essential: list[tuple[str, Cell]] = [
+        ("combination", lambda r: Text(r.label, style="cyan" if r.baseline else "")),
+        (f"{primary} (95% CI)", lambda r: _interval(r.metrics.get(primary))),
+        ("Δ vs baseline", _delta),
+        ("p (Holm)", _p),
+        ("verdict", lambda r: Text(r.verdict, style=_VERDICT_STYLE.get(r.verdict, ""))),
+    ]
+    optional: list[tuple[str, Cell]] = [
+        (
+            "success",
+            lambda r: f"{r.success_rate.value:.0%}" if r.success_rate.value is not None else "-",
+        ),
+        ("runs", lambda r: str(r.runs)),
+        ("flaky", lambda r: f"{r.flakiness:.0%}" if r.flakiness is not None else "-"),
+        ("p50/p95 ms", lambda r: f"{_num(r.latency_ms.p50)}/{_num(r.latency_ms.p95)}"),
+    ]
     for name in others:
-        table.add_column(name, justify="right")
-    table.add_column("p50/p95 ms", justify="right")
-    show_tokens = any(row.tokens is not None for row in matrix.rows)
-    show_cost = any(row.cost is not None for row in matrix.rows)
-    if show_tokens:
-        table.add_column("Σ tokens", justify="right")
-    if show_cost:
-        table.add_column("Σ cost", justify="right")
-    table.add_column("flaky", justify="right")
-    for rank, row in enumerate(matrix.rows, start=1):
-        label = Text(row.label)
-        if row.baseline:
-            label.append("  (baseline)", style="cyan")
-        verdict = Text(row.verdict, style=_VERDICT_STYLE.get(row.verdict, ""))
-        table.add_row(
-            str(rank),
-            label,
-            str(row.runs),
-            f"{row.success_rate.value:.0%}" if row.success_rate.value is not None else "-",
-            _interval(row.metrics.get(primary)),
-            _delta(row),
-            _p(row),
-            verdict,
-            *(_num(row.metrics[m].value) if m in row.metrics else "-" for m in others),
-            f"{_num(row.latency_ms.p50, 3)}/{_num(row.latency_ms.p95, 3)}",
-            *([str(row.tokens) if row.tokens is not None else "-"] if show_tokens else []),
-            *([f"{row.cost:.4f}" if row.cost is not None else "-"] if show_cost else []),
-            f"{row.flakiness:.0%}" if row.flakiness is not None else "-",
+        optional.append(
+            (name, lambda r, m=name: _num(r.metrics[m].value) if m in r.metrics else "-")
         )
+    if any(row.tokens is not None for row in matrix.rows):
+        optional.append(("Σ tokens", lambda r: str(r.tokens) if r.tokens is not None else "-"))
+    if any(row.cost is not None for row in matrix.rows):
+        optional.append(("Σ cost", lambda r: f"{r.cost:.4g}" if r.cost is not None else "-"))
+    return essential, optional
+
+
+def matrix_table(title: str, matrix: ComparisonMatrix, width: int | None = None) -> Any:
+    """The matrix as a rich Table; optional columns are left out until it fits `width`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    essential, optional = _columns(matrix)
+    measure = Console(width=10_000)
+    keep = len(optional)
+    while True:
+        table = Table(title=title, title_justify="left", header_style="bold")
+        table.add_column("#", justify="right")
+        columns = essential + optional[:keep]
+        for header, _ in columns:
+            right = header not in ("combination", "verdict")
+            table.add_column(
+                header, justify="right" if right else "left", no_wrap=header != "combination"
+            )
+        for rank, row in enumerate(matrix.rows, start=1):
+            table.add_row(str(rank), *(cell(row) for _, cell in columns))
+        if width is None or keep == 0 or measure.measure(table).maximum <= width:
+            break
+        keep -= 1
     direction = "higher" if matrix.higher_is_better else "lower"
     table.caption = (
-        f"best first by {primary} ({direction} is better); intervals: {matrix.ci_method} over "
-        f"per-case means, Wilson for success; verdicts: paired per-case deltas, "
-        f"{matrix.correction} at alpha={matrix.alpha:g}"
+        f"best first by {matrix.primary_metric} ({direction} is better); intervals: "
+        f"{matrix.ci_method} over per-case means, Wilson for success; verdicts: paired "
+        f"per-case deltas, {matrix.correction} at alpha={matrix.alpha:g}"
     )
+    hidden = [header for header, _ in optional[keep:]]
+    if hidden:
+        table.caption += f"; not shown for width: {', '.join(hidden)} (use -o json)"
     if matrix.combinations > len(matrix.rows):
         table.caption += f"; {len(matrix.rows)} of {matrix.combinations} combinations shown"
     return table
