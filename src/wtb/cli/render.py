@@ -58,6 +58,14 @@ def _p(row: MatrixRow) -> str:
 Cell = Callable[[MatrixRow], Any]
 
 
+def _metric_cell(name: str) -> Cell:
+    def cell(row: MatrixRow) -> str:
+        found = row.metrics.get(name)
+        return _num(found.value) if found else "-"
+
+    return cell
+
+
 def _columns(matrix: ComparisonMatrix) -> tuple[list[tuple[str, Cell]], list[tuple[str, Cell]]]:
     """(essential, optional) columns as (header, cell function); optional ones by priority."""
     from rich.text import Text
@@ -80,10 +88,7 @@ def _columns(matrix: ComparisonMatrix) -> tuple[list[tuple[str, Cell]], list[tup
         ("flaky", lambda r: f"{r.flakiness:.0%}" if r.flakiness is not None else "-"),
         ("p50/p95 ms", lambda r: f"{_num(r.latency_ms.p50)}/{_num(r.latency_ms.p95)}"),
     ]
-    for name in others:
-        optional.append(
-            (name, lambda r, m=name: _num(r.metrics[m].value) if m in r.metrics else "-")
-        )
+    optional.extend((name, _metric_cell(name)) for name in others)
     if any(row.tokens is not None for row in matrix.rows):
         optional.append(("Σ tokens", lambda r: str(r.tokens) if r.tokens is not None else "-"))
     if any(row.cost is not None for row in matrix.rows):
