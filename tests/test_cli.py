@@ -241,3 +241,26 @@ def test_manifests_from_stdin_as_yaml(tmp_path: Path, monkeypatch: pytest.Monkey
     assert reversed_row["delta"]["mean"] == -1.0
     assert reversed_row["delta"]["pValue"] == pytest.approx(0.5)
     assert reversed_row["delta"]["low"] is None
+
+
+def _without_timing(matrix: dict[str, Any]) -> dict[str, Any]:
+    rows = []
+    for row in matrix["rows"]:
+        kept = {k: v for k, v in row.items() if k != "latencyMs"}
+        kept["metrics"] = {k: v for k, v in row["metrics"].items() if k != "latency"}
+        rows.append(kept)
+    return {**matrix, "rows": rows}
+
+
+def test_same_results_on_every_backend(store_url: str, tmp_path: Path) -> None:
+    """SQLite, PostgreSQL and PostgreSQL through PgBouncer give the same matrix."""
+    reference = _invoke(
+        "run", "-f", str(TOY), "--database", f"sqlite:///{tmp_path / 'ref.db'}", "-o", "json"
+    )
+    result = _invoke("run", "-f", str(TOY), "--database", store_url, "-o", "json")
+    assert result.exit_code == 0, result.output
+    data = _matrix(result.stdout)
+    assert data["progress"] == {"total": 120, "done": 120, "succeeded": 120, "failed": 0}
+    assert _without_timing(data["matrix"]) == _without_timing(_matrix(reference.stdout)["matrix"])
+    again = _invoke("results", "toy-answers", "--database", store_url, "-o", "json")
+    assert _matrix(again.stdout)["matrix"] == data["matrix"]
