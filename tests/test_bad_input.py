@@ -86,6 +86,10 @@ BAD: dict[str, tuple[Edit, list[str]]] = {
         _cases_file(CASES + CASES.splitlines()[0] + "\n"),
         ["cases.jsonl", "line 21", "q00", "line 1"],
     ),
+    "NaN in data set": (
+        _cases_file(CASES + '{"id": "n", "inputs": {"question": NaN}}\n'),
+        ["cases.jsonl", "line 21", "JSON cannot represent"],
+    ),
     "unknown evaluator type": (
         _set("bt.spec.evaluators", [{"name": "correct", "type": "exact", "output": "answer"}]),
         ["spec.evaluators[0].type", "exactMatch"],

@@ -264,3 +264,23 @@ def test_same_results_on_every_backend(store_url: str, tmp_path: Path) -> None:
     assert _without_timing(data["matrix"]) == _without_timing(_matrix(reference.stdout)["matrix"])
     again = _invoke("results", "toy-answers", "--database", store_url, "-o", "json")
     assert _matrix(again.stdout)["matrix"] == data["matrix"]
+
+
+def test_odd_text_is_recorded_on_every_backend(store_url: str, tmp_path: Path) -> None:
+    """NUL characters and lone surrogates in outputs and errors do not block the store."""
+    wf = yaml.safe_load((TOY / "workflow.yaml").read_text())
+    wf["spec"]["variants"]["answer"].append(
+        {"name": "odd", "path": "toyflow.graph:answer_odd_text"}
+    )
+    wf["spec"]["variants"]["normalize"].append(
+        {"name": "odd", "path": "toyflow.graph:normalize_odd_error"}
+    )
+    batch = yaml.safe_load((TOY / "batchtest.yaml").read_text())
+    batch["spec"]["matrix"] = {"answer": ["original", "odd"], "normalize": ["original", "odd"]}
+    batch["spec"]["dataset"]["path"] = str(TOY / "cases.jsonl")
+    (tmp_path / "toyflow").symlink_to(TOY / "toyflow")
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump_all([wf, batch]))
+    result = _invoke("run", "-f", str(tmp_path / "m.yaml"), "--database", store_url, "-o", "json")
+    assert result.exit_code == 0, result.output
+    progress = _matrix(result.stdout)["progress"]
+    assert progress == {"total": 160, "done": 160, "succeeded": 80, "failed": 80}

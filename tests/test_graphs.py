@@ -167,3 +167,10 @@ def test_variant_config_not_accepted_by_factory() -> None:
 def test_factory_returning_something_else() -> None:
     with pytest.raises(ManifestError, match="not a LangGraph graph"):
         load_builder(_spec("toyflow.graph:concurrency"))
+
+
+def test_async_router_makes_the_graph_async() -> None:
+    graph, sync = VariantGraphs(_spec("toyflow.graph:build_with_async_router")).get(())
+    assert sync is False
+    out = asyncio.run(graph.ainvoke({"question": "Go!"}))
+    assert out["trail"] == ["normalize", "shout", "answer"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,15 @@ def _toy_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(TOY))
 
 
-def _job(matrix: dict[str, list[str]], n_cases: int = 8, **spec: Any) -> BatchJob:
+def _job(
+    matrix: dict[str, list[str]], n_cases: int = 8, stuck: frozenset[int] = frozenset(), **spec: Any
+) -> BatchJob:
     workflow = WorkflowSpec.model_validate(
         {
             "graph": {"factory": "toyflow.graph:build"},
             "variants": {
                 "lookup": [
+                    {"name": "stuck", "path": "toyflow.graph:stuck_lookup"},
                     {"name": "slow", "path": "toyflow.graph:slow_lookup"},
                     {"name": "hang", "path": "toyflow.graph:hang"},
                 ],
@@ -39,6 +43,7 @@ def _job(matrix: dict[str, list[str]], n_cases: int = 8, **spec: Any) -> BatchJo
                     {"name": "blocking", "path": "toyflow.graph:blocking_normalize"},
                     {"name": "broken", "path": "toyflow.graph:normalize_broken"},
                     {"name": "flaky", "path": "toyflow.graph:flaky_normalize"},
+                    {"name": "stuck", "path": "toyflow.graph:stuck_normalize"},
                 ],
             },
         }
@@ -59,9 +64,12 @@ def _job(matrix: dict[str, list[str]], n_cases: int = 8, **spec: Any) -> BatchJo
     )
     # Questions unique per job: the flaky node counts calls per question.
     tag = next(_TAGS)
+    # Cases listed in `stuck` say "stuck": the stuck_* variants block on them.
     cases = tuple(
         Case(
-            id=f"q{i}", inputs={"question": f"Word{tag} {i}"}, expected={"answer": f"word{tag} {i}"}
+            id=f"q{i}",
+            inputs={"question": f"Word{tag} {'stuck' if i in stuck else i}"},
+            expected={"answer": f"word{tag} {i}"},
         )
         for i in range(n_cases)
     )
@@ -166,3 +174,42 @@ def test_closing_the_iterator_stops_the_run() -> None:
     first = [next(it) for _ in range(5)]
     it.close()  # type: ignore[attr-defined]
     assert len(first) == 5
+
+
+def _runner_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "wtb-inline-runner"]
+
+
+def test_stuck_sync_cells_time_out_without_starving_the_others() -> None:
+    from toyflow import graph as toy
+
+    toy.release.clear()
+    try:
+        job = _job(
+            {"normalize": ["stuck"]},
+            n_cases=8,
+            stuck=frozenset({0, 1}),
+            concurrency=2,
+            timeoutSeconds=0.3,
+            retry={"maxAttempts": 1},
+        )
+        results = {r.cell.case_id: r for r in _run(job)}
+        # The run is over while the two stuck threads still block: nobody waited for them.
+        assert not toy.release.is_set()
+        assert {k for k, r in results.items() if r.error_type == "Timeout"} == {"q0", "q1"}
+        assert all(results[f"q{i}"].status == "succeeded" for i in range(2, 8))
+    finally:
+        toy.release.set()
+
+
+def test_closing_mid_cell_stops_the_runner_thread() -> None:
+    job = _job(
+        {"lookup": ["stuck"]}, n_cases=12, stuck=frozenset({4, 5}), concurrency=2, timeoutSeconds=60
+    )
+    plan = build_plan(job.batch, job.cases)
+    it = InlineRunner(backoff_scale=0).run(job, plan.iter_cells(), EventBus())
+    first = [next(it) for _ in range(4)]
+    assert [r.status for r in first] == ["succeeded"] * 4
+    # Cases 4 and 5 now hold both slots for 60 s; closing must not wait for them.
+    it.close()  # type: ignore[attr-defined]
+    assert _runner_threads() == []

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from wtb.api.batchtest import DatasetSpec
+from wtb.canonical import canonical_json
 from wtb.errors import ManifestError
 from wtb.results import Case
 
@@ -30,26 +31,9 @@ Located = tuple[str, dict[str, Any]]
 """A raw row and where it is ('cases.jsonl, line 7')."""
 
 
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces: the same text for the same content, wherever it came from."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
 def _content_id(content: str) -> str:
     """'c-' + the first 12 hex digits of sha256 over the canonical JSON of inputs and expected."""
     return "c-" + hashlib.sha256(content.encode()).hexdigest()[:12]
-
-
-def cases_digest(cases: Iterable[Case]) -> str:
-    """sha256 of the canonical JSON list of all cases (id, inputs, expected), in order."""
-    digest = hashlib.sha256(b"[")
-    for i, case in enumerate(cases):
-        if i:
-            digest.update(b",")
-        record = {"id": case.id, "inputs": case.inputs, "expected": case.expected}
-        digest.update(canonical_json(record).encode())
-    digest.update(b"]")
-    return digest.hexdigest()
 
 
 def _case(row: dict[str, Any], expected_fields: Sequence[str], where: str) -> Case:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,9 +18,10 @@ from wtb import events
 from wtb.evaluators import EvalContext, Evaluator, build_evaluators, evaluate
 from wtb.graphs import VariantGraphs
 from wtb.job import BatchJob
-from wtb.jsonable import jsonable
+from wtb.jsonable import clean_text, jsonable
 from wtb.results import Attempt, AttemptStatus, Cell, CellResult
 from wtb.retry import RetryPolicy
+from wtb.runners.threads import ElasticThreadPool
 from wtb.usage import combine, metering, usage_from_state
 
 EmitEvent = Callable[[events.Event], None]
@@ -35,7 +34,7 @@ def _invoke_sync(graph: Any, inputs: dict[str, Any]) -> Any:
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
-    message = str(exc) or repr(exc)
+    message = clean_text(str(exc) or repr(exc))
     if len(message) > _MAX_MESSAGE:
         message = message[:_MAX_MESSAGE] + "..."
     return type(exc).__name__, message
@@ -49,7 +48,7 @@ class CellExecutor:
         job: BatchJob,
         *,
         emit: EmitEvent,
-        thread_pool: Executor | None = None,
+        thread_pool: ElasticThreadPool,
         backoff_scale: float = 1.0,
     ) -> None:
         for entry in reversed(job.python_path):
@@ -81,15 +80,19 @@ class CellExecutor:
             status: AttemptStatus
             deadline = asyncio.timeout(self._timeout)
             try:
-                async with deadline:
-                    with metering() as meter:
-                        state = await self._invoke(graph, sync, case.inputs)
+                with self._pool.tracking() as submitted:
+                    async with deadline:
+                        with metering() as meter:
+                            state = await self._invoke(graph, sync, case.inputs)
                 tokens, cost = combine(meter, usage_from_state(state))
                 error = None
                 status = "succeeded"
             except TimeoutError as exc:
                 # Ours when the deadline expired; otherwise the graph raised it (still transient).
                 error, status = exc, "timeout" if deadline.expired() else "transient"
+                if deadline.expired():
+                    # Threads still running this attempt's sync code are stuck: replace them.
+                    self._pool.abandon(submitted)
             except Exception as exc:
                 error = exc
                 status = "transient" if self._retry.is_transient(exc) else "failed"
@@ -131,9 +134,8 @@ class CellExecutor:
         # One thread hop per cell rather than one per node: sync graphs run whole in a worker.
         # The worker runs in a copy of this task's context, so report_usage reaches the meter.
         context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        call = functools.partial(context.run, _invoke_sync, graph, inputs)
-        return await loop.run_in_executor(self._pool, call)
+        future = self._pool.submit(context.run, _invoke_sync, graph, inputs)
+        return await asyncio.wrap_future(future)
 
     def _result(
         self,
@@ -148,11 +150,12 @@ class CellExecutor:
     ) -> CellResult:
         ok = error is None
         last = attempts[-1]
+        output = jsonable(state) if ok else None
         ctx = EvalContext(
             case=case,
             inputs=case.inputs,
             expected=case.expected,
-            output=state if ok and isinstance(state, dict) else (jsonable(state) if ok else None),
+            output=(state if isinstance(state, dict) else output) if ok else None,
             status="succeeded" if ok else "failed",
             error_type=None if ok else last.error_type,
             latency_ms=latency_ms,
@@ -165,7 +168,7 @@ class CellExecutor:
             status="succeeded" if ok else "failed",
             latency_ms=latency_ms,
             finished_at=datetime.now(UTC),
-            output=jsonable(state) if ok else None,
+            output=output,
             metrics=metrics,
             tokens=tokens,
             cost=cost,

@@ -135,16 +135,20 @@ def swap_nodes(builder: StateGraph[Any], replacements: Mapping[str, Callable[...
         builder.nodes[name] = dataclasses.replace(old, runnable=scratch.nodes[name].runnable)
 
 
-def is_sync_graph(builder: StateGraph[Any]) -> bool:
-    """True when every node is a plain sync function: such graphs run with `invoke` in a thread.
+def _plain_sync(runnable: object) -> bool:
+    is_callable_node = type(runnable).__name__ == "RunnableCallable"
+    return is_callable_node and getattr(runnable, "func", None) is not None
 
-    Graphs with any async node (or any other Runnable, e.g. a subgraph) run with `ainvoke`.
+
+def is_sync_graph(builder: StateGraph[Any]) -> bool:
+    """True when every node and router is a plain sync function: then `invoke` in a thread.
+
+    Graphs with any async node or router (or any other Runnable, e.g. a subgraph) run
+    with `ainvoke`.
     """
-    for name in graph_nodes(builder):
-        runnable = builder.nodes[name].runnable
-        if type(runnable).__name__ != "RunnableCallable" or getattr(runnable, "func", None) is None:
-            return False
-    return True
+    nodes = (builder.nodes[name].runnable for name in graph_nodes(builder))
+    routers = (spec.path for branches in builder.branches.values() for spec in branches.values())
+    return all(_plain_sync(r) for r in nodes) and all(_plain_sync(r) for r in routers)
 
 
 class VariantGraphs:

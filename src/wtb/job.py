@@ -5,13 +5,12 @@ The CLI builds it from manifests; the Ray driver rebuilds it from the spec the s
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from wtb.api.batchtest import BatchTestSpec
 from wtb.api.workflow import WorkflowSpec
+from wtb.canonical import content_hash
 from wtb.results import Case
 
 
@@ -51,5 +50,4 @@ class BatchJob:
 
     def digest(self) -> str:
         """Content hash of workflow, batch and cases: a changed spec or data set is a new run."""
-        text = json.dumps(self.to_record(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return content_hash(self.to_record())

@@ -6,29 +6,23 @@ machine, after every restart: the store's unique constraint on it makes recordin
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from wtb.api.batchtest import BatchTestSpec
 from wtb.api.workflow import ORIGINAL
+from wtb.canonical import content_hash
 from wtb.errors import ManifestError
 from wtb.results import Case, Cell, Combination
 
 
-def _digest(obj: object, size: int) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:size]
-
-
 def combo_key(combination: Combination) -> str:
-    return _digest([list(p) for p in combination], 16)
+    return content_hash([list(p) for p in combination], 16)
 
 
 def cell_key(combination: Combination, case_id: str, repeat: int) -> str:
-    return _digest([[list(p) for p in combination], case_id, repeat], 32)
+    return content_hash([[list(p) for p in combination], case_id, repeat], 32)
 
 
 def combination_label(combination: Combination) -> str:

@@ -1,25 +1,27 @@
 """The in-process runner: an asyncio loop in a background thread, bounded concurrency.
 
-Async graphs overlap on the loop; sync graphs run whole in a bounded thread pool. Results
-reach the caller's thread through a bounded queue, so a slow consumer (the store) slows
-the producer instead of piling results up in memory.
+Async graphs overlap on the loop; sync graphs run whole in a bounded pool of worker
+threads. Results reach the caller's thread through a bounded queue, so a slow consumer
+(the store) slows the producer instead of piling results up in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Final, cast
 
 from wtb.events import EventBus
 from wtb.executor import CellExecutor
 from wtb.job import BatchJob
 from wtb.results import Cell, CellResult
+from wtb.runners.threads import ElasticThreadPool
 
 _DONE: Final = object()
+_STOP_GRACE_S = 10.0
 
 
 class _Failure:
@@ -38,6 +40,8 @@ class InlineRunner:
         concurrency = self._concurrency or job.batch.concurrency
         results: queue.Queue[object] = queue.Queue(maxsize=4 * concurrency)
         stop = threading.Event()
+        started = threading.Event()
+        handle: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[None]]] = []
 
         def put(item: object) -> None:
             # Blocking put, but never forever: a closed consumer sets `stop`.
@@ -48,17 +52,12 @@ class InlineRunner:
                 except queue.Full:
                     continue
 
-        async def main() -> None:
-            loop = asyncio.get_running_loop()
-            with ThreadPoolExecutor(concurrency, thread_name_prefix="wtb-cell") as pool:
-                loop.set_default_executor(pool)
-                executor = CellExecutor(
-                    job, emit=bus.publish, thread_pool=pool, backoff_scale=self._backoff_scale
-                )
-                source = iter(cells)
-                in_flight: set[asyncio.Task[CellResult]] = set()
-                exhausted = False
-                while not stop.is_set():
+        async def pump(executor: CellExecutor) -> None:
+            source = iter(cells)
+            in_flight: set[asyncio.Task[CellResult]] = set()
+            exhausted = False
+            try:
+                while True:
                     while not exhausted and len(in_flight) < concurrency:
                         cell = next(source, None)
                         if cell is None:
@@ -66,27 +65,47 @@ class InlineRunner:
                         else:
                             in_flight.add(asyncio.create_task(executor.run(cell)))
                     if not in_flight:
-                        break
+                        return
                     done, in_flight = await asyncio.wait(
                         in_flight, return_when=asyncio.FIRST_COMPLETED
                     )
                     for task in done:
                         item = task.result()
-                        while not stop.is_set():
+                        while True:
                             try:
                                 results.put_nowait(item)
                                 break
                             except queue.Full:
                                 await asyncio.sleep(0.002)
+            finally:
                 for task in in_flight:
                     task.cancel()
+                await asyncio.gather(*in_flight, return_exceptions=True)
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task()
+            if task is not None:
+                handle.append((loop, task))
+            started.set()
+            if stop.is_set():
+                return
+            pool = ElasticThreadPool(concurrency)
+            loop.set_default_executor(pool)
+            executor = CellExecutor(
+                job, emit=bus.publish, thread_pool=pool, backoff_scale=self._backoff_scale
+            )
+            await pump(executor)
 
         def thread_main() -> None:
             try:
                 asyncio.run(main())
+            except asyncio.CancelledError:
+                pass  # closed by the consumer
             except BaseException as exc:
                 put(_Failure(exc))
             finally:
+                started.set()
                 put(_DONE)
 
         thread = threading.Thread(target=thread_main, name="wtb-inline-runner", daemon=True)
@@ -101,4 +120,8 @@ class InlineRunner:
                 yield cast(CellResult, item)
         finally:
             stop.set()
-            thread.join(timeout=10)
+            started.wait(_STOP_GRACE_S)
+            for loop, task in handle:
+                with contextlib.suppress(RuntimeError):  # the loop has finished already
+                    loop.call_soon_threadsafe(task.cancel)
+            thread.join(_STOP_GRACE_S)
