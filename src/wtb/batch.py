@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 from wtb import events
 from wtb.api.batchtest import BatchTest, BatchTestSpec
 from wtb.api.matrix import ComparisonMatrix
 from wtb.api.workflow import ORIGINAL, Workflow
+from wtb.canonical import content_hash
 from wtb.dataset import load_cases
 from wtb.errors import ManifestError
 from wtb.evaluators import build_evaluators
 from wtb.events import EventBus
 from wtb.graphs import graph_nodes, load_builder, resolve_variant
+from wtb.iterables import chunked
 from wtb.job import BatchJob
 from wtb.matrix import build_matrix
 from wtb.plan import Plan, build_plan
 from wtb.results import Cell, CellResult
 from wtb.runners.base import Runner
 from wtb.storage import ResultStore, RunInfo
-
-_CHUNK = 500
+from wtb.storage.store import MAX_KEYS_PER_QUERY
 
 
 @dataclass(frozen=True)
@@ -93,14 +95,9 @@ def prepare(
     return PreparedBatch(batch=batch, workflow=workflow, job=job, plan=plan, run_info=run_info)
 
 
-def _chunks(cells: Iterator[Cell], size: int) -> Iterator[list[Cell]]:
-    while chunk := list(islice(cells, size)):
-        yield chunk
-
-
 def pending_cells(plan: Plan, store: ResultStore, run_id: int) -> Iterator[Cell]:
     """The plan's cells not yet recorded, looked up chunk by chunk (memory stays flat)."""
-    for chunk in _chunks(plan.iter_cells(), _CHUNK):
+    for chunk in chunked(plan.iter_cells(), MAX_KEYS_PER_QUERY):
         missing = set(store.missing_keys(run_id, [c.key for c in chunk]))
         if missing:
             yield from (c for c in chunk if c.key in missing)
@@ -111,6 +108,9 @@ class ResultWriter:
 
     Writes happen in the caller's thread when a batch is full, and in a flusher thread
     when results trickle in slowly, so a slow cell never holds others' results back.
+    Buffers are swapped under a short lock and written outside it: producers (the event
+    loop publishing audit events) never wait for the database. A write that fails leaves
+    its results in the buffer for the next one.
     """
 
     def __init__(self, store: ResultStore, run_id: int, *, every: int, seconds: float) -> None:
@@ -118,7 +118,8 @@ class ResultWriter:
         self._run_id = run_id
         self._every = every
         self._seconds = seconds
-        self._lock = threading.Lock()
+        self._buffer_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._results: list[CellResult] = []
         self._events: list[events.Event] = []
         self._closed = threading.Event()
@@ -128,24 +129,32 @@ class ResultWriter:
         self._flusher.start()
 
     def add_event(self, event: events.Event) -> None:
-        with self._lock:
+        with self._buffer_lock:
             self._events.append(event)
 
     def add(self, result: CellResult) -> None:
         if self._error is not None:
             raise self._error
-        with self._lock:
+        with self._buffer_lock:
             self._results.append(result)
             full = len(self._results) >= self._every
         if full:
             self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            results, self._results = self._results, []
-            pending, self._events = self._events, []
-            if results or pending:
+        with self._write_lock:
+            with self._buffer_lock:
+                results, self._results = self._results, []
+                pending, self._events = self._events, []
+            if not results and not pending:
+                return
+            try:
                 self.recorded += self._store.record(self._run_id, results, pending)
+            except BaseException:
+                with self._buffer_lock:
+                    self._results[:0] = results
+                    self._events[:0] = pending
+                raise
 
     def _tick(self) -> None:
         while not self._closed.wait(self._seconds):
@@ -159,8 +168,25 @@ class ResultWriter:
         self._closed.set()
         self._flusher.join()
         self.flush()
-        if self._error is not None:
-            raise self._error
+
+
+def _close_and_mark(
+    store: ResultStore, run_id: int, writer: ResultWriter, failure: BaseException | None
+) -> None:
+    """Write what is buffered; when the run stopped early, say so in the run's status.
+
+    A stopped run is marked failed with the reason; running it again resumes it.
+    """
+    try:
+        writer.close()
+    finally:
+        if failure is not None:
+            with contextlib.suppress(Exception):  # the store may be what failed
+                store.finish_run(run_id, "failed", error=f"stopped: {_reason(failure)}"[:2000])
+
+
+def _reason(exc: BaseException) -> str:
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -193,7 +219,14 @@ def run_batch(
     """
     bus = bus or EventBus()
     started = time.perf_counter()
-    run = store.begin_run(prepared.run_info)
+    workflow = prepared.workflow
+    workflow_id = store.upsert_workflow(
+        workflow.metadata.namespace,
+        workflow.metadata.name,
+        content_hash(prepared.run_info.spec["workflow"]),
+        prepared.run_info.spec["workflow"],
+    )
+    run = store.begin_run(dataclasses.replace(prepared.run_info, workflow_id=workflow_id))
     before = store.progress(run.id).done
     total = prepared.plan.total
     writer = ResultWriter(store, run.id, every=flush_every, seconds=flush_seconds)
@@ -202,10 +235,9 @@ def run_batch(
     done = before
     if on_progress:
         on_progress(done, total)
+    results = runner.run(prepared.job, pending_cells(prepared.plan, store, run.id), bus)
+    failure: BaseException | None = None
     try:
-        results: Iterable[CellResult] = runner.run(
-            prepared.job, pending_cells(prepared.plan, store, run.id), bus
-        )
         for result in results:
             writer.add(result)
             done += 1
@@ -213,14 +245,17 @@ def run_batch(
                 on_progress(done, total)
         bus.publish(events.Event(events.BATCH_FINISHED, None, {"run": run.run_key}))
     except BaseException as exc:
-        reason = (
-            "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        failure = exc
+        bus.publish(
+            events.Event(events.BATCH_FAILED, None, {"run": run.run_key, "reason": _reason(exc)})
         )
-        bus.publish(events.Event(events.BATCH_FAILED, None, {"run": run.run_key, "reason": reason}))
         raise
     finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
         unsubscribe()
-        writer.close()
+        _close_and_mark(store, run.id, writer, failure)
     progress = store.progress(run.id)
     if progress.done >= total:
         store.finish_run(run.id, "succeeded")

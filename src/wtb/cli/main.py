@@ -164,7 +164,7 @@ def _run_prepared(
     err = Console(stderr=True)
     documents: list[dict[str, Any]] = []
     gate_failed = False
-    with ResultStore.open(url) as store:
+    with ResultStore.open(url, retry_seconds=settings.store_retry_seconds) as store:
         for item in prepared:
             name = item.batch.metadata.name
             plan = item.plan
@@ -187,9 +187,10 @@ def _run_prepared(
                     settings.flush_seconds,
                 )
             except KeyboardInterrupt:
-                progress = store.progress(store.begin_run(item.run_info).id)
+                stopped = store.get_run(item.run_info.run_key)
+                done = store.progress(stopped.id).done if stopped else 0
                 err.print(
-                    f"\ninterrupted: {progress.done}/{plan.total} cells recorded; "
+                    f"\ninterrupted: {done}/{plan.total} cells recorded; "
                     "run the same command again to finish the rest"
                 )
                 return EXIT_INTERRUPTED
@@ -311,8 +312,8 @@ def results(
     from wtb.settings import get_settings
     from wtb.storage import ResultStore, default_sqlite_url
 
-    url = database or get_settings().database_url or default_sqlite_url()
     try:
+        url = database or get_settings().database_url or default_sqlite_url()
         with ResultStore.open(url) as store:
             if run_key:
                 found = store.get_run(run_key)

@@ -12,20 +12,21 @@ through PgBouncer in transaction pooling mode.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from itertools import islice
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, Insert, Row, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from wtb.errors import StorageError
 from wtb.events import Event
+from wtb.iterables import chunked
 from wtb.jsonable import jsonable
 from wtb.results import Attempt, CaseAggregate, CellResult, ComboAggregate
 from wtb.storage import aggregates
@@ -33,6 +34,8 @@ from wtb.storage.engine import make_engine, redact
 from wtb.storage.migrate import upgrade
 from wtb.storage.records import FinalStatus, RunInfo, RunProgress, RunRecord, StoredCell
 from wtb.storage.schema import AttemptRow, AuditRow, Base, BatchRunRow, CellRow, WorkflowRow
+
+T = TypeVar("T")
 
 MAX_KEYS_PER_QUERY = 500
 """Keys per IN list in missing_keys: bounded statements, well under SQLite's variable limit."""
@@ -47,16 +50,19 @@ _AUDIT = AuditRow.__table__
 class ResultStore:
     """Results of batch runs in SQLite or PostgreSQL. Thread-safe; use one per process."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, retry_seconds: float = 60.0) -> None:
         self._engine = engine
+        self._retry_seconds = retry_seconds
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True) -> Self:
+    def open(cls, url: str, *, migrate: bool = True, retry_seconds: float = 60.0) -> Self:
         """Connect to `url` and (by default) bring its schema up to date.
 
+        `retry_seconds` bounds how long `record` keeps retrying while the database is
+        unreachable (a restart, a failover) before it gives up with a StorageError.
         Raises StorageError, with the password redacted, when the database is unreachable.
         """
-        store = cls(make_engine(url))
+        store = cls(make_engine(url), retry_seconds=retry_seconds)
         try:
             store._prepare(migrate=migrate)
         except BaseException:
@@ -245,17 +251,23 @@ class ResultStore:
     # -- cells ------------------------------------------------------------------------
 
     def missing_keys(self, run_id: int, keys: Sequence[str]) -> list[str]:
-        """The keys of `keys` not recorded for the run, in the given order."""
-        recorded: set[str] = set()
-        with self._transaction() as conn:
-            for chunk in _chunks(keys, MAX_KEYS_PER_QUERY):
-                recorded.update(
-                    conn.execute(
-                        select(CellRow.cell_key).where(
-                            CellRow.run_id == run_id, CellRow.cell_key.in_(chunk)
-                        )
-                    ).scalars()
-                )
+        """The keys of `keys` not recorded for the run, in the given order (retried like
+        `record` while the database is unreachable)."""
+
+        def query() -> set[str]:
+            recorded: set[str] = set()
+            with self._transaction() as conn:
+                for chunk in chunked(keys, MAX_KEYS_PER_QUERY):
+                    recorded.update(
+                        conn.execute(
+                            select(CellRow.cell_key).where(
+                                CellRow.run_id == run_id, CellRow.cell_key.in_(chunk)
+                            )
+                        ).scalars()
+                    )
+            return recorded
+
+        recorded = self._retrying(query)
         return [key for key in keys if key not in recorded]
 
     def record(
@@ -264,8 +276,33 @@ class ResultStore:
         """Record results and events in one transaction; returns how many cells were new.
 
         A result whose cell is already recorded is skipped with its attempts; of several
-        results for one cell in `results`, the first counts.
+        results for one cell in `results`, the first counts. Because of that, a write that
+        failed on a lost connection is simply tried again, with backoff, for up to
+        `retry_seconds`: nothing is lost and nothing is written twice.
         """
+        return self._retrying(lambda: self._record_once(run_id, results, events))
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """Run an idempotent call, retrying with backoff while the database is unreachable
+        (a restart, a failover, PgBouncer reconnecting), for up to `retry_seconds`."""
+        delay = 0.1
+        deadline = time.monotonic() + self._retry_seconds
+        while True:
+            try:
+                return call()
+            except (StorageError, OperationalError, InterfaceError) as exc:
+                if time.monotonic() + delay > deadline:
+                    if isinstance(exc, StorageError):
+                        raise
+                    raise StorageError(
+                        f"cannot use the database {redact(self._engine.url)}: {exc.orig}"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _record_once(
+        self, run_id: int, results: Sequence[CellResult], events: Sequence[Event]
+    ) -> int:
         unique = list({r.cell.key: r for r in reversed(results)}.values())
         with self._transaction() as conn:
             inserted: set[str] = set()
@@ -288,10 +325,6 @@ class ResultStore:
                 conn.execute(insert(AttemptRow), attempts)
             self._insert_events(conn, run_id, events)
         return len(inserted)
-
-    def record_events(self, run_id: int | None, events: Sequence[Event]) -> None:
-        with self._transaction() as conn:
-            self._insert_events(conn, run_id, events)
 
     def _insert_events(self, conn: Connection, run_id: int | None, events: Sequence[Event]) -> None:
         if events:
@@ -356,12 +389,6 @@ class ResultStore:
         """Per (combination, case), ordered by combo_key then case_id; streamed."""
         with self._transaction() as conn:
             yield from aggregates.iter_case_aggregates(conn, run_id, metrics, primary)
-
-
-def _chunks(keys: Sequence[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(keys)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def _finite(value: float | None) -> float | None:

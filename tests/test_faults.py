@@ -1,0 +1,125 @@
+"""Faults during a run: the database restarts, the store fails for good."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.postgres import PostgresServices
+from wtb.batch import PreparedBatch, prepare, run_batch
+from wtb.errors import StorageError
+from wtb.manifests import load_manifests
+from wtb.runners import InlineRunner
+from wtb.storage import ResultStore
+
+TOY = Path(__file__).parent / "fixtures" / "toy"
+
+
+def _prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: int) -> PreparedBatch:
+    monkeypatch.syspath_prepend(str(TOY))
+    workflow = yaml.safe_load((TOY / "workflow.yaml").read_text())
+    workflow["spec"]["variants"]["lookup"] = [{"name": "slow", "path": "toyflow.graph:slow_lookup"}]
+    batch = {
+        "apiVersion": "wtb.dev/v1alpha1",
+        "kind": "BatchTest",
+        "metadata": {"name": "restart"},
+        "spec": {
+            "workflowRef": {"name": "toy"},
+            "matrix": {"lookup": ["slow"]},
+            "baseline": {"lookup": "slow"},
+            "dataset": {
+                "cases": [{"id": f"c{i}", "inputs": {"question": f"q{i}"}} for i in range(cases)]
+            },
+            "concurrency": 4,
+            "evaluators": [{"name": "latency", "type": "latency"}],
+            "primaryMetric": "latency",
+        },
+    }
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump_all([workflow, batch]))
+    manifests = load_manifests([str(path)])
+    bt, source = manifests.batchtests[0]
+    wf, _ = manifests.workflow_for(bt, source)
+    return prepare(bt, wf, base_dir=tmp_path, where="m.yaml", workflow_where="m.yaml")
+
+
+@pytest.mark.postgres
+def test_postgres_restart_behind_pgbouncer_mid_run(
+    postgres_services: PostgresServices,
+    pgbouncer_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prepared = _prepared(tmp_path, monkeypatch, cases=200)
+    outcome: list[object] = []
+    with ResultStore.open(pgbouncer_url, retry_seconds=60) as store:
+
+        def work() -> None:
+            try:
+                outcome.append(
+                    run_batch(prepared, store, InlineRunner(), flush_every=5, flush_seconds=0.05)
+                )
+            except BaseException as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        run_id = None
+        deadline = time.monotonic() + 60
+        while run_id is None or store.progress(run_id).done < 20:
+            assert time.monotonic() < deadline, "no progress before the restart"
+            found = store.get_run(prepared.run_info.run_key)
+            run_id = found.id if found else None
+            time.sleep(0.02)
+        postgres_services.restart_postgres()
+        worker.join(120)
+        assert not worker.is_alive()
+        assert len(outcome) == 1
+        assert not isinstance(outcome[0], BaseException), outcome[0]
+        progress = store.progress(run_id)
+        assert (progress.total, progress.done, progress.failed) == (200, 200, 0)
+        keys = [c.cell_key for c in store.iter_cells(run_id)]
+        assert len(keys) == len(set(keys)) == 200
+        found = store.get_run(prepared.run_info.run_key)
+        assert found is not None
+        assert found.status == "succeeded"
+
+
+@pytest.mark.postgres
+def test_database_gone_for_good_stops_the_run_with_a_clear_error(
+    postgres_services: PostgresServices,
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database is dropped mid-run: writes retry for `retry_seconds`, then a StorageError
+    names the database (without a password) and the recorded results stay recorded."""
+    prepared = _prepared(tmp_path, monkeypatch, cases=400)
+    # Direct: through PgBouncer, a client of a missing database waits in PgBouncer's queue
+    # (query_wait_timeout) before it is refused, which only makes this test slow.
+    dbname = postgres_url.rsplit("/", 1)[1]
+    dropped = threading.Event()
+
+    def drop_after_some(done: int, total: int) -> None:
+        if done >= 20 and not dropped.is_set():
+            dropped.set()
+            postgres_services.drop_database(dbname)
+
+    with (
+        ResultStore.open(postgres_url, retry_seconds=1.0) as store,
+        pytest.raises(StorageError, match="cannot use the database") as err,
+    ):
+        run_batch(
+            prepared,
+            store,
+            InlineRunner(),
+            on_progress=drop_after_some,
+            flush_every=5,
+            flush_seconds=0.05,
+        )
+    assert dropped.is_set()
+    assert "127.0.0.1" in str(err.value)
