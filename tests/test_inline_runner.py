@@ -27,17 +27,35 @@ def _toy_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(TOY))
 
 
+MODES = {
+    # An async node: cells run on the asyncio loop.
+    "loop": ("toyflow.graph:build", ""),
+    # Every node and router sync: cells run whole on worker threads.
+    "threads": ("toyflow.graph:build_sync", "_sync"),
+}
+
+
+@pytest.fixture(params=list(MODES))
+def mode(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
 def _job(
-    matrix: dict[str, list[str]], n_cases: int = 8, stuck: frozenset[int] = frozenset(), **spec: Any
+    matrix: dict[str, list[str]],
+    n_cases: int = 8,
+    stuck: frozenset[int] = frozenset(),
+    mode: str = "loop",
+    **spec: Any,
 ) -> BatchJob:
+    factory, suffix = MODES[mode]
     workflow = WorkflowSpec.model_validate(
         {
-            "graph": {"factory": "toyflow.graph:build"},
+            "graph": {"factory": factory},
             "variants": {
                 "lookup": [
-                    {"name": "stuck", "path": "toyflow.graph:stuck_lookup"},
-                    {"name": "slow", "path": "toyflow.graph:slow_lookup"},
-                    {"name": "hang", "path": "toyflow.graph:hang"},
+                    {"name": "stuck", "path": f"toyflow.graph:stuck_lookup{suffix}"},
+                    {"name": "slow", "path": f"toyflow.graph:slow_lookup{suffix}"},
                 ],
                 "normalize": [
                     {"name": "blocking", "path": "toyflow.graph:blocking_normalize"},
@@ -84,8 +102,8 @@ def _run(
     return list(runner.run(job, plan.iter_cells(), bus or EventBus()))
 
 
-def test_results_scores_usage_and_outputs() -> None:
-    results = _run(_job({"lookup": ["original"]}))
+def test_results_scores_usage_and_outputs(mode: str) -> None:
+    results = _run(_job({"lookup": ["original"]}, mode=mode))
     assert len(results) == 8
     for r in results:
         assert r.status == "succeeded"
@@ -99,16 +117,17 @@ def test_results_scores_usage_and_outputs() -> None:
         assert r.attempts[0].status == "succeeded"
 
 
-def test_async_nodes_overlap_up_to_concurrency() -> None:
+def test_slow_nodes_overlap_up_to_concurrency(mode: str) -> None:
+    """Async nodes overlap on the loop; sync graphs on as many worker threads."""
     from toyflow import graph as toy
 
     toy.concurrency.peak = 0
-    results = _run(_job({"lookup": ["slow"]}, n_cases=24, concurrency=8))
+    results = _run(_job({"lookup": ["slow"]}, n_cases=24, mode=mode, concurrency=8))
     assert all(r.status == "succeeded" for r in results)
     assert toy.concurrency.peak == 8
 
 
-def test_sync_nodes_run_in_a_bounded_thread_pool() -> None:
+def test_sync_nodes_of_async_graphs_run_in_a_bounded_pool() -> None:
     from toyflow import graph as toy
 
     toy.concurrency.peak = 0
@@ -117,11 +136,12 @@ def test_sync_nodes_run_in_a_bounded_thread_pool() -> None:
     assert toy.concurrency.peak == 3
 
 
-def test_node_that_raises_is_one_recorded_failure() -> None:
+def test_node_that_raises_is_one_recorded_failure(mode: str) -> None:
     bus = EventBus()
     seen: list[events.Event] = []
     bus.subscribe(seen.append)
-    results = _run(_job({"normalize": ["broken"]}, n_cases=3, retry={"maxAttempts": 5}), bus)
+    job = _job({"normalize": ["broken"]}, n_cases=3, mode=mode, retry={"maxAttempts": 5})
+    results = _run(job, bus)
     for r in results:
         assert r.status == "failed"
         assert r.error_type == "ValueError"
@@ -135,11 +155,12 @@ def test_node_that_raises_is_one_recorded_failure() -> None:
     assert events.CELL_ATTEMPT_RETRIED not in kinds
 
 
-def test_transient_errors_are_retried_with_history() -> None:
+def test_transient_errors_are_retried_with_history(mode: str) -> None:
     bus = EventBus()
     seen: list[events.Event] = []
     bus.subscribe(seen.append, frozenset({events.CELL_ATTEMPT_RETRIED}))
-    results = _run(_job({"normalize": ["flaky"]}, n_cases=4, retry={"maxAttempts": 3}), bus)
+    job = _job({"normalize": ["flaky"]}, n_cases=4, mode=mode, retry={"maxAttempts": 3})
+    results = _run(job, bus)
     for r in results:
         assert r.status == "succeeded", r
         assert [a.status for a in r.attempts] == ["transient", "transient", "succeeded"]
@@ -148,68 +169,74 @@ def test_transient_errors_are_retried_with_history() -> None:
     assert len(seen) == 8
 
 
-def test_retry_limit_gives_up_with_the_last_error() -> None:
-    results = _run(_job({"normalize": ["flaky"]}, n_cases=2, retry={"maxAttempts": 2}))
-    for r in results:
+def test_retry_limit_gives_up_with_the_last_error(mode: str) -> None:
+    job = _job({"normalize": ["flaky"]}, n_cases=2, mode=mode, retry={"maxAttempts": 2})
+    for r in _run(job):
         assert r.status == "failed"
         assert r.error_type == "ConnectionError"
         assert [a.status for a in r.attempts] == ["transient", "transient"]
-
-
-def test_timeout_cancels_and_is_recorded() -> None:
-    results = _run(
-        _job({"lookup": ["hang"]}, n_cases=2, timeoutSeconds=0.2, retry={"maxAttempts": 2})
-    )
-    for r in results:
-        assert r.status == "failed"
-        assert r.error_type == "Timeout"
-        assert [a.status for a in r.attempts] == ["timeout", "timeout"]
-        assert all(a.duration_ms < 5000 for a in r.attempts)
-
-
-def test_closing_the_iterator_stops_the_run() -> None:
-    job = _job({"lookup": ["slow"]}, n_cases=200, concurrency=4)
-    plan = build_plan(job.batch, job.cases)
-    it = InlineRunner(backoff_scale=0).run(job, plan.iter_cells(), EventBus())
-    first = [next(it) for _ in range(5)]
-    it.close()  # type: ignore[attr-defined]
-    assert len(first) == 5
 
 
 def _runner_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "wtb-inline-runner"]
 
 
-def test_stuck_sync_cells_time_out_without_starving_the_others() -> None:
+@pytest.mark.parametrize("node", ["normalize", "lookup"])
+def test_stuck_cells_time_out_are_retried_and_do_not_starve_the_others(
+    mode: str, node: str
+) -> None:
     from toyflow import graph as toy
 
     toy.release.clear()
     try:
         job = _job(
-            {"normalize": ["stuck"]},
+            {node: ["stuck"]},
             n_cases=8,
             stuck=frozenset({0, 1}),
+            mode=mode,
             concurrency=2,
             timeoutSeconds=0.3,
-            retry={"maxAttempts": 1},
+            retry={"maxAttempts": 2},
         )
         results = {r.cell.case_id: r for r in _run(job)}
-        # The run is over while the two stuck threads still block: nobody waited for them.
+        # The run is over while the stuck threads still block: nobody waited for them.
         assert not toy.release.is_set()
-        assert {k for k, r in results.items() if r.error_type == "Timeout"} == {"q0", "q1"}
+        for stuck in ("q0", "q1"):
+            assert results[stuck].status == "failed"
+            assert results[stuck].error_type == "Timeout"
+            assert [a.status for a in results[stuck].attempts] == ["timeout", "timeout"]
+            assert all(a.duration_ms < 5000 for a in results[stuck].attempts)
         assert all(results[f"q{i}"].status == "succeeded" for i in range(2, 8))
     finally:
         toy.release.set()
 
 
-def test_closing_mid_cell_stops_the_runner_thread() -> None:
-    job = _job(
-        {"lookup": ["stuck"]}, n_cases=12, stuck=frozenset({4, 5}), concurrency=2, timeoutSeconds=60
-    )
-    plan = build_plan(job.batch, job.cases)
-    it = InlineRunner(backoff_scale=0).run(job, plan.iter_cells(), EventBus())
-    first = [next(it) for _ in range(4)]
-    assert [r.status for r in first] == ["succeeded"] * 4
-    # Cases 4 and 5 now hold both slots for 60 s; closing must not wait for them.
-    it.close()  # type: ignore[attr-defined]
-    assert _runner_threads() == []
+def test_closing_mid_cell_stops_the_run(mode: str) -> None:
+    from toyflow import graph as toy
+
+    toy.release.clear()
+    try:
+        job = _job(
+            {"lookup": ["stuck"]},
+            n_cases=12,
+            stuck=frozenset({4, 5}),
+            mode=mode,
+            concurrency=2,
+            timeoutSeconds=60,
+        )
+        plan = build_plan(job.batch, job.cases)
+        seen: list[events.Event] = []
+        bus = EventBus()
+        bus.subscribe(seen.append, frozenset({events.CELL_ATTEMPT_STARTED}))
+        it = InlineRunner(backoff_scale=0).run(job, plan.iter_cells(), bus)
+        first = [next(it) for _ in range(4)]
+        assert [r.status for r in first] == ["succeeded"] * 4
+        # Cases 4 and 5 now hold both slots for 60 s; closing must not wait for them,
+        # and no further cell may start.
+        it.close()  # type: ignore[attr-defined]
+        assert _runner_threads() == []
+        started = len(seen)
+        toy.release.set()
+        assert started == 6
+    finally:
+        toy.release.set()

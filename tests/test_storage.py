@@ -397,8 +397,9 @@ def test_record_writes_cells_attempts_and_audit(store: ResultStore) -> None:
         (CELL_ATTEMPT_FAILED, "cell-1-0-0"),
     ]
     assert audit[1].data == {"error": ["ValueError", "boom"]}
-    store.record_events(None, [Event(BATCH_STARTED, None, {"run": None}, at=T0)])
-    assert len(store.audit(run.id)) == 2
+    # Events alone (no result) are recorded too, against their run only.
+    store.record(run.id, [], [Event(BATCH_STARTED, None, {"run": None}, at=T0)])
+    assert len(store.audit(run.id)) == 3
 
 
 def test_recording_again_inserts_nothing(store: ResultStore) -> None:

@@ -12,21 +12,35 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from wtb import events
 from wtb.evaluators import EvalContext, Evaluator, build_evaluators, evaluate
 from wtb.graphs import VariantGraphs
 from wtb.job import BatchJob
 from wtb.jsonable import clean_text, jsonable
-from wtb.results import Attempt, AttemptStatus, Cell, CellResult
+from wtb.results import Attempt, AttemptStatus, Case, Cell, CellResult, Combination
 from wtb.retry import RetryPolicy
 from wtb.runners.threads import ElasticThreadPool
-from wtb.usage import combine, metering, usage_from_state
+from wtb.usage import UsageMeter, combine, metering, usage_from_state
 
 EmitEvent = Callable[[events.Event], None]
 
 _MAX_MESSAGE = 2000
+
+
+class Claim(Protocol):
+    def release(self) -> bool:
+        """End the watch: True when the attempt is still ours, False when it was taken over."""
+        ...
+
+
+class AttemptGuard(Protocol):
+    """Watches the deadline of attempts that run in a thread which cannot be interrupted."""
+
+    def watch(
+        self, cell: Cell, attempts: list[Attempt], number: int, at: datetime, t0: float
+    ) -> Claim: ...
 
 
 def _invoke_sync(graph: Any, inputs: dict[str, Any]) -> Any:
@@ -48,7 +62,6 @@ class CellExecutor:
         job: BatchJob,
         *,
         emit: EmitEvent,
-        thread_pool: ElasticThreadPool,
         backoff_scale: float = 1.0,
     ) -> None:
         for entry in reversed(job.python_path):
@@ -57,99 +70,170 @@ class CellExecutor:
         self._job = job
         self._cases = job.case_index()
         self._emit = emit
-        self._pool = thread_pool
         self._graphs = VariantGraphs(job.workflow)
         self._evaluators: list[Evaluator] = build_evaluators(job.batch.evaluators)
         self._retry = RetryPolicy.from_spec(job.batch.retry, scale=backoff_scale)
         self._timeout = job.batch.timeout_seconds
 
-    async def run(self, cell: Cell) -> CellResult:
+    def is_sync(self, combination: Combination) -> bool:
+        """Whether the combination's graph is sync-only (it can run whole in one thread)."""
+        return self._graphs.get(combination)[1]
+
+    # -- the attempt protocol, shared by the async and the threaded way of running -----
+
+    def _started(self, cell: Cell, number: int) -> tuple[datetime, float]:
+        self._emit(events.Event(events.CELL_ATTEMPT_STARTED, cell.key, {"attempt": number}))
+        return datetime.now(UTC), time.perf_counter()
+
+    def _succeeded(self, cell: Cell, number: int, at: datetime, t0: float) -> Attempt:
+        self._emit(events.Event(events.CELL_ATTEMPT_SUCCEEDED, cell.key, {"attempt": number}))
+        return Attempt(number, "succeeded", at, (time.perf_counter() - t0) * 1000)
+
+    def _failed(
+        self, cell: Cell, number: int, at: datetime, t0: float, exc: BaseException | None
+    ) -> Attempt:
+        """The failed attempt (exc None: it timed out); emits its event."""
+        status: AttemptStatus
+        if exc is None:
+            status, etype, emsg = "timeout", "Timeout", f"attempt exceeded {self._timeout:g} s"
+        else:
+            status = "transient" if self._retry.is_transient(exc) else "failed"
+            etype, emsg = _describe(exc)
+        attempt = Attempt(number, status, at, (time.perf_counter() - t0) * 1000, etype, emsg)
+        self._emit(
+            events.Event(
+                events.CELL_ATTEMPT_FAILED,
+                cell.key,
+                {"attempt": number, "status": status, "error": etype, "message": emsg},
+            )
+        )
+        return attempt
+
+    def retry_delay(self, cell: Cell, failed: Attempt) -> float | None:
+        """Seconds to wait before the next attempt, or None when the cell is done failing."""
+        if failed.status == "failed" or failed.number >= self._retry.max_attempts:
+            return None
+        delay = self._retry.delay(failed.number)
+        self._emit(
+            events.Event(
+                events.CELL_ATTEMPT_RETRIED,
+                cell.key,
+                {"attempt": failed.number + 1, "delay_s": delay},
+            )
+        )
+        return delay
+
+    # -- asyncio -------------------------------------------------------------------------
+
+    async def run(self, cell: Cell, pool: ElasticThreadPool) -> CellResult:
+        """Run a cell on the event loop: async graphs directly, sync ones in `pool` (which
+        must also be the loop's default executor, where LangGraph runs sync nodes)."""
         case = self._cases[cell.case_id]
         graph, sync = self._graphs.get(cell.combination)
         attempts: list[Attempt] = []
-        subject = cell.key
-        state: Any = None
-        error: BaseException | None = None
-        tokens: int | None = None
-        cost: float | None = None
-        started = time.perf_counter()
-        for number in range(1, self._retry.max_attempts + 1):
-            at = datetime.now(UTC)
-            self._emit(events.Event(events.CELL_ATTEMPT_STARTED, subject, {"attempt": number}))
-            t0 = time.perf_counter()
-            status: AttemptStatus
+        number = 1
+        while True:
+            at, t0 = self._started(cell, number)
             deadline = asyncio.timeout(self._timeout)
+            error: BaseException | None
             try:
-                with self._pool.tracking() as submitted:
+                with pool.tracking() as submitted:
                     async with deadline:
                         with metering() as meter:
-                            state = await self._invoke(graph, sync, case.inputs)
-                tokens, cost = combine(meter, usage_from_state(state))
-                error = None
-                status = "succeeded"
+                            state = await self._invoke(pool, graph, sync, case.inputs)
             except TimeoutError as exc:
-                # Ours when the deadline expired; otherwise the graph raised it (still transient).
-                error, status = exc, "timeout" if deadline.expired() else "transient"
+                # Ours when the deadline expired; otherwise the graph raised it (transient).
+                error = None if deadline.expired() else exc
                 if deadline.expired():
                     # Threads still running this attempt's sync code are stuck: replace them.
-                    self._pool.abandon(submitted)
+                    pool.abandon(submitted)
             except Exception as exc:
                 error = exc
-                status = "transient" if self._retry.is_transient(exc) else "failed"
-            duration = (time.perf_counter() - t0) * 1000
-            if error is None:
-                attempts.append(Attempt(number, status, at, duration))
-                self._emit(
-                    events.Event(events.CELL_ATTEMPT_SUCCEEDED, subject, {"attempt": number})
-                )
-                break
-            etype, emsg = _describe(error)
-            if status == "timeout":
-                etype, emsg = "Timeout", f"attempt exceeded {self._timeout:g} s"
-            attempts.append(Attempt(number, status, at, duration, etype, emsg))
-            self._emit(
-                events.Event(
-                    events.CELL_ATTEMPT_FAILED,
-                    subject,
-                    {"attempt": number, "status": status, "error": etype, "message": emsg},
-                )
-            )
-            if status == "failed" or number == self._retry.max_attempts:
-                break
-            delay = self._retry.delay(number)
-            self._emit(
-                events.Event(
-                    events.CELL_ATTEMPT_RETRIED, subject, {"attempt": number + 1, "delay_s": delay}
-                )
-            )
+            else:
+                attempts.append(self._succeeded(cell, number, at, t0))
+                return self._result(cell, case, state, attempts, meter)
+            attempts.append(self._failed(cell, number, at, t0, error))
+            delay = self.retry_delay(cell, attempts[-1])
+            if delay is None:
+                return self.failure(cell, attempts)
             await asyncio.sleep(delay)
-        latency_ms = (
-            attempts[-1].duration_ms if attempts else (time.perf_counter() - started) * 1000
-        )
-        return self._result(cell, case, state, error, attempts, latency_ms, tokens, cost)
+            number += 1
 
-    async def _invoke(self, graph: Any, sync: bool, inputs: dict[str, Any]) -> Any:
+    async def _invoke(
+        self, pool: ElasticThreadPool, graph: Any, sync: bool, inputs: dict[str, Any]
+    ) -> Any:
         if not sync:
             return await graph.ainvoke(inputs)
         # One thread hop per cell rather than one per node: sync graphs run whole in a worker.
         # The worker runs in a copy of this task's context, so report_usage reaches the meter.
         context = contextvars.copy_context()
-        future = self._pool.submit(context.run, _invoke_sync, graph, inputs)
+        future = pool.submit(context.run, _invoke_sync, graph, inputs)
         return await asyncio.wrap_future(future)
 
+    # -- threads -------------------------------------------------------------------------
+
+    def run_sync(
+        self, cell: Cell, guard: AttemptGuard, attempts: list[Attempt] | None = None
+    ) -> CellResult | None:
+        """Run a cell of a sync-only graph in this thread, from attempt len(attempts) + 1.
+
+        `guard` watches each attempt's deadline. When an attempt overruns, the guard takes
+        the cell over (records the timeout, continues elsewhere) and this returns None once
+        the graph finally returns: the caller's thread is then written off.
+        """
+        case = self._cases[cell.case_id]
+        graph, _ = self._graphs.get(cell.combination)
+        attempts = list(attempts or [])
+        number = len(attempts) + 1
+        while True:
+            at, t0 = self._started(cell, number)
+            claim = guard.watch(cell, attempts, number, at, t0)
+            error: BaseException | None = None
+            with metering() as meter:
+                try:
+                    state = graph.invoke(case.inputs)
+                except Exception as exc:
+                    error = exc
+            if not claim.release():
+                return None
+            if error is None:
+                attempts.append(self._succeeded(cell, number, at, t0))
+                return self._result(cell, case, state, attempts, meter)
+            attempts.append(self._failed(cell, number, at, t0, error))
+            delay = self.retry_delay(cell, attempts[-1])
+            if delay is None:
+                return self.failure(cell, attempts)
+            time.sleep(delay)
+            number += 1
+
+    def timed_out(self, cell: Cell, number: int, at: datetime, t0: float) -> Attempt:
+        """The attempt record of an attempt its guard gave up on."""
+        return self._failed(cell, number, at, t0, None)
+
+    # -- results -------------------------------------------------------------------------
+
+    def failure(self, cell: Cell, attempts: list[Attempt]) -> CellResult:
+        """The result of a cell whose last attempt failed."""
+        return self._finish(cell, self._cases[cell.case_id], None, attempts, None, None)
+
     def _result(
+        self, cell: Cell, case: Case, state: Any, attempts: list[Attempt], meter: UsageMeter
+    ) -> CellResult:
+        tokens, cost = combine(meter, usage_from_state(state))
+        return self._finish(cell, case, state, attempts, tokens, cost)
+
+    def _finish(
         self,
         cell: Cell,
-        case: Any,
+        case: Case,
         state: Any,
-        error: BaseException | None,
         attempts: list[Attempt],
-        latency_ms: float,
         tokens: int | None,
         cost: float | None,
     ) -> CellResult:
-        ok = error is None
         last = attempts[-1]
+        ok = last.status == "succeeded"
+        latency_ms = last.duration_ms
         output = jsonable(state) if ok else None
         ctx = EvalContext(
             case=case,

@@ -1,8 +1,11 @@
-"""The in-process runner: an asyncio loop in a background thread, bounded concurrency.
+"""The in-process runner, the default for local work.
 
-Async graphs overlap on the loop; sync graphs run whole in a bounded pool of worker
-threads. Results reach the caller's thread through a bounded queue, so a slow consumer
-(the store) slows the producer instead of piling results up in memory.
+Sync-only graphs (every node and router a plain function) run on worker threads, each
+running whole cells (`wtb.runners.workers`). Graphs with async parts run on an asyncio loop
+in a background thread, where async nodes overlap and sync nodes use a bounded thread
+pool. Either way at most `concurrency` cells are in flight, and results reach the caller's
+thread through a bounded queue: a slow consumer (the store) slows the producers instead of
+piling results up in memory.
 """
 
 from __future__ import annotations
@@ -11,21 +14,24 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Iterable, Iterator
-from typing import Final, cast
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final
 
 from wtb.events import EventBus
 from wtb.executor import CellExecutor
 from wtb.job import BatchJob
+from wtb.plan import expand_combinations
 from wtb.results import Cell, CellResult
 from wtb.runners.threads import ElasticThreadPool
+from wtb.runners.workers import CellWorkers
 
-_DONE: Final = object()
-_STOP_GRACE_S = 10.0
+_STOP_GRACE_S: Final = 10.0
 
 
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
+class _End:
+    """Put on the queue when producing is over (with the exception that ended it, if any)."""
+
+    def __init__(self, exc: BaseException | None = None) -> None:
         self.exc = exc
 
 
@@ -38,12 +44,10 @@ class InlineRunner:
 
     def run(self, job: BatchJob, cells: Iterable[Cell], bus: EventBus) -> Iterator[CellResult]:
         concurrency = self._concurrency or job.batch.concurrency
-        results: queue.Queue[object] = queue.Queue(maxsize=4 * concurrency)
+        results: queue.Queue[CellResult | _End] = queue.Queue(maxsize=4 * concurrency)
         stop = threading.Event()
-        started = threading.Event()
-        handle: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[None]]] = []
 
-        def put(item: object) -> None:
+        def put(item: CellResult | _End) -> None:
             # Blocking put, but never forever: a closed consumer sets `stop`.
             while not stop.is_set():
                 try:
@@ -52,76 +56,103 @@ class InlineRunner:
                 except queue.Full:
                     continue
 
-        async def pump(executor: CellExecutor) -> None:
-            source = iter(cells)
-            in_flight: set[asyncio.Task[CellResult]] = set()
-            exhausted = False
-            try:
-                while True:
-                    while not exhausted and len(in_flight) < concurrency:
-                        cell = next(source, None)
-                        if cell is None:
-                            exhausted = True
-                        else:
-                            in_flight.add(asyncio.create_task(executor.run(cell)))
-                    if not in_flight:
-                        return
-                    done, in_flight = await asyncio.wait(
-                        in_flight, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    for task in done:
-                        item = task.result()
-                        while True:
-                            try:
-                                results.put_nowait(item)
-                                break
-                            except queue.Full:
-                                await asyncio.sleep(0.002)
-            finally:
-                for task in in_flight:
-                    task.cancel()
-                await asyncio.gather(*in_flight, return_exceptions=True)
-
-        async def main() -> None:
-            loop = asyncio.get_running_loop()
-            task = asyncio.current_task()
-            if task is not None:
-                handle.append((loop, task))
-            started.set()
-            if stop.is_set():
-                return
-            pool = ElasticThreadPool(concurrency)
-            loop.set_default_executor(pool)
-            executor = CellExecutor(
-                job, emit=bus.publish, thread_pool=pool, backoff_scale=self._backoff_scale
+        executor = CellExecutor(job, emit=bus.publish, backoff_scale=self._backoff_scale)
+        if all(executor.is_sync(c) for c in expand_combinations(job.batch)):
+            workers = CellWorkers(
+                executor,
+                iter(cells),
+                concurrency,
+                job.batch.timeout_seconds,
+                lambda r: put(_End(workers.failure) if r is None else r),
+                stop,
             )
-            await pump(executor)
-
-        def thread_main() -> None:
-            try:
-                asyncio.run(main())
-            except asyncio.CancelledError:
-                pass  # closed by the consumer
-            except BaseException as exc:
-                put(_Failure(exc))
-            finally:
-                started.set()
-                put(_DONE)
-
-        thread = threading.Thread(target=thread_main, name="wtb-inline-runner", daemon=True)
-        thread.start()
+            workers.start()
+            cancel = stop.set
+        else:
+            cancel = _start_loop(executor, cells, concurrency, results, put, stop)
         try:
             while True:
                 item = results.get()
-                if item is _DONE:
+                if isinstance(item, _End):
+                    if item.exc is not None:
+                        raise item.exc
                     break
-                if isinstance(item, _Failure):
-                    raise item.exc
-                yield cast(CellResult, item)
+                yield item
         finally:
             stop.set()
-            started.wait(_STOP_GRACE_S)
-            for loop, task in handle:
-                with contextlib.suppress(RuntimeError):  # the loop has finished already
-                    loop.call_soon_threadsafe(task.cancel)
-            thread.join(_STOP_GRACE_S)
+            cancel()
+
+
+def _start_loop(
+    executor: CellExecutor,
+    cells: Iterable[Cell],
+    concurrency: int,
+    results: queue.Queue[CellResult | _End],
+    put: Callable[[CellResult | _End], None],
+    stop: threading.Event,
+) -> Callable[[], None]:
+    """Run cells on an asyncio loop in a new thread; returns how to stop it from outside."""
+    started = threading.Event()
+    handle: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[None]]] = []
+
+    async def pump(pool: ElasticThreadPool) -> None:
+        source = iter(cells)
+        in_flight: set[asyncio.Task[CellResult]] = set()
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(in_flight) < concurrency:
+                    cell = next(source, None)
+                    if cell is None:
+                        exhausted = True
+                    else:
+                        in_flight.add(asyncio.create_task(executor.run(cell, pool)))
+                if not in_flight:
+                    return
+                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    result = task.result()
+                    try:
+                        results.put_nowait(result)
+                    except queue.Full:  # wait for the consumer without blocking the loop
+                        await asyncio.get_running_loop().run_in_executor(None, put, result)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is not None:
+            handle.append((loop, task))
+        started.set()
+        if stop.is_set():
+            return
+        pool = ElasticThreadPool(concurrency)
+        loop.set_default_executor(pool)
+        await pump(pool)
+
+    def thread_main() -> None:
+        failure: BaseException | None = None
+        try:
+            asyncio.run(main())
+        except asyncio.CancelledError:
+            pass  # stopped by the consumer
+        except BaseException as exc:
+            failure = exc
+        finally:
+            started.set()
+            put(_End(failure))
+
+    thread = threading.Thread(target=thread_main, name="wtb-inline-runner", daemon=True)
+    thread.start()
+
+    def cancel() -> None:
+        started.wait(_STOP_GRACE_S)
+        for loop, task in handle:
+            with contextlib.suppress(RuntimeError):  # the loop has finished already
+                loop.call_soon_threadsafe(task.cancel)
+        thread.join(_STOP_GRACE_S)
+
+    return cancel

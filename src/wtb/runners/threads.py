@@ -49,9 +49,7 @@ class ElasticThreadPool(ThreadPoolExecutor):
         self._live += 1
         threading.Thread(target=self._work, name=f"{self._name}-{self._live}", daemon=True).start()
 
-    def submit(
-        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Future[T]:
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         if self._closed:
             raise RuntimeError("the pool is shut down")
         future: Future[T] = Future()

@@ -1,0 +1,175 @@
+"""Sync-only graphs: worker threads run whole cells, with no event loop and no hand-off.
+
+Each worker pulls a cell, runs it (graph, retries, evaluation) in its own thread and hands
+the result over. This costs about nothing beyond the user's graph. A sync graph cannot be
+interrupted, so a watchdog enforces each attempt's timeout from outside: it records the
+timeout, writes the stuck worker off, and starts a replacement that carries the cell on
+(retry or final failure). The stuck thread, a daemon, exits when its call returns.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from wtb.executor import CellExecutor
+from wtb.results import Attempt, Cell, CellResult
+
+_TICK_S: Final = 0.05
+
+
+@dataclass(eq=False)
+class _Watch:
+    """One attempt being watched (the executor's Claim)."""
+
+    owner: Deadlines
+    cell: Cell
+    attempts: list[Attempt]
+    number: int
+    at: datetime
+    t0: float
+    deadline: float
+    expired: bool = field(default=False)
+
+    def release(self) -> bool:
+        return self.owner.release(self)
+
+
+class Deadlines:
+    """The AttemptGuard of worker threads: a watchdog thread over every running attempt."""
+
+    def __init__(self, timeout: float, on_expired: Callable[[_Watch], None]) -> None:
+        self._timeout = timeout
+        self._on_expired = on_expired
+        self._lock = threading.Lock()
+        self._watches: set[_Watch] = set()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._patrol, name="wtb-watchdog", daemon=True)
+        self._thread.start()
+
+    def watch(
+        self, cell: Cell, attempts: list[Attempt], number: int, at: datetime, t0: float
+    ) -> _Watch:
+        entry = _Watch(self, cell, attempts, number, at, t0, time.monotonic() + self._timeout)
+        with self._lock:
+            self._watches.add(entry)
+        return entry
+
+    def release(self, entry: _Watch) -> bool:
+        with self._lock:
+            self._watches.discard(entry)
+            return not entry.expired
+
+    def _patrol(self) -> None:
+        tick = min(_TICK_S, self._timeout / 10)
+        while not self._stopped.wait(tick):
+            now = time.monotonic()
+            with self._lock:
+                expired = [w for w in self._watches if w.deadline <= now]
+                for entry in expired:
+                    entry.expired = True
+                    self._watches.discard(entry)
+            for entry in expired:
+                self._on_expired(entry)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+class CellWorkers:
+    """`concurrency` worker threads over one cell source; results go to `put`.
+
+    `put(None)` marks the end: every cell taken from the source has a result.
+    """
+
+    def __init__(
+        self,
+        executor: CellExecutor,
+        cells: Iterator[Cell],
+        concurrency: int,
+        timeout: float,
+        put: Callable[[CellResult | None], None],
+        stop: threading.Event,
+    ) -> None:
+        self._executor = executor
+        self._cells = cells
+        self._put = put
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._live = 0
+        self._numbered = 0
+        self._concurrency = concurrency
+        self.failure: BaseException | None = None
+        """The first unexpected error of a worker (a bug, not a cell failure)."""
+        self._deadlines = Deadlines(timeout, self._take_over)
+
+    def start(self) -> None:
+        for _ in range(self._concurrency):
+            self._spawn(None)
+
+    def _spawn(self, carry: _Watch | None) -> None:
+        with self._lock:
+            self._live += 1
+            self._numbered += 1
+            name = f"wtb-worker-{self._numbered}"
+        threading.Thread(target=self._work, args=(carry,), name=name, daemon=True).start()
+
+    def _take_over(self, entry: _Watch) -> None:
+        """An attempt overran: its worker is written off; a replacement carries the cell on."""
+        with self._lock:
+            self._live -= 1
+        self._spawn(entry)
+
+    def _next(self) -> Cell | None:
+        with self._lock:
+            if self._stop.is_set():
+                return None
+            return next(self._cells, None)
+
+    def _work(self, carry: _Watch | None) -> None:
+        try:
+            if carry is not None and not self._carry_on(carry):
+                return
+            while (cell := self._next()) is not None:
+                result = self._executor.run_sync(cell, self._deadlines)
+                if result is None:
+                    return  # written off: a replacement carries this cell on
+                self._put(result)
+        except BaseException as exc:  # a bug, not a cell failure: stop the run loudly
+            self._stop.set()
+            self._put_failure(exc)
+        self._retire()
+
+    def _carry_on(self, entry: _Watch) -> bool:
+        """Finish the cell of a timed-out attempt; False when this worker is written off too."""
+        executor = self._executor
+        attempts = [
+            *entry.attempts,
+            executor.timed_out(entry.cell, entry.number, entry.at, entry.t0),
+        ]
+        delay = executor.retry_delay(entry.cell, attempts[-1])
+        if delay is None:
+            self._put(executor.failure(entry.cell, attempts))
+            return True
+        time.sleep(delay)
+        result = executor.run_sync(entry.cell, self._deadlines, attempts)
+        if result is None:
+            return False
+        self._put(result)
+        return True
+
+    def _retire(self) -> None:
+        with self._lock:
+            self._live -= 1
+            last = self._live == 0
+        if last:
+            self._deadlines.stop()
+            self._put(None)
+
+    def _put_failure(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
