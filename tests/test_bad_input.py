@@ -86,6 +86,24 @@ BAD: dict[str, tuple[Edit, list[str]]] = {
         _cases_file(CASES + CASES.splitlines()[0] + "\n"),
         ["cases.jsonl", "line 21", "q00", "line 1"],
     ),
+    "graph that does not compile": (
+        _set("wf.spec.graph.factory", "toyflow.graph:build_broken"),
+        ["Workflow/toy", "spec.graph", "LangGraph refuses it", "summarize"],
+    ),
+    "declared edge out of the end": (
+        _set(
+            "wf.spec.graph",
+            {
+                "state": "toyflow.graph:State",
+                "nodes": [{"name": "answer", "path": "toyflow.graph:answer"}],
+                "edges": [
+                    {"from": "__start__", "to": ["answer"]},
+                    {"from": "__end__", "to": ["answer"]},
+                ],
+            },
+        ),
+        ["spec.graph", "edges[1] starts at __end__"],
+    ),
     "NaN in data set": (
         _cases_file(CASES + '{"id": "n", "inputs": {"question": NaN}}\n'),
         ["cases.jsonl", "line 21", "JSON cannot represent"],

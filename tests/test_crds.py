@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import jsonschema
 import pytest
 import yaml
+from click.testing import CliRunner
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wtb.api import (
@@ -31,19 +33,17 @@ from wtb.api import (
 from wtb.api.execution import CheckpointRef
 from wtb.api.matrix import DeltaSummary, Interval, LatencySummary, MatrixRow
 from wtb.api.workflow import NodeVariantsStatus, WorkflowStatus
+from wtb.cli.main import cli
 from wtb.crds import (
     HEADER,
     KINDS,
     CrdSchemaError,
     build_crds,
-    main,
     render_crd_yaml,
     render_reference,
     structural_schema,
     write_crds,
 )
-
-jsonschema = pytest.importorskip("jsonschema")
 
 ROOT = Path(__file__).resolve().parents[1]
 CRDS = build_crds()
@@ -278,8 +278,7 @@ def test_no_stale_crd_files() -> None:
 def test_committed_reference_matches_models() -> None:
     committed = (ROOT / "docs" / "resources.md").read_text(encoding="utf-8")
     assert committed == render_reference(CRDS), (
-        "docs/resources.md differs from the models: run "
-        "`python -m wtb.crds crds --reference docs/resources.md`"
+        "docs/resources.md differs from the models: run `wtb crds --reference docs/resources.md`"
     )
 
 
@@ -296,7 +295,17 @@ def test_write_crds_and_module_entry_point(tmp_path: Path) -> None:
     assert [p.name for p in written] == list(CRDS)
     for path in written:
         assert path.read_text(encoding="utf-8") == render_crd_yaml(CRDS[path.name])
-    main([str(tmp_path / "again"), "--reference", str(tmp_path / "docs" / "resources.md")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "crds",
+            "-o",
+            str(tmp_path / "again"),
+            "--reference",
+            str(tmp_path / "docs" / "resources.md"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(CRDS)
     assert (tmp_path / "docs" / "resources.md").read_text(encoding="utf-8") == render_reference(
         CRDS

@@ -10,7 +10,8 @@ import pytest
 from scipy import stats as sps  # type: ignore[import-untyped]
 
 from wtb.api.matrix import ComparisonMatrix, MatrixRow
-from wtb.matrix import build_matrix, combination_label
+from wtb.matrix import build_matrix
+from wtb.plan import combination_label
 from wtb.results import CaseAggregate, Combination, ComboAggregate
 
 BASELINE: Combination = (("generate", "original"), ("retrieve", "original"))

@@ -272,3 +272,15 @@ def test_percentile_matches_numpy_linear() -> None:
     assert percentile([], 0.5) is None
     with pytest.raises(ValueError, match="quantile level"):
         percentile([1.0], 1.5)
+
+
+def test_differences_equal_up_to_rounding_are_equal() -> None:
+    """Per-case means of three repeats: 2/3 - 1/3 and 1 - 2/3 differ in the last bit only.
+
+    Exact comparison would call that spread and give an absurd t p-value (~1e-80)."""
+    a = {f"c{i}": (1 / 3 if i % 2 else 2 / 3) + 1 / 3 for i in range(6)}
+    b = {f"c{i}": 1 / 3 if i % 2 else 2 / 3 for i in range(6)}
+    assert len({a[k] - b[k] for k in a}) == 2  # not bit-identical
+    result = paired_delta(a, b)
+    assert result.method == "sign test (all differences equal)"
+    assert result.p_value == pytest.approx(2 * 0.5**6)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wtb import events
 from wtb.api.batchtest import BatchTest, BatchTestSpec
@@ -19,15 +20,20 @@ from wtb.dataset import load_cases
 from wtb.errors import ManifestError
 from wtb.evaluators import build_evaluators
 from wtb.events import EventBus
-from wtb.graphs import graph_nodes, load_builder, resolve_variant
+from wtb.graphs import check_compiles, graph_nodes, load_builder, resolve_variant
 from wtb.iterables import chunked
 from wtb.job import BatchJob
 from wtb.matrix import build_matrix
 from wtb.plan import Plan, build_plan
 from wtb.results import Cell, CellResult
 from wtb.runners.base import Runner
-from wtb.storage import ResultStore, RunInfo
-from wtb.storage.store import MAX_KEYS_PER_QUERY
+from wtb.storage.records import RunInfo
+
+if TYPE_CHECKING:
+    from wtb.storage.store import ResultStore
+
+_LOOKUP_CHUNK = 500
+"""Planned cells checked against the store at a time: bounds the driver's memory."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ def prepare(
     """
     spec = batch.spec
     builder = load_builder(workflow.spec, where=f"{workflow_where}: spec.graph")
+    check_compiles(builder, where=f"{workflow_where}: spec.graph")
     nodes = graph_nodes(builder)
     for node in workflow.spec.variants:
         if node not in nodes:
@@ -97,7 +104,7 @@ def prepare(
 
 def pending_cells(plan: Plan, store: ResultStore, run_id: int) -> Iterator[Cell]:
     """The plan's cells not yet recorded, looked up chunk by chunk (memory stays flat)."""
-    for chunk in chunked(plan.iter_cells(), MAX_KEYS_PER_QUERY):
+    for chunk in chunked(plan.iter_cells(), _LOOKUP_CHUNK):
         missing = set(store.missing_keys(run_id, [c.key for c in chunk]))
         if missing:
             yield from (c for c in chunk if c.key in missing)

@@ -20,7 +20,7 @@ import yaml
 
 from wtb.api.batchtest import DatasetSpec
 from wtb.canonical import canonical_json
-from wtb.errors import ManifestError
+from wtb.errors import ManifestError, yaml_problem
 from wtb.results import Case
 
 _FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml"}
@@ -163,10 +163,9 @@ def _yaml_rows(path: Path, name: str) -> Iterator[Located]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark is not None else ""
+        line, problem = yaml_problem(exc)
         raise ManifestError(
-            f"not valid YAML: {exc}", where=f"{name}{line}", fix="fix the YAML syntax"
+            f"not valid YAML: {problem}", where=f"{name}{line}", fix="fix the YAML syntax"
         ) from None
     if data is None:
         return

@@ -34,5 +34,12 @@ class ManifestErrors(WtbError):
         super().__init__("\n".join(e.render() for e in errors))
 
 
+def yaml_problem(exc: Exception) -> tuple[str, str]:
+    """(", line N" or "", what is wrong) of a PyYAML error, for a ManifestError."""
+    mark = getattr(exc, "problem_mark", None)
+    line = f", line {mark.line + 1}" if mark is not None else ""
+    return line, str(getattr(exc, "problem", None) or exc)
+
+
 class StorageError(WtbError):
     """The result store cannot be reached or is not in the expected shape."""

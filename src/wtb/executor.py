@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 from wtb import events
 from wtb.evaluators import EvalContext, Evaluator, build_evaluators, evaluate
 from wtb.graphs import VariantGraphs
+from wtb.importing import extend_sys_path
 from wtb.job import BatchJob
 from wtb.jsonable import clean_text, jsonable
 from wtb.results import Attempt, AttemptStatus, Case, Cell, CellResult, Combination
@@ -64,9 +64,7 @@ class CellExecutor:
         emit: EmitEvent,
         backoff_scale: float = 1.0,
     ) -> None:
-        for entry in reversed(job.python_path):
-            if entry not in sys.path:
-                sys.path.insert(0, entry)
+        extend_sys_path(job.python_path)
         self._job = job
         self._cases = job.case_index()
         self._emit = emit

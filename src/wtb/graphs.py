@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from wtb.api.workflow import END, ORIGINAL, START, WorkflowSpec
@@ -61,20 +62,38 @@ def _declared_builder(spec: WorkflowSpec, *, where: str) -> StateGraph[Any]:
     if graph.state is None:  # guaranteed by the model; keeps the type checker honest
         raise ManifestError("a declared graph needs `state`", where=f"{where}.state")
     state = import_object(graph.state, where=f"{where}.state")
-    builder: StateGraph[Any] = StateGraph(state)
+    with _refused(f"{where}.state", "give a TypedDict or pydantic model"):
+        builder: StateGraph[Any] = StateGraph(state)
     for i, node in enumerate(graph.nodes):
         fn = import_object(node.path, where=f"{where}.nodes[{i}].path")
         _require_callable(fn, node.path, f"{where}.nodes[{i}].path")
-        builder.add_node(node.name, fn)
+        with _refused(f"{where}.nodes[{i}]", "fix the node"):
+            builder.add_node(node.name, fn)
     for i, edge in enumerate(graph.edges):
-        if edge.router is None:
-            builder.add_edge(edge.source, edge.to[0])
-            continue
-        router = import_object(edge.router, where=f"{where}.edges[{i}].router")
-        _require_callable(router, edge.router, f"{where}.edges[{i}].router")
-        targets = {t: t for t in edge.to}
-        builder.add_conditional_edges(edge.source, router, targets)
+        with _refused(f"{where}.edges[{i}]", "fix the edge"):
+            if edge.router is None:
+                builder.add_edge(edge.source, edge.to[0])
+                continue
+            router = import_object(edge.router, where=f"{where}.edges[{i}].router")
+            _require_callable(router, edge.router, f"{where}.edges[{i}].router")
+            builder.add_conditional_edges(edge.source, router, {t: t for t in edge.to})
     return builder
+
+
+@contextmanager
+def _refused(where: str, fix: str) -> Iterator[None]:
+    """LangGraph's own refusals (ValueError, TypeError) as a ManifestError at `where`."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        raise ManifestError(f"LangGraph refuses it: {exc}", where=where, fix=fix) from exc
+
+
+def check_compiles(builder: StateGraph[Any], *, where: str) -> None:
+    """Compile once, so a broken graph (an edge to a missing node, a node with no way
+    out) is refused before any cell runs."""
+    with _refused(where, "fix the graph the factory builds (or the declared edges)"):
+        builder.compile()
 
 
 def _require_callable(obj: object, path: str, where: str) -> None:

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Iterable
 from typing import Any
 
 from wtb.errors import ManifestError
+
+
+def extend_sys_path(entries: Iterable[str]) -> None:
+    """Put directories first on sys.path (once each), so user code imports from them."""
+    for entry in reversed(list(entries)):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
 
 
 def import_object(path: str, *, where: str = "") -> Any:

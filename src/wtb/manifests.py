@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from wtb.api import API_VERSION, GROUP, RESOURCE_KINDS, BatchTest, Execution, Workflow
-from wtb.errors import ManifestError, ManifestErrors
+from wtb.errors import ManifestError, ManifestErrors, yaml_problem
 
 Resource = Workflow | BatchTest | Execution
 
@@ -79,9 +79,7 @@ def _parse(
     try:
         docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        line, problem = yaml_problem(exc)
         raise ManifestError(
             f"not valid YAML{line}: {problem}", where=label, fix="fix the YAML syntax"
         ) from exc

@@ -18,6 +18,7 @@ from wtb.api.matrix import (
     MatrixRow,
     Verdict,
 )
+from wtb.plan import combination_label
 from wtb.results import CaseAggregate, Combination, ComboAggregate
 from wtb.stats import (
     HolmResult,
@@ -28,12 +29,7 @@ from wtb.stats import (
     wilson_interval,
 )
 
-__all__ = ["build_matrix", "combination_label"]
-
-
-def combination_label(combination: Combination) -> str:
-    """'node=variant, node=variant' in node order, every node written out."""
-    return ", ".join(f"{node}={variant}" for node, variant in sorted(combination))
+__all__ = ["build_matrix"]
 
 
 @dataclass(slots=True)

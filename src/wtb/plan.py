@@ -26,7 +26,8 @@ def cell_key(combination: Combination, case_id: str, repeat: int) -> str:
 
 
 def combination_label(combination: Combination) -> str:
-    return ", ".join(f"{node}={variant}" for node, variant in combination)
+    """'node=variant, node=variant' in node order, every node written out."""
+    return ", ".join(f"{node}={variant}" for node, variant in sorted(combination))
 
 
 def as_combination(mapping: Mapping[str, str]) -> Combination:
@@ -69,7 +70,8 @@ class Plan:
 
 
 def expand_combinations(spec: BatchTestSpec) -> tuple[Combination, ...]:
-    """The cartesian product of the matrix, narrowed by include/exclude (in matrix order)."""
+    """The cartesian product of the matrix (nodes sorted by name), narrowed by
+    include/exclude."""
     nodes = sorted(spec.matrix)
     combos: list[Combination] = []
     for variants in itertools.product(*(spec.matrix[n] for n in nodes)):

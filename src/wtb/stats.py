@@ -41,6 +41,16 @@ _LOG_FAR_TAIL = -460.0  # ln(1e-200): t so far out that df / t^2 is negligible n
 # --- Student t --------------------------------------------------------------------------
 
 
+_EQUAL_TOLERANCE = 1e-12
+"""Values this close (relative to their size) are equal: per-case means of repeats are
+floats, and 1/3 + 1/3 + 1/3 need not round to exactly what 3 * (1/3) does."""
+
+
+def _all_equal(values: Sequence[float]) -> bool:
+    scale = max(1.0, *(abs(v) for v in values))
+    return max(values) - min(values) <= _EQUAL_TOLERANCE * scale
+
+
 def _stirling_correction(x: float) -> float:
     """lgamma(x) minus its Stirling approximation, (x - 1/2) ln x - x + ln(2 pi) / 2."""
     x2 = x * x
@@ -259,7 +269,7 @@ class RunningMean:
             return MeanEstimate(None, None, None, 0)
         if self.n == 1:
             return MeanEstimate(self.mean, None, None, 1)
-        if self._min == self._max:
+        if _all_equal((self._min, self._max)):
             # No variation observed: the t interval degenerates to the point itself.
             return MeanEstimate(self._min, self._min, self._min, self.n)
         half = t_ppf(0.5 + confidence / 2.0, self.n - 1) * self.standard_error()
@@ -332,8 +342,8 @@ def paired_delta(
     n = running.n
     if n < 2:
         return PairedDelta(differences[0] if n else None, None, None, n, None, "insufficient data")
-    if all(d == differences[0] for d in differences):
-        if differences[0] == 0.0:
+    if _all_equal(differences):
+        if abs(differences[0]) <= _EQUAL_TOLERANCE:
             return PairedDelta(0.0, 0.0, 0.0, n, 1.0, "paired t (all differences zero)")
         return PairedDelta(
             differences[0],

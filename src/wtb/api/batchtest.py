@@ -14,6 +14,7 @@ from wtb.api._base import (
     ObjectMeta,
     SpecModel,
     StatusModel,
+    duplicates,
 )
 from wtb.api.matrix import ComparisonMatrix
 
@@ -198,11 +199,11 @@ class BatchTestSpec(SpecModel):
         for node, variants in self.matrix.items():
             if not variants:
                 raise ValueError(f"matrix.{node} lists no variant; add at least `original`")
-            dupes = sorted({v for v in variants if variants.count(v) > 1})
+            dupes = duplicates(variants)
             if dupes:
                 raise ValueError(f"matrix.{node} repeats {', '.join(dupes)}; list each once")
         names = [e.name for e in self.evaluators]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = duplicates(names)
         if dupes:
             raise ValueError(f"evaluator names must be unique; repeated: {', '.join(dupes)}")
         if self.primary_metric not in names:

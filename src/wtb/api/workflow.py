@@ -13,6 +13,7 @@ from wtb.api._base import (
     ObjectMeta,
     SpecModel,
     StatusModel,
+    duplicates,
 )
 
 ORIGINAL = "original"
@@ -90,7 +91,10 @@ class GraphSpec(SpecModel):
                 "or `state`, `nodes` and `edges`"
             )
         names = [n.name for n in self.nodes]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        reserved = sorted({START, END} & set(names))
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)} are LangGraph's own; name nodes otherwise")
+        dupes = duplicates(names)
         if dupes:
             raise ValueError(f"node names must be unique; repeated: {', '.join(dupes)}")
         known = {*names, START, END}
@@ -101,6 +105,10 @@ class GraphSpec(SpecModel):
                         f"edges[{i}] names unknown node {target!r}; "
                         f"known: {', '.join(sorted(known))}"
                     )
+            if edge.source == END:
+                raise ValueError(f"edges[{i}] starts at {END}; nothing runs after the end")
+            if START in edge.to:
+                raise ValueError(f"edges[{i}] leads to {START}; only the entry edge starts there")
         if not any(e.source == START for e in self.edges):
             raise ValueError(f"add an edge from {START} to the first node")
         return self
@@ -143,8 +151,7 @@ class WorkflowSpec(SpecModel):
     @model_validator(mode="after")
     def _unique_variant_names(self) -> WorkflowSpec:
         for node, variants in self.variants.items():
-            names = [v.name for v in variants]
-            dupes = sorted({n for n in names if names.count(n) > 1})
+            dupes = duplicates([v.name for v in variants])
             if dupes:
                 raise ValueError(
                     f"variants.{node}: variant names must be unique; repeated: {', '.join(dupes)}"

@@ -37,6 +37,7 @@ def _load(files: tuple[str, ...]) -> ManifestSet:
 
 def _prepare_all(manifests: ManifestSet) -> list[PreparedBatch]:
     from wtb.batch import prepare
+    from wtb.importing import extend_sys_path
 
     if not manifests.batchtests:
         from wtb.errors import ManifestError
@@ -49,9 +50,7 @@ def _prepare_all(manifests: ManifestSet) -> list[PreparedBatch]:
     for batch, source in manifests.batchtests:
         workflow, wf_source = manifests.workflow_for(batch, source)
         path = tuple(dict.fromkeys([str(wf_source.base_dir), str(source.base_dir)]))
-        for entry in reversed(path):
-            if entry not in sys.path:
-                sys.path.insert(0, entry)
+        extend_sys_path(path)
         prepared.append(
             prepare(
                 batch,
@@ -357,12 +356,19 @@ def results(
 @click.option(
     "-o", "--output-dir", default="crds", show_default=True, type=click.Path(file_okay=False)
 )
-def crds(output_dir: str) -> None:
+@click.option(
+    "--reference",
+    type=click.Path(dir_okay=False),
+    help="Also write the Markdown reference of the resources here (docs/resources.md).",
+)
+def crds(output_dir: str, reference: str | None) -> None:
     """Write the CustomResourceDefinitions generated from the typed models."""
-    from wtb.crds import write_crds
+    from wtb.crds import write_crds, write_reference
 
     for path in write_crds(Path(output_dir)):
         click.echo(str(path))
+    if reference is not None:
+        click.echo(str(write_reference(Path(reference))))
 
 
 def main() -> None:

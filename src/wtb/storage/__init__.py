@@ -6,12 +6,33 @@ PgBouncer in transaction pooling mode, is the shared store of the operator and R
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from wtb.storage.engine import make_engine, redact
-from wtb.storage.migrate import downgrade, upgrade
 from wtb.storage.records import RunInfo, RunProgress, RunRecord, RunStatus, StoredCell
-from wtb.storage.store import ResultStore
+
+if TYPE_CHECKING:
+    from wtb.storage.engine import make_engine, redact
+    from wtb.storage.migrate import downgrade, upgrade
+    from wtb.storage.store import ResultStore
+
+# SQLAlchemy and Alembic load on first use, not with `wtb.storage.records`: validating
+# manifests needs the records but never a database.
+_LAZY = {
+    "ResultStore": "wtb.storage.store",
+    "make_engine": "wtb.storage.engine",
+    "redact": "wtb.storage.engine",
+    "downgrade": "wtb.storage.migrate",
+    "upgrade": "wtb.storage.migrate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(module), name)
 
 __all__ = [
     "ResultStore",

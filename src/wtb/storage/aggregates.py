@@ -97,7 +97,12 @@ def combo_aggregates(conn: Connection, run_id: int) -> list[ComboAggregate]:
     )
     aggregates = []
     for combo_key, runs, succeeded, tokens, cost in totals:
-        n, combination, latencies = ranks[combo_key]
+        ranked = ranks.get(combo_key)
+        if ranked is None:
+            # Its first cell was committed between the two statements (a matrix built
+            # while the run goes on): it joins the next matrix.
+            continue
+        n, combination, latencies = ranked
         aggregates.append(
             ComboAggregate(
                 combo_key=combo_key,
