@@ -107,6 +107,21 @@ class CellExecutor:
         )
         return attempt
 
+    def _after_failure(
+        self,
+        cell: Cell,
+        attempts: list[Attempt],
+        number: int,
+        at: datetime,
+        t0: float,
+        exc: BaseException | None,
+    ) -> CellResult | float:
+        """Record a failed attempt: the cell's result when it is over, else the delay
+        before the next attempt."""
+        attempts.append(self._failed(cell, number, at, t0, exc))
+        delay = self.retry_delay(cell, attempts[-1])
+        return self.failure(cell, attempts) if delay is None else delay
+
     def retry_delay(self, cell: Cell, failed: Attempt) -> float | None:
         """Seconds to wait before the next attempt, or None when the cell is done failing."""
         if failed.status == "failed" or failed.number >= self._retry.max_attempts:
@@ -150,11 +165,10 @@ class CellExecutor:
             else:
                 attempts.append(self._succeeded(cell, number, at, t0))
                 return self._result(cell, case, state, attempts, meter)
-            attempts.append(self._failed(cell, number, at, t0, error))
-            delay = self.retry_delay(cell, attempts[-1])
-            if delay is None:
-                return self.failure(cell, attempts)
-            await asyncio.sleep(delay)
+            step = self._after_failure(cell, attempts, number, at, t0, error)
+            if isinstance(step, CellResult):
+                return step
+            await asyncio.sleep(step)
             number += 1
 
     async def _invoke(
@@ -197,11 +211,10 @@ class CellExecutor:
             if error is None:
                 attempts.append(self._succeeded(cell, number, at, t0))
                 return self._result(cell, case, state, attempts, meter)
-            attempts.append(self._failed(cell, number, at, t0, error))
-            delay = self.retry_delay(cell, attempts[-1])
-            if delay is None:
-                return self.failure(cell, attempts)
-            time.sleep(delay)
+            step = self._after_failure(cell, attempts, number, at, t0, error)
+            if isinstance(step, CellResult):
+                return step
+            time.sleep(step)
             number += 1
 
     def timed_out(self, cell: Cell, number: int, at: datetime, t0: float) -> Attempt:
