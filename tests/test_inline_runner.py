@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from wtb.api.workflow import WorkflowSpec
 from wtb.events import EventBus
 from wtb.job import BatchJob
 from wtb.plan import build_plan
-from wtb.results import Case, CellResult
+from wtb.results import Case, Cell, CellResult
 from wtb.runners import InlineRunner
 
 TOY = Path(__file__).parent / "fixtures" / "toy"
@@ -238,5 +239,53 @@ def test_closing_mid_cell_stops_the_run(mode: str) -> None:
         started = len(seen)
         toy.release.set()
         assert started == 6
+    finally:
+        toy.release.set()
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_cell_source_ends_the_run_with_its_error(mode: str) -> None:
+    """E.g. the store failing while looking up which cells are recorded."""
+    job = _job({"lookup": ["original"]}, n_cases=8, mode=mode, concurrency=2)
+    cells = build_plan(job.batch, job.cases).iter_cells()
+
+    def failing() -> Iterator[Cell]:
+        for i, cell in enumerate(cells):
+            if i == 3:
+                raise RuntimeError("database is gone")
+            yield cell
+
+    runner = InlineRunner(backoff_scale=0)
+    with pytest.raises(RuntimeError, match="database is gone"):
+        list(runner.run(job, failing(), EventBus()))
+
+
+def test_no_attempt_starts_after_close(mode: str) -> None:
+    from toyflow import graph as toy
+
+    toy.release.clear()
+    try:
+        job = _job(
+            {"lookup": ["stuck"]},
+            n_cases=12,
+            stuck=frozenset({4, 5}),
+            mode=mode,
+            concurrency=2,
+            timeoutSeconds=0.2,
+            retry={"maxAttempts": 3},
+        )
+        plan = build_plan(job.batch, job.cases)
+        seen: list[events.Event] = []
+        bus = EventBus()
+        bus.subscribe(seen.append, frozenset({events.CELL_ATTEMPT_STARTED}))
+        it = InlineRunner(backoff_scale=0).run(job, plan.iter_cells(), bus)
+        for _ in range(4):
+            next(it)
+        it.close()  # type: ignore[attr-defined]
+        at_close = len(seen)
+        # The stuck attempts time out after close: nothing may retry them or start more.
+        stopped = threading.Event()
+        stopped.wait(1.0)  # several timeouts long; waiting for something not to happen
+        assert len(seen) == at_close
     finally:
         toy.release.set()

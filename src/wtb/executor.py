@@ -185,13 +185,19 @@ class CellExecutor:
     # -- threads -------------------------------------------------------------------------
 
     def run_sync(
-        self, cell: Cell, guard: AttemptGuard, attempts: list[Attempt] | None = None
+        self,
+        cell: Cell,
+        guard: AttemptGuard,
+        attempts: list[Attempt] | None = None,
+        *,
+        keep_going: Callable[[], bool] = lambda: True,
     ) -> CellResult | None:
         """Run a cell of a sync-only graph in this thread, from attempt len(attempts) + 1.
 
         `guard` watches each attempt's deadline. When an attempt overruns, the guard takes
         the cell over (records the timeout, continues elsewhere) and this returns None once
-        the graph finally returns: the caller's thread is then written off.
+        the graph finally returns: the caller's thread is then written off. When
+        `keep_going()` turns false (the run was stopped), no further attempt starts.
         """
         case = self._cases[cell.case_id]
         graph, _ = self._graphs.get(cell.combination)
@@ -206,6 +212,10 @@ class CellExecutor:
                     state = graph.invoke(case.inputs)
                 except Exception as exc:
                     error = exc
+                except BaseException:
+                    if claim.release():
+                        raise
+                    return None
             if not claim.release():
                 return None
             if error is None:
@@ -214,6 +224,8 @@ class CellExecutor:
             step = self._after_failure(cell, attempts, number, at, t0, error)
             if isinstance(step, CellResult):
                 return step
+            if not keep_going():
+                return self.failure(cell, attempts)
             time.sleep(step)
             number += 1
 

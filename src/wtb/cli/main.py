@@ -6,6 +6,7 @@ them, so `wtb --help` and `wtb validate` start fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -372,4 +373,16 @@ def crds(output_dir: str, reference: str | None) -> None:
 
 
 def main() -> None:
-    cli(prog_name="wtb")
+    try:
+        cli(prog_name="wtb")
+    except SystemExit as done:
+        from wtb.runners.threads import stuck_threads
+
+        if stuck_threads():
+            # Cells that timed out left threads blocked in user code; everything is
+            # recorded, so do not wait for them (the interpreter would, at exit).
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        raise

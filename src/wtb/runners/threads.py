@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,6 +24,26 @@ T = TypeVar("T")
 _Job = tuple[Future[Any], Callable[[], Any]] | None
 
 _submitted: ContextVar[list[Future[Any]] | None] = ContextVar("wtb_submitted", default=None)
+
+_written_off: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+_written_off_lock = threading.Lock()
+
+
+def write_off(thread: threading.Thread) -> None:
+    """Note a thread stuck on an abandoned call (see `stuck_threads`)."""
+    with _written_off_lock:
+        _written_off.add(thread)
+
+
+def stuck_threads() -> int:
+    """Threads written off whose call has still not returned.
+
+    They are daemons, but a stuck sync node may itself wait on non-daemon threads (LangGraph
+    runs parallel branches in its own pool), which the interpreter joins at exit: a command
+    that finishes with stuck threads left should end its process without waiting for them.
+    """
+    with _written_off_lock:
+        return sum(1 for thread in _written_off if thread.is_alive())
 
 
 class ElasticThreadPool(ThreadPoolExecutor):
@@ -39,8 +60,8 @@ class ElasticThreadPool(ThreadPoolExecutor):
         self._lock = threading.Lock()
         self._name = name
         self._live = 0
-        self._running: dict[Future[Any], threading.Event] = {}
-        """The retire flag of the worker running each future."""
+        self._running: dict[Future[Any], tuple[threading.Event, threading.Thread]] = {}
+        """The retire flag and thread of the worker running each future."""
         self._closed = False
         for _ in range(size):
             self._spawn()
@@ -77,23 +98,28 @@ class ElasticThreadPool(ThreadPoolExecutor):
             if future.cancel():
                 continue
             with self._lock:
-                retire = self._running.get(future)
-                if retire is None or retire.is_set() or self._closed:
+                found = self._running.get(future)
+                if found is None or found[0].is_set() or self._closed:
                     continue
+                retire, thread = found
                 retire.set()
+                write_off(thread)
                 self._live -= 1
                 self._spawn()
 
     def _work(self) -> None:
         retire = threading.Event()
+        me = threading.current_thread()
         while True:
             job = self._jobs.get()
             if job is None:
                 return
             future, call = job
-            if future.set_running_or_notify_cancel():
-                with self._lock:
-                    self._running[future] = retire
+            with self._lock:  # with `abandon`: a running call is always found in _running
+                running = future.set_running_or_notify_cancel()
+                if running:
+                    self._running[future] = (retire, me)
+            if running:
                 try:
                     result = call()
                 except BaseException as exc:

@@ -18,6 +18,7 @@ from typing import Final
 
 from wtb.executor import CellExecutor
 from wtb.results import Attempt, Cell, CellResult
+from wtb.runners.threads import write_off
 
 _TICK_S: Final = 0.05
 
@@ -33,6 +34,7 @@ class _Watch:
     at: datetime
     t0: float
     deadline: float
+    thread: threading.Thread = field(default_factory=threading.current_thread)
     expired: bool = field(default=False)
 
     def release(self) -> bool:
@@ -83,7 +85,8 @@ class Deadlines:
 class CellWorkers:
     """`concurrency` worker threads over one cell source; results go to `put`.
 
-    `put(None)` marks the end: every cell taken from the source has a result.
+    `put(None)` marks the end: every cell taken from the source has a result, or the run
+    was stopped (`stop`, set by the consumer) or halted by an unexpected error (`failure`).
     """
 
     def __init__(
@@ -97,8 +100,10 @@ class CellWorkers:
     ) -> None:
         self._executor = executor
         self._cells = cells
+        self._source_lock = threading.Lock()
         self._put = put
         self._stop = stop
+        self._halt = threading.Event()
         self._lock = threading.Lock()
         self._live = 0
         self._numbered = 0
@@ -108,25 +113,38 @@ class CellWorkers:
         self._deadlines = Deadlines(timeout, self._take_over)
 
     def start(self) -> None:
-        for _ in range(self._concurrency):
-            self._spawn(None)
-
-    def _spawn(self, carry: _Watch | None) -> None:
         with self._lock:
-            self._live += 1
+            self._live = self._concurrency
+        for _ in range(self._concurrency):
+            self._start_thread(None)
+
+    def _going(self) -> bool:
+        return not (self._stop.is_set() or self._halt.is_set())
+
+    def _start_thread(self, carry: _Watch | None) -> None:
+        """A worker thread for a slot already counted in `_live`."""
+        with self._lock:
             self._numbered += 1
             name = f"wtb-worker-{self._numbered}"
-        threading.Thread(target=self._work, args=(carry,), name=name, daemon=True).start()
+        thread = threading.Thread(target=self._work, args=(carry,), name=name, daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            self._retire()
+            raise
 
     def _take_over(self, entry: _Watch) -> None:
-        """An attempt overran: its worker is written off; a replacement carries the cell on."""
-        with self._lock:
-            self._live -= 1
-        self._spawn(entry)
+        """An attempt overran: its worker is written off; a replacement takes its slot and
+        carries the cell on. A stopped run starts nothing: the slot just ends."""
+        write_off(entry.thread)
+        if self._going():
+            self._start_thread(entry)
+        else:
+            self._retire()
 
     def _next(self) -> Cell | None:
-        with self._lock:
-            if self._stop.is_set():
+        with self._source_lock:
+            if not self._going():
                 return None
             return next(self._cells, None)
 
@@ -135,13 +153,14 @@ class CellWorkers:
             if carry is not None and not self._carry_on(carry):
                 return
             while (cell := self._next()) is not None:
-                result = self._executor.run_sync(cell, self._deadlines)
+                result = self._executor.run_sync(cell, self._deadlines, keep_going=self._going)
                 if result is None:
                     return  # written off: a replacement carries this cell on
                 self._put(result)
-        except BaseException as exc:  # a bug, not a cell failure: stop the run loudly
-            self._stop.set()
-            self._put_failure(exc)
+        except BaseException as exc:  # a bug, not a cell failure: end the run loudly
+            if self.failure is None:
+                self.failure = exc
+            self._halt.set()
         self._retire()
 
     def _carry_on(self, entry: _Watch) -> bool:
@@ -152,11 +171,11 @@ class CellWorkers:
             executor.timed_out(entry.cell, entry.number, entry.at, entry.t0),
         ]
         delay = executor.retry_delay(entry.cell, attempts[-1])
-        if delay is None:
+        if delay is None or not self._going():
             self._put(executor.failure(entry.cell, attempts))
             return True
         time.sleep(delay)
-        result = executor.run_sync(entry.cell, self._deadlines, attempts)
+        result = executor.run_sync(entry.cell, self._deadlines, attempts, keep_going=self._going)
         if result is None:
             return False
         self._put(result)
@@ -169,7 +188,3 @@ class CellWorkers:
         if last:
             self._deadlines.stop()
             self._put(None)
-
-    def _put_failure(self, exc: BaseException) -> None:
-        if self.failure is None:
-            self.failure = exc
