@@ -95,7 +95,8 @@ def time_thread_hop(graph: Any, inputs: list[dict[str, Any]]) -> float:
 
 
 def time_asyncio_hop(graph: Any, inputs: list[dict[str, Any]]) -> float:
-    """The plain loop as an asyncio task awaiting run_in_executor: the runner's own path."""
+    """The plain loop as an asyncio task awaiting run_in_executor (how graphs with async
+    parts hand sync work to threads; sync-only graphs no longer pay it)."""
 
     async def loop_over(pool: ThreadPoolExecutor) -> None:
         loop = asyncio.get_running_loop()

@@ -376,9 +376,8 @@ def main() -> None:
     try:
         cli(prog_name="wtb")
     except SystemExit as done:
-        from wtb.runners.threads import stuck_threads
-
-        if stuck_threads():
+        threads = sys.modules.get("wtb.runners.threads")  # not loaded: no cell ever ran
+        if threads is not None and threads.stuck_threads():
             # Cells that timed out left threads blocked in user code; everything is
             # recorded, so do not wait for them (the interpreter would, at exit).
             code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)

@@ -72,15 +72,25 @@ class InlineRunner:
             cancel = _start_loop(executor, cells, concurrency, results, put, stop)
         try:
             while True:
-                item = results.get()
-                if isinstance(item, _End):
-                    if item.exc is not None:
-                        raise item.exc
-                    break
-                yield item
+                for item in _drain(results):
+                    if isinstance(item, _End):
+                        if item.exc is not None:
+                            raise item.exc
+                        return
+                    yield item
         finally:
             stop.set()
             cancel()
+
+
+def _drain(results: queue.Queue[CellResult | _End]) -> list[CellResult | _End]:
+    """Wait for one item, then take every item already there: one wake-up, many results."""
+    items = [results.get()]
+    while True:
+        try:
+            items.append(results.get_nowait())
+        except queue.Empty:
+            return items
 
 
 def _start_loop(
