@@ -196,7 +196,7 @@ def test_stuck_cells_time_out_are_retried_and_do_not_starve_the_others(
             stuck=frozenset({0, 1}),
             mode=mode,
             concurrency=2,
-            timeoutSeconds=0.3,
+            timeoutSeconds=1.0,
             retry={"maxAttempts": 2},
         )
         results = {r.cell.case_id: r for r in _run(job)}
