@@ -68,7 +68,11 @@ def wait_until(check: Callable[[], bool], what: str, seconds: float = READY_SECO
 
 
 def _as_service_user(argv: list[str]) -> list[str]:
-    return ["runuser", "-u", SUPERUSER, "--", *argv] if os.geteuid() == 0 else argv
+    if os.geteuid() != 0:
+        return argv
+    # runuser lives in /usr/sbin, which a minimal PATH may lack.
+    runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+    return [runuser or "runuser", "-u", SUPERUSER, "--", *argv]
 
 
 def _run(argv: list[str], what: str) -> None:
