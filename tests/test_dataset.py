@@ -288,5 +288,3 @@ def test_non_utf8_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 # --- digest ---------------------------------------------------------------------------------------
-
-

@@ -212,26 +212,35 @@ def test_stuck_cells_time_out_are_retried_and_do_not_starve_the_others(
         toy.release.set()
 
 
+def _start_with_two_stuck(
+    mode: str, timeout: float, attempts: int
+) -> tuple[Iterator[CellResult], list[events.Event]]:
+    """A run whose cases 4 and 5 block; returned after its first four results."""
+    job = _job(
+        {"lookup": ["stuck"]},
+        n_cases=12,
+        stuck=frozenset({4, 5}),
+        mode=mode,
+        concurrency=2,
+        timeoutSeconds=timeout,
+        retry={"maxAttempts": attempts},
+    )
+    plan = build_plan(job.batch, job.cases)
+    seen: list[events.Event] = []
+    bus = EventBus()
+    bus.subscribe(seen.append, frozenset({events.CELL_ATTEMPT_STARTED}))
+    it = InlineRunner(backoff_scale=0).run(job, plan.iter_cells(), bus)
+    first = [next(it) for _ in range(4)]
+    assert [r.status for r in first] == ["succeeded"] * 4
+    return it, seen
+
+
 def test_closing_mid_cell_stops_the_run(mode: str) -> None:
     from toyflow import graph as toy
 
     toy.release.clear()
     try:
-        job = _job(
-            {"lookup": ["stuck"]},
-            n_cases=12,
-            stuck=frozenset({4, 5}),
-            mode=mode,
-            concurrency=2,
-            timeoutSeconds=60,
-        )
-        plan = build_plan(job.batch, job.cases)
-        seen: list[events.Event] = []
-        bus = EventBus()
-        bus.subscribe(seen.append, frozenset({events.CELL_ATTEMPT_STARTED}))
-        it = InlineRunner(backoff_scale=0).run(job, plan.iter_cells(), bus)
-        first = [next(it) for _ in range(4)]
-        assert [r.status for r in first] == ["succeeded"] * 4
+        it, seen = _start_with_two_stuck(mode, timeout=60, attempts=3)
         # Cases 4 and 5 now hold both slots for 60 s; closing must not wait for them,
         # and no further cell may start.
         it.close()  # type: ignore[attr-defined]
@@ -265,22 +274,7 @@ def test_no_attempt_starts_after_close(mode: str) -> None:
 
     toy.release.clear()
     try:
-        job = _job(
-            {"lookup": ["stuck"]},
-            n_cases=12,
-            stuck=frozenset({4, 5}),
-            mode=mode,
-            concurrency=2,
-            timeoutSeconds=0.2,
-            retry={"maxAttempts": 3},
-        )
-        plan = build_plan(job.batch, job.cases)
-        seen: list[events.Event] = []
-        bus = EventBus()
-        bus.subscribe(seen.append, frozenset({events.CELL_ATTEMPT_STARTED}))
-        it = InlineRunner(backoff_scale=0).run(job, plan.iter_cells(), bus)
-        for _ in range(4):
-            next(it)
+        it, seen = _start_with_two_stuck(mode, timeout=0.2, attempts=3)
         it.close()  # type: ignore[attr-defined]
         at_close = len(seen)
         # The stuck attempts time out after close: nothing may retry them or start more.

@@ -219,10 +219,14 @@ def test_concurrent_migrating_processes(store_url: str) -> None:
             with engine.connect() as gate, gate.begin():
                 gate.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
                 processes = _migrators(store_url, 3)
-                waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                               " AND NOT granted")
-                wait_until(lambda: gate.execute(waiting).scalar_one() == 3,
-                           "three migrations waiting for the lock", seconds=60)
+                waiting = text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+                wait_until(
+                    lambda: gate.execute(waiting).scalar_one() == 3,
+                    "three migrations waiting for the lock",
+                    seconds=60,
+                )
             _finish(processes)
         assert _revision(engine) == "0001"
         with engine.connect() as conn:
@@ -279,8 +283,10 @@ def test_postgresql_only_indexes_exist_only_there(store: ResultStore) -> None:
         )
         methods = {index: method for index, method in rows}
         definitions = conn.execute(
-            text("SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE '%\\_gin'"
-                 " OR indexname LIKE '%\\_brin'")
+            text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE '%\\_gin'"
+                " OR indexname LIKE '%\\_brin'"
+            )
         ).all()
     assert {name: methods[name] for name in POSTGRESQL_ONLY_INDEXES} == {
         "ix_cells_metrics_gin": "gin",
@@ -341,9 +347,7 @@ def test_finish_and_resume_runs(store: ResultStore) -> None:
 def test_find_runs_newest_first_and_filtered(store: ResultStore) -> None:
     a = store.begin_run(_info("default/demo:1"))
     b = store.begin_run(_info("default/demo:2"))
-    other = store.begin_run(
-        RunInfo("team/other:1", "team", "other", "d", {}, 1)
-    )
+    other = store.begin_run(RunInfo("team/other:1", "team", "other", "d", {}, 1))
     assert [r.id for r in store.find_runs()] == [other.id, b.id, a.id]
     assert [r.id for r in store.find_runs(name="demo")] == [b.id, a.id]
     assert [r.id for r in store.find_runs(namespace="team")] == [other.id]
@@ -381,7 +385,10 @@ def test_record_writes_cells_attempts_and_audit(store: ResultStore) -> None:
     assert ok.metrics == {"exact": 1.0, "nan": None}
     assert (ok.tokens, ok.cost, ok.attempts, ok.latency_ms) == (3, 0.5, 3, 10.0)
     assert (bad.status, bad.output, bad.error_type, bad.error_message) == (
-        "failed", None, "ValueError", "boom"
+        "failed",
+        None,
+        "ValueError",
+        "boom",
     )
     assert (bad.tokens, bad.cost) == (None, None)
     history = store.attempts(run.id, "cell-0-0-0")
@@ -433,8 +440,9 @@ def test_missing_keys_over_many_chunks(store: ResultStore) -> None:
 def test_progress(store: ResultStore) -> None:
     run = store.begin_run(_info(total=10))
     assert store.progress(run.id) == RunProgress(total=10, done=0, succeeded=0, failed=0)
-    store.record(run.id, [_result(0, i, 0, status="failed" if i < 2 else "succeeded")
-                          for i in range(7)])
+    store.record(
+        run.id, [_result(0, i, 0, status="failed" if i < 2 else "succeeded") for i in range(7)]
+    )
     progress = store.progress(run.id)
     assert (progress.total, progress.done, progress.succeeded, progress.failed) == (10, 7, 5, 2)
     with pytest.raises(StorageError):
@@ -455,13 +463,20 @@ def test_datetimes_round_trip_timezone_aware(store: ResultStore) -> None:
     )
     store.record(run.id, [moved], [Event(BATCH_STARTED, at=local)])
     stored = next(store.iter_cells(run.id))
-    for value in (stored.finished_at, store.attempts(run.id, result.cell.key)[0].started_at,
-                  store.audit(run.id)[0].at):
+    for value in (
+        stored.finished_at,
+        store.attempts(run.id, result.cell.key)[0].started_at,
+        store.audit(run.id)[0].at,
+    ):
         assert value == local
         assert value.utcoffset() == timedelta(0)
     assert run.created_at.tzinfo is not None
-    naive = CellResult(cell=_result(0, 1, 0).cell, status="succeeded", latency_ms=1.0,
-                       finished_at=datetime(2025, 1, 1))  # noqa: DTZ001 -- refused on purpose
+    naive = CellResult(
+        cell=_result(0, 1, 0).cell,
+        status="succeeded",
+        latency_ms=1.0,
+        finished_at=datetime(2025, 1, 1),  # noqa: DTZ001 -- refused on purpose
+    )
     with pytest.raises(StatementError, match="naive datetime"):
         store.record(run.id, [naive])
 
@@ -595,7 +610,7 @@ def test_many_threads_recording_stay_exactly_once(store_url: str) -> None:
         def work(i: int) -> int:
             store = stores[i % 4]
             # Each thread records its share, then re-delivers its neighbour's share.
-            mine = sum(store.record(run.id, shares[i][j:j + 3]) for j in range(0, 10, 3))
+            mine = sum(store.record(run.id, shares[i][j : j + 3]) for j in range(0, 10, 3))
             theirs = store.record(run.id, shares[(i + 1) % 20])
             return mine + theirs
 
@@ -610,9 +625,7 @@ def test_many_threads_recording_stay_exactly_once(store_url: str) -> None:
             store.close()
 
 
-def test_default_sqlite_url_is_per_project(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_default_sqlite_url_is_per_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     url = default_sqlite_url()
     assert url == f"sqlite:///{tmp_path / '.wtb' / 'wtb.db'}"

@@ -84,7 +84,11 @@ def _run(argv: list[str], what: str) -> None:
 def _accepts(port: int, dbname: str) -> bool:
     try:
         with psycopg.connect(
-            host="127.0.0.1", port=port, user=SUPERUSER, dbname=dbname, connect_timeout=2,
+            host="127.0.0.1",
+            port=port,
+            user=SUPERUSER,
+            dbname=dbname,
+            connect_timeout=2,
             prepare_threshold=None,
         ):
             return True
@@ -116,8 +120,18 @@ class PostgresCluster:
 
     def init(self) -> None:
         _run(
-            [str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "-A", "trust",
-             "-E", "UTF8", "--no-sync"],
+            [
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
             "initdb",
         )
 
@@ -130,16 +144,34 @@ class PostgresCluster:
             " -c full_page_writes=off"
         )
         _run(
-            [str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-             "-o", options, "start"],
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-o",
+                options,
+                "start",
+            ],
             "pg_ctl start",
         )
 
     def restart(self) -> None:
         """Restart the server (fast shutdown: open connections are cut), as a fault drill."""
         _run(
-            [str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-             "-m", "fast", "restart"],
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-m",
+                "fast",
+                "restart",
+            ],
             "pg_ctl restart",
         )
 
@@ -217,7 +249,10 @@ class PostgresServices:
 
     def _admin(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(
-            host="127.0.0.1", port=self.postgres.port, user=SUPERUSER, dbname="postgres",
+            host="127.0.0.1",
+            port=self.postgres.port,
+            user=SUPERUSER,
+            dbname="postgres",
             autocommit=True,
         )
 

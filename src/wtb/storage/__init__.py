@@ -34,6 +34,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(name)
     return getattr(importlib.import_module(module), name)
 
+
 __all__ = [
     "ResultStore",
     "RunInfo",

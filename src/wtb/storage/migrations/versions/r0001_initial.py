@@ -28,6 +28,16 @@ def _status_check(values: tuple[str, ...]) -> sa.CheckConstraint:
     return sa.CheckConstraint(f"status IN ({allowed})", name="status")
 
 
+def _run_id(*, nullable: bool) -> sa.Column[int]:
+    """The run a row belongs to; rows go with their run."""
+    return sa.Column(
+        "run_id",
+        sa.Integer(),
+        sa.ForeignKey("batch_runs.id", ondelete="CASCADE"),
+        nullable=nullable,
+    )
+
+
 def upgrade() -> None:
     op.create_table(
         "workflows",
@@ -63,12 +73,7 @@ def upgrade() -> None:
     op.create_table(
         "cells",
         sa.Column("id", BigId, primary_key=True),
-        sa.Column(
-            "run_id",
-            sa.Integer(),
-            sa.ForeignKey("batch_runs.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        _run_id(nullable=False),
         sa.Column("cell_key", sa.String(128), nullable=False),
         sa.Column("combo_key", sa.String(128), nullable=False),
         sa.Column("combination", Json, nullable=False),
@@ -96,12 +101,7 @@ def upgrade() -> None:
     op.create_table(
         "attempts",
         sa.Column("id", BigId, primary_key=True),
-        sa.Column(
-            "run_id",
-            sa.Integer(),
-            sa.ForeignKey("batch_runs.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        _run_id(nullable=False),
         sa.Column("cell_key", sa.String(128), nullable=False),
         sa.Column("number", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
@@ -117,12 +117,7 @@ def upgrade() -> None:
         "audit_log",
         sa.Column("id", BigId, primary_key=True),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column(
-            "run_id",
-            sa.Integer(),
-            sa.ForeignKey("batch_runs.id", ondelete="CASCADE"),
-            nullable=True,
-        ),
+        _run_id(nullable=True),
         sa.Column("kind", sa.String(64), nullable=False),
         sa.Column("subject", sa.String(512), nullable=True),
         sa.Column("data", Json, nullable=False),
