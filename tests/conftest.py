@@ -7,6 +7,7 @@ PgBouncer (transaction pooling), each time on a fresh, empty database.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from services.postgres import PostgresServices, ServiceError, start_services
+from services.ray_head import RAY_ENV, RayHead, start_ray_head
 
 _DATABASES = itertools.count()
 _URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "pgbouncer": "pgbouncer_url"}
@@ -73,3 +75,29 @@ def store_url(request: pytest.FixtureRequest) -> str:
     """The same test on every backend: SQLite, PostgreSQL, PostgreSQL through PgBouncer."""
     url: str = request.getfixturevalue(_URL_FIXTURES[request.param])
     return url
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
+    """A Ray head (2 CPUs), started once for the session when a test first needs it."""
+    try:
+        head = start_ray_head(tmp_path_factory.mktemp("ray"))
+    except ServiceError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield head
+    finally:
+        head.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ray_head: RayHead) -> Iterator[RayHead]:
+    """This test process connected to the session's Ray head as a driver."""
+    import ray
+
+    os.environ.update(RAY_ENV)
+    ray.init(address=ray_head.address, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        yield ray_head
+    finally:
+        ray.shutdown()

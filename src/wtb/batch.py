@@ -27,7 +27,7 @@ from wtb.matrix import build_matrix
 from wtb.plan import Plan, build_plan
 from wtb.results import Cell, CellResult
 from wtb.runners.base import Runner
-from wtb.storage.records import RunInfo
+from wtb.storage.records import RunInfo, RunRecord
 
 if TYPE_CHECKING:
     from wtb.storage.store import ResultStore
@@ -209,6 +209,24 @@ class RunOutcome:
 ProgressCallback = Callable[[int, int], None]
 
 
+def record_run(store: ResultStore, prepared: PreparedBatch, *, start: bool = True) -> RunRecord:
+    """Record the batch's workflow and run (spec, data set, cell count) in the store.
+
+    Without `start` the run stays pending: everything a batch driver needs to run it is
+    then in the database (`wtb.driver`).
+    """
+    workflow = prepared.workflow
+    workflow_id = store.upsert_workflow(
+        workflow.metadata.namespace,
+        workflow.metadata.name,
+        content_hash(prepared.run_info.spec["workflow"]),
+        prepared.run_info.spec["workflow"],
+    )
+    return store.begin_run(
+        dataclasses.replace(prepared.run_info, workflow_id=workflow_id), start=start
+    )
+
+
 def run_batch(
     prepared: PreparedBatch,
     store: ResultStore,
@@ -224,25 +242,44 @@ def run_batch(
     An interrupted run (Ctrl-C, a crash) keeps every result already written; running the
     same batch again runs only the rest. Each cell is recorded at most once.
     """
+    return execute_run(
+        store,
+        record_run(store, prepared),
+        prepared.job,
+        prepared.plan,
+        runner,
+        bus=bus,
+        on_progress=on_progress,
+        flush_every=flush_every,
+        flush_seconds=flush_seconds,
+    )
+
+
+def execute_run(
+    store: ResultStore,
+    run: RunRecord,
+    job: BatchJob,
+    plan: Plan,
+    runner: Runner,
+    *,
+    bus: EventBus | None = None,
+    on_progress: ProgressCallback | None = None,
+    flush_every: int = 200,
+    flush_seconds: float = 0.5,
+) -> RunOutcome:
+    """Run a started run's unrecorded cells with `runner`, record them, and mark the run
+    succeeded when every cell is recorded (by this process or a concurrent one)."""
     bus = bus or EventBus()
     started = time.perf_counter()
-    workflow = prepared.workflow
-    workflow_id = store.upsert_workflow(
-        workflow.metadata.namespace,
-        workflow.metadata.name,
-        content_hash(prepared.run_info.spec["workflow"]),
-        prepared.run_info.spec["workflow"],
-    )
-    run = store.begin_run(dataclasses.replace(prepared.run_info, workflow_id=workflow_id))
     before = store.progress(run.id).done
-    total = prepared.plan.total
+    total = plan.total
     writer = ResultWriter(store, run.id, every=flush_every, seconds=flush_seconds)
     unsubscribe = bus.subscribe(writer.add_event)
     bus.publish(events.Event(events.BATCH_STARTED, None, {"run": run.run_key, "total": total}))
     done = before
     if on_progress:
         on_progress(done, total)
-    results = runner.run(prepared.job, pending_cells(prepared.plan, store, run.id), bus)
+    results = runner.run(job, pending_cells(plan, store, run.id), bus)
     failure: BaseException | None = None
     try:
         for result in results:

@@ -43,3 +43,7 @@ def yaml_problem(exc: Exception) -> tuple[str, str]:
 
 class StorageError(WtbError):
     """The result store cannot be reached or is not in the expected shape."""
+
+
+class ClusterError(WtbError):
+    """The Ray cluster cannot be reached, or WTB's workers cannot start on it."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -119,32 +119,37 @@ class CellExecutor:
         """Record a failed attempt: the cell's result when it is over, else the delay
         before the next attempt."""
         attempts.append(self._failed(cell, number, at, t0, exc))
-        delay = self.retry_delay(cell, attempts[-1])
+        delay = self.retry_delay(cell, attempts)
         return self.failure(cell, attempts) if delay is None else delay
 
-    def retry_delay(self, cell: Cell, failed: Attempt) -> float | None:
+    def retry_delay(self, cell: Cell, attempts: list[Attempt]) -> float | None:
         """Seconds to wait before the next attempt, or None when the cell is done failing."""
-        if failed.status == "failed" or failed.number >= self._retry.max_attempts:
-            return None
-        delay = self._retry.delay(failed.number)
-        self._emit(
-            events.Event(
-                events.CELL_ATTEMPT_RETRIED,
-                cell.key,
-                {"attempt": failed.number + 1, "delay_s": delay},
+        delay = self._retry.next_delay(attempts)
+        if delay is not None:
+            self._emit(
+                events.Event(
+                    events.CELL_ATTEMPT_RETRIED,
+                    cell.key,
+                    {"attempt": attempts[-1].number + 1, "delay_s": delay},
+                )
             )
-        )
         return delay
 
     # -- asyncio -------------------------------------------------------------------------
 
-    async def run(self, cell: Cell, pool: ElasticThreadPool) -> CellResult:
+    async def run(
+        self, cell: Cell, pool: ElasticThreadPool, attempts: Sequence[Attempt] = ()
+    ) -> CellResult:
         """Run a cell on the event loop: async graphs directly, sync ones in `pool` (which
-        must also be the loop's default executor, where LangGraph runs sync nodes)."""
+        must also be the loop's default executor, where LangGraph runs sync nodes).
+
+        `attempts` are earlier attempts made elsewhere (a worker that was lost): numbering
+        and the retry budget continue from them.
+        """
         case = self._cases[cell.case_id]
         graph, sync = self._graphs.get(cell.combination)
-        attempts: list[Attempt] = []
-        number = 1
+        attempts = list(attempts)
+        number = len(attempts) + 1
         while True:
             at, t0 = self._started(cell, number)
             deadline = asyncio.timeout(self._timeout)

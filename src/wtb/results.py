@@ -16,6 +16,10 @@ Combination = tuple[tuple[str, str], ...]
 CellStatus = Literal["succeeded", "failed"]
 AttemptStatus = Literal["succeeded", "failed", "timeout", "transient"]
 
+WORKER_LOST = "WorkerLost"
+"""`error_type` of a transient attempt whose worker died under it (actor, process or node
+lost). Such attempts are retried elsewhere and do not use up the cell's retry budget."""
+
 
 @dataclass(frozen=True, slots=True)
 class Case:

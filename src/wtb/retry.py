@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wtb.api.batchtest import RetrySpec
+from wtb.results import WORKER_LOST, Attempt
 
 # Exception class names (anywhere in the MRO) that mean "try again": network and
 # provider hiccups as raised by httpx, requests, openai, anthropic, google and botocore.
@@ -60,6 +62,18 @@ class RetryPolicy:
                 return True
         status = getattr(exc, "status_code", None) or getattr(exc, "status", None)
         return isinstance(status, int) and status in _TRANSIENT_STATUS
+
+    def next_delay(self, attempts: Sequence[Attempt]) -> float | None:
+        """Seconds before the next attempt after `attempts` (the last one failed), or None
+        when the cell is done: its failure is not transient, or its attempts are used up.
+
+        Attempts lost with their worker are not the cell's fault and do not count.
+        """
+        last = attempts[-1]
+        used = sum(1 for a in attempts if a.error_type != WORKER_LOST)
+        if last.status == "failed" or used >= self.max_attempts:
+            return None
+        return self.delay(used)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt `attempt` (1-based): exponential, jittered."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -18,6 +20,7 @@ from wtb.errors import WtbError
 if TYPE_CHECKING:
     from wtb.batch import PreparedBatch
     from wtb.manifests import ManifestSet
+    from wtb.runners.base import Runner
 
 EXIT_USAGE = 2
 EXIT_GATE = 1
@@ -95,6 +98,18 @@ OUTPUT = click.option(
 )
 
 
+RAY_ADDRESS = click.option(
+    "--ray-address",
+    envvar="RAY_ADDRESS",
+    help="Ray cluster to run on (host:port or ray://host:port) [default: start Ray locally].",
+)
+ACTORS = click.option(
+    "--actors",
+    type=click.IntRange(1, 4096),
+    help="Ray actors running cells [default: one per CPU of the cluster].",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="wtb")
 def cli() -> None:
@@ -107,11 +122,14 @@ def cli() -> None:
 @OUTPUT
 @click.option(
     "--runner",
-    type=click.Choice(["inline"]),
+    type=click.Choice(["inline", "ray"]),
     default="inline",
     show_default=True,
-    help="Where cells run: inline = in this process.",
+    help="Where cells run: inline = in this process; ray = on Ray actors (a local Ray "
+    "instance started for the run, or the cluster at --ray-address).",
 )
+@RAY_ADDRESS
+@ACTORS
 @click.option(
     "--concurrency", type=click.IntRange(1, 4096), help="Cells at once [default: the BatchTest's]."
 )
@@ -128,24 +146,55 @@ def run(
     database: str | None,
     output: str,
     runner: str,
+    ray_address: str | None,
+    actors: int | None,
     concurrency: int | None,
     fail_on: str,
     quiet: bool,
 ) -> None:
     """Run BatchTests and print their comparison matrix. Running again resumes."""
+    if runner != "ray" and (actors is not None or _given("ray_address")):
+        _fail(WtbError("--ray-address and --actors choose where Ray runs: add --runner ray"))
     try:
         prepared = _prepare_all(_load(files))
-        code = _run_prepared(prepared, database, output, concurrency, fail_on, quiet)
+        with _runner_factory(runner, ray_address, actors, concurrency) as make_runner:
+            code = _run_prepared(prepared, database, output, make_runner, fail_on, quiet)
     except WtbError as exc:
         _fail(exc)
     sys.exit(code)
+
+
+def _given(parameter: str) -> bool:
+    """Whether the option was given on the command line (not from the environment)."""
+    source = click.get_current_context().get_parameter_source(parameter)
+    return source is click.core.ParameterSource.COMMANDLINE
+
+
+@contextmanager
+def _runner_factory(
+    runner: str, ray_address: str | None, actors: int | None, concurrency: int | None
+) -> Iterator[Callable[[], Runner]]:
+    """How to make the chosen runner, inside whatever it needs (a Ray connection)."""
+    from wtb.settings import get_settings
+
+    scale = get_settings().retry_backoff_scale
+    if runner == "inline":
+        from wtb.runners import InlineRunner
+
+        yield lambda: InlineRunner(concurrency, backoff_scale=scale)
+        return
+    from wtb.runners.ray_runner import RayRunner
+    from wtb.runners.ray_session import ray_connection
+
+    with ray_connection(ray_address):
+        yield lambda: RayRunner(concurrency, actors=actors, backoff_scale=scale)
 
 
 def _run_prepared(
     prepared: list[PreparedBatch],
     database: str | None,
     output: str,
-    concurrency: int | None,
+    make_runner: Callable[[], Runner],
     fail_on: str,
     quiet: bool,
 ) -> int:
@@ -154,7 +203,6 @@ def _run_prepared(
     from wtb.batch import matrix_for_run
     from wtb.cli.render import as_data, dump, matrix_table
     from wtb.plan import combination_label
-    from wtb.runners import InlineRunner
     from wtb.settings import get_settings
     from wtb.storage import ResultStore, default_sqlite_url
 
@@ -175,12 +223,11 @@ def _run_prepared(
                     f" x {plan.repeats} repeats = {plan.total} cells"
                     f" (baseline: {combination_label(plan.baseline)})"
                 )
-            runner_impl = InlineRunner(concurrency, backoff_scale=settings.retry_backoff_scale)
             try:
                 outcome = _run_with_progress(
                     item,
                     store,
-                    runner_impl,
+                    make_runner(),
                     quiet or not err.is_terminal,
                     err,
                     settings.flush_every,
@@ -370,6 +417,15 @@ def crds(output_dir: str, reference: str | None) -> None:
         click.echo(str(path))
     if reference is not None:
         click.echo(str(write_reference(Path(reference))))
+
+
+def _add_driver() -> None:
+    from wtb.driver import driver
+
+    cli.add_command(driver)
+
+
+_add_driver()
 
 
 def main() -> None:

@@ -170,7 +170,7 @@ class CellWorkers:
             *entry.attempts,
             executor.timed_out(entry.cell, entry.number, entry.at, entry.t0),
         ]
-        delay = executor.retry_delay(entry.cell, attempts[-1])
+        delay = executor.retry_delay(entry.cell, attempts)
         if delay is None or not self._going():
             self._put(executor.failure(entry.cell, attempts))
             return True

@@ -156,11 +156,12 @@ class ResultStore:
                 )
             ).scalar_one()
 
-    def begin_run(self, info: RunInfo) -> RunRecord:
-        """Get or create the run of `info.run_key` and mark it running; safe under races.
+    def begin_run(self, info: RunInfo, *, start: bool = True) -> RunRecord:
+        """Get or create the run of `info.run_key`; safe under races.
 
-        A pending run becomes running. A failed run becomes running again: beginning it
-        means it is being resumed. A succeeded run is returned unchanged.
+        With `start`, the run is marked running: a pending run starts, a failed run is
+        being resumed, a succeeded run is returned unchanged. Without it, a new run is
+        recorded as pending, for a batch driver to start later (`start_run`).
         """
         now = datetime.now(UTC)
         with self._transaction() as conn:
@@ -175,29 +176,41 @@ class ResultStore:
                     spec_digest=info.spec_digest,
                     spec=info.spec,
                     workflow_id=info.workflow_id,
-                    status="running",
+                    status="running" if start else "pending",
                     total_cells=info.total_cells,
                     created_at=now,
-                    started_at=now,
+                    started_at=now if start else None,
                 )
                 .returning(BatchRunRow.id)
             ).scalar_one_or_none()
-            if inserted is None:
-                conn.execute(
-                    update(BatchRunRow)
-                    .where(
-                        BatchRunRow.run_key == info.run_key,
-                        BatchRunRow.status.in_(("pending", "failed")),
-                    )
-                    .values(
-                        status="running",
-                        started_at=func.coalesce(BatchRunRow.started_at, now),
-                        finished_at=None,
-                        error=None,
-                    )
-                )
+            if inserted is None and start:
+                self._start(conn, info.run_key, now)
             row = conn.execute(select(_RUNS).where(_RUNS.c.run_key == info.run_key)).one()
             return _run_record(row, created=inserted is not None)
+
+    def start_run(self, run_key: str) -> RunRecord | None:
+        """Mark a recorded run running (pending: started; failed: resumed; succeeded:
+        unchanged) and return it; None when no run has that key."""
+        with self._transaction() as conn:
+            self._start(conn, run_key, datetime.now(UTC))
+            row = conn.execute(select(_RUNS).where(_RUNS.c.run_key == run_key)).one_or_none()
+            return None if row is None else _run_record(row)
+
+    @staticmethod
+    def _start(conn: Connection, run_key: str, now: datetime) -> None:
+        conn.execute(
+            update(BatchRunRow)
+            .where(
+                BatchRunRow.run_key == run_key,
+                BatchRunRow.status.in_(("pending", "failed")),
+            )
+            .values(
+                status="running",
+                started_at=func.coalesce(BatchRunRow.started_at, now),
+                finished_at=None,
+                error=None,
+            )
+        )
 
     def finish_run(self, run_id: int, status: FinalStatus, error: str | None = None) -> None:
         if status not in _FINAL_STATUSES:

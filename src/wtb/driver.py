@@ -1,0 +1,154 @@
+"""The batch driver: runs a batch recorded in the result store to completion, on Ray.
+
+The operator submits it as a Ray job (`python -m wtb.driver --run <run key>`), and anyone
+can run it by hand (`wtb driver`). It reads the database URL from `WTB_DATABASE_URL`
+(PostgreSQL's own `PGPASSWORD`, `PGUSER`... work too), never from its command line, which
+Ray job metadata and process lists show. It loads the spec and data set recorded with the
+run, skips the cells already recorded, runs the rest on Ray actors, writes their results in
+batches, and marks the run finished.
+
+Running it again after a crash finishes the remainder. Two drivers of the same run at once
+never record a cell twice: the store's unique key on (run, cell) refuses the second write of
+a cell, whatever the timing. (They may both run a cell; only one result is kept.)
+
+User code is imported from the driver's `PYTHONPATH` and the installed packages; actors on
+the same node get the same path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import click
+
+from wtb.errors import WtbError
+
+log = logging.getLogger("wtb.driver")
+
+EXIT_INCOMPLETE = 1
+EXIT_USAGE = 2
+_LOG_EVERY_S = 10.0
+
+
+def drive(
+    run_key: str,
+    *,
+    database_url: str,
+    ray_address: str | None,
+    actors: int | None = None,
+    concurrency: int | None = None,
+) -> bool:
+    """Run the recorded run `run_key` to completion; True when every cell is recorded."""
+    from wtb.batch import execute_run
+    from wtb.job import BatchJob
+    from wtb.plan import build_plan
+    from wtb.runners.ray_runner import RayRunner
+    from wtb.runners.ray_session import ray_connection
+    from wtb.settings import get_settings
+    from wtb.storage import ResultStore
+    from wtb.storage.engine import redact
+
+    settings = get_settings()
+    python_path = tuple(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
+    with ResultStore.open(database_url, retry_seconds=settings.store_retry_seconds) as store:
+        run = store.start_run(run_key)
+        if run is None:
+            raise WtbError(
+                f"no run {run_key!r} in the result store {redact(database_url)}\n"
+                "  fix: record the run first (the operator does), or check WTB_DATABASE_URL"
+            )
+        progress = store.progress(run.id)
+        if run.status == "succeeded" and progress.done >= run.total_cells:
+            log.info("run %s: already complete (%d cells)", run_key, run.total_cells)
+            return True
+        job = BatchJob.from_record(run.spec, python_path=python_path)
+        plan = build_plan(job.batch, list(job.cases), where=f"run {run_key}: spec")
+        log.info("run %s: %d of %d cells recorded", run_key, progress.done, plan.total)
+        last_log = time.monotonic()
+
+        def on_progress(done: int, total: int) -> None:
+            nonlocal last_log
+            now = time.monotonic()
+            if now - last_log >= _LOG_EVERY_S or done == total:
+                last_log = now
+                log.info("run %s: %d/%d cells", run_key, done, total)
+
+        with ray_connection(ray_address):
+            outcome = execute_run(
+                store,
+                run,
+                job,
+                plan,
+                RayRunner(concurrency, actors=actors, backoff_scale=settings.retry_backoff_scale),
+                on_progress=on_progress,
+                flush_every=settings.flush_every,
+                flush_seconds=settings.flush_seconds,
+            )
+        final = store.progress(run.id)
+        log.info(
+            "run %s: %d cells run in %.1f s; %d/%d recorded, %d failed",
+            run_key,
+            outcome.recorded_now,
+            outcome.seconds,
+            final.done,
+            final.total,
+            final.failed,
+        )
+        return final.done >= final.total
+
+
+@click.command(name="driver")
+@click.option("--run", "run_key", required=True, help="Key of the recorded run to execute.")
+@click.option(
+    "--ray-address",
+    envvar="RAY_ADDRESS",
+    help="Ray cluster to run on [default: RAY_ADDRESS, else a local Ray instance].",
+)
+@click.option(
+    "--actors",
+    type=click.IntRange(1, 4096),
+    help="Ray actors running cells [default: one per CPU of the cluster].",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 4096), help="Cells at once [default: the BatchTest's]."
+)
+def driver(
+    run_key: str, ray_address: str | None, actors: int | None, concurrency: int | None
+) -> None:
+    """Run a batch recorded in the result store on Ray (the operator's Ray job).
+
+    The database comes from WTB_DATABASE_URL; credentials never go on the command line.
+    """
+    from wtb.settings import get_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        url = get_settings().database_url
+        if not url:
+            raise WtbError(
+                "WTB_DATABASE_URL is not set\n"
+                "  fix: set it to the result store's URL (credentials may go in PGPASSWORD)"
+            )
+        complete = drive(
+            run_key,
+            database_url=url,
+            ray_address=ray_address,
+            actors=actors,
+            concurrency=concurrency,
+        )
+    except WtbError as exc:
+        click.secho("error: ", fg="red", bold=True, err=True, nl=False)
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(0 if complete else EXIT_INCOMPLETE)
+
+
+def main() -> None:
+    driver(prog_name="python -m wtb.driver")
+
+
+if __name__ == "__main__":
+    main()

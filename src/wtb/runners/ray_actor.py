@@ -1,0 +1,112 @@
+"""The Ray actor that runs cells: a long-lived worker per actor, graphs built once.
+
+An actor is async: Ray runs its `run` calls on one event loop, so up to its
+`max_concurrency` cells overlap (async nodes await side by side; sync graphs run in the
+actor's thread pool). Every cell goes through the engine's CellExecutor, exactly as in the
+inline runner. The actor never touches the database: results, with the audit events of
+their attempts, go back to the driver, which writes them in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from collections import defaultdict
+from collections.abc import Sequence
+from contextvars import ContextVar
+from typing import Any
+
+from wtb import events
+from wtb.errors import WtbError
+from wtb.executor import CellExecutor
+from wtb.job import BatchJob
+from wtb.plan import expand_combinations
+from wtb.results import Attempt, Cell, CellResult
+from wtb.runners.threads import ElasticThreadPool
+
+CellOutcome = tuple[CellResult, list[events.Event]]
+
+
+_CELL: ContextVar[str | None] = ContextVar("wtb_actor_cell", default=None)
+
+CONTROL_GROUP = "control"
+"""Ray concurrency group (its own thread and event loop) for calls that must be answered
+even while a cell blocks the cells' event loop."""
+
+
+class CellActor:
+    def __init__(self, job: BatchJob, concurrency: int, backoff_scale: float) -> None:
+        self._events: defaultdict[str, list[events.Event]] = defaultdict(list)
+        self._cell_loop: asyncio.AbstractEventLoop | None = None
+        self._task_cells: weakref.WeakKeyDictionary[asyncio.Future[Any], str] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._executor = CellExecutor(job, emit=self._collect, backoff_scale=backoff_scale)
+        self._concurrency = concurrency
+        self._pool: ElasticThreadPool | None = None
+        # Build (and so import) every combination's graph now: a mistake surfaces when the
+        # actor starts, not halfway through the batch.
+        self._problem: str | None = None
+        try:
+            for combination in expand_combinations(job.batch):
+                self._executor.is_sync(combination)
+        except WtbError as exc:
+            self._problem = str(exc)
+
+    def _collect(self, event: events.Event) -> None:
+        if event.subject is not None:
+            self._events[event.subject].append(event)
+
+    def _loop_pool(self) -> ElasticThreadPool:
+        if self._pool is None:
+            self._pool = ElasticThreadPool(self._concurrency)
+            loop = self._cell_loop = asyncio.get_running_loop()
+            loop.set_default_executor(self._pool)
+            loop.set_task_factory(self._cell_task_factory(loop.get_task_factory()))
+        return self._pool
+
+    def _cell_task_factory(self, inner: Any) -> Any:
+        """Tasks created for a cell (LangGraph runs nodes in tasks of their own) are noted
+        with the cell's key, so that `blocking_cell` can name the cell a task belongs to."""
+        task_cells = self._task_cells
+
+        def factory(
+            loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+        ) -> asyncio.Future[Any]:
+            task: asyncio.Future[Any] = (
+                inner(loop, coro, **kwargs) if inner else asyncio.Task(coro, loop=loop, **kwargs)
+            )
+            context = kwargs.get("context")
+            key = context.get(_CELL) if context is not None else _CELL.get()
+            if key is not None:
+                task_cells[task] = key
+            return task
+
+        return factory
+
+    async def ready(self) -> tuple[int, str | None]:
+        """Answers once the actor is constructed: its worker's process id, and what keeps
+        it from running cells (the workflow's code cannot be imported here), if anything."""
+        return os.getpid(), self._problem
+
+    async def run(self, cell: Cell, attempts: Sequence[Attempt]) -> CellOutcome:
+        """Run a cell, continuing after `attempts` made on workers that were lost."""
+        pool = self._loop_pool()
+        task = asyncio.current_task()
+        if task is not None:
+            self._task_cells[task] = cell.key
+        _CELL.set(cell.key)  # this task's context: inherited by the tasks it creates
+        result = await self._executor.run(cell, pool, attempts)
+        return result, self._events.pop(cell.key, [])
+
+    async def blocking_cell(self) -> str | None:
+        """The key of the cell whose code holds the cells' event loop right now, if any.
+
+        Called in the control group, from another thread: a cell that blocks the loop
+        (a sync call inside an async node) defeats its own timeout, and this names it.
+        """
+        if self._cell_loop is None:
+            return None
+        task = asyncio.current_task(self._cell_loop)
+        return None if task is None else self._task_cells.get(task)

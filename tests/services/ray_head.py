@@ -1,0 +1,124 @@
+"""A real Ray head for tests: `ray start --head --block` from the project's environment.
+
+It listens on free loopback ports with its own temporary directory, runs with
+`RAY_AUTH_MODE=disabled`, and is stopped through its own process group: never `ray stop`,
+which would stop every Ray process on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.postgres import ServiceError, free_port, wait_until
+
+START_SECONDS = 90.0
+STOP_SECONDS = 5.0
+
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def ray_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for Ray processes: the project's interpreter first on PATH (a job's
+    entrypoint runs with the head's PATH), auth off, no usage stats, no inherited address."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_ENV)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class RayHead:
+    process: subprocess.Popen[bytes]
+    temp_dir: Path
+    gcs_port: int
+    dashboard_port: int
+
+    @property
+    def address(self) -> str:
+        """What `ray.init(address=...)` and `--ray-address` take."""
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The job API's endpoint (JobSubmissionClient)."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            raise ServiceError(
+                f"ray start exited with {self.process.returncode}: {self.log_tail()}"
+            )
+        try:
+            with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2) as reply:  # noqa: S310
+                return bool(json.load(reply).get("ray_version"))
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def log_tail(self, lines: int = 30) -> str:
+        log = self.temp_dir / "ray-start.log"
+        return (
+            "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+        )
+
+    def stop(self) -> None:
+        """Stop the head and everything it started, by process group."""
+        if self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(STOP_SECONDS)
+        _signal_group(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def start_ray_head(temp_dir: Path, *, num_cpus: int = 2) -> RayHead:
+    """Start a head and wait until its job API answers (about 8 s, 11 s cold)."""
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    gcs, dashboard = free_port(), free_port()
+    argv = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--num-cpus={num_cpus}",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+    ]
+    with (temp_dir / "ray-start.log").open("wb") as log:
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=ray_environment(),
+            start_new_session=True,
+        )
+    head = RayHead(process, temp_dir, gcs, dashboard)
+    try:
+        wait_until(head._answers, "the Ray head's job API", START_SECONDS)
+    except BaseException:
+        head.stop()
+        raise
+    return head

@@ -1,0 +1,292 @@
+"""The Ray runner on a real Ray head: parity with the inline runner, overlap, back-pressure,
+timeouts, failures, and workers lost under their cells."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.ray_head import RayHead
+from wtb import events
+from wtb.api.batchtest import BatchTestSpec
+from wtb.api.workflow import WorkflowSpec
+from wtb.batch import matrix_for_run, prepare, run_batch
+from wtb.errors import ClusterError
+from wtb.events import EventBus
+from wtb.job import BatchJob
+from wtb.manifests import load_manifests
+from wtb.plan import build_plan
+from wtb.results import WORKER_LOST, Case, Cell, CellResult
+from wtb.runners import InlineRunner, Runner
+from wtb.runners.ray_runner import MAX_WORKER_LOSSES, RayRunner
+from wtb.storage import ResultStore
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TOY = Path(__file__).parent / "fixtures" / "toy"
+_TAGS = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _toy_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(TOY))
+
+
+def _job(
+    matrix: dict[str, list[str]],
+    questions: list[str],
+    *,
+    python_path: tuple[str, ...] = (str(TOY),),
+    **spec: Any,
+) -> BatchJob:
+    workflow = WorkflowSpec.model_validate(
+        {
+            "graph": {"factory": "toyflow.graph:build"},
+            "variants": {
+                "lookup": [
+                    {"name": "stamped", "path": "toyflow.graph:stamped_lookup"},
+                    {"name": "stuck", "path": "toyflow.graph:stuck_lookup"},
+                    {"name": "loop_blocking", "path": "toyflow.graph:loop_blocking_lookup"},
+                ],
+                "normalize": [
+                    {"name": "broken", "path": "toyflow.graph:normalize_broken"},
+                    {"name": "crash", "path": "toyflow.graph:crash_normalize"},
+                ],
+            },
+        }
+    )
+    batch = BatchTestSpec.model_validate(
+        {
+            "workflowRef": {"name": "toy"},
+            "matrix": matrix,
+            "baseline": {node: variants[0] for node, variants in matrix.items()},
+            "dataset": {"cases": [{"inputs": {"question": "x"}}]},
+            "evaluators": [
+                {"name": "correct", "type": "exactMatch", "output": "answer", "expected": "answer"}
+            ],
+            "primaryMetric": "correct",
+            "retry": {"backoffSeconds": 0.05, "maxBackoffSeconds": 0.2},
+            **spec,
+        }
+    )
+    tag = next(_TAGS)
+    cases = tuple(
+        Case(
+            id=f"q{i}",
+            inputs={"question": f"Word{tag} {q}"},
+            expected={"answer": f"word{tag} {q}"},
+        )
+        for i, q in enumerate(questions)
+    )
+    return BatchJob(workflow=workflow, batch=batch, cases=cases, python_path=python_path)
+
+
+def _run(job: BatchJob, bus: EventBus | None = None, **runner: Any) -> list[CellResult]:
+    plan = build_plan(job.batch, job.cases)
+    return list(RayRunner(**runner).run(job, plan.iter_cells(), bus or EventBus()))
+
+
+def _actor_pids(head: RayHead) -> list[int]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(
+        address=head.dashboard_url,
+        filters=[("class_name", "=", "CellActor"), ("state", "=", "ALIVE")],
+    )
+    return [a.pid for a in actors if a.pid]
+
+
+def _comparable(matrix: Any) -> dict[str, Any]:
+    """The matrix without what timing decides (latencies)."""
+    rows = {}
+    for row in matrix.model_dump(mode="json")["rows"]:
+        row.pop("latency_ms")
+        row["metrics"].pop("latency", None)
+        rows[row["label"]] = row
+    return rows
+
+
+def test_parity_with_the_inline_runner(ray_cluster: RayHead, tmp_path: Path) -> None:
+    """The seed's ParityChecker: the same batch, inline and on Ray, gives the same cells,
+    the same outputs (the toy graph is deterministic) and the same matrix."""
+    manifests = load_manifests([str(TOY)])
+    ((batch, source),) = manifests.batchtests
+    workflow, _ = manifests.workflow_for(batch, source)
+    prepared = prepare(
+        batch,
+        workflow,
+        base_dir=source.base_dir,
+        where="toy",
+        workflow_where="toy",
+        python_path=(str(TOY),),
+    )
+    outcomes = {}
+    runners: list[tuple[str, Runner]] = [("inline", InlineRunner()), ("ray", RayRunner())]
+    for name, runner in runners:
+        with ResultStore.open(f"sqlite:///{tmp_path / name}.db") as store:
+            outcome = run_batch(prepared, store, runner, flush_every=50)
+            cells = {
+                c.cell_key: (
+                    c.status,
+                    c.output,
+                    {k: v for k, v in c.metrics.items() if k != "latency"},
+                    c.tokens,
+                    c.cost,
+                )
+                for c in store.iter_cells(outcome.run_id)
+            }
+            matrix = matrix_for_run(store, outcome.run_id, batch.spec, prepared.plan.baseline)
+            outcomes[name] = (cells, _comparable(matrix))
+    inline_cells, inline_matrix = outcomes["inline"]
+    ray_cells, ray_matrix = outcomes["ray"]
+    assert len(inline_cells) == prepared.plan.total
+    assert ray_cells == inline_cells
+    assert ray_matrix == inline_matrix
+
+
+def _peak_overlap(results: list[CellResult]) -> int:
+    edges: list[tuple[float, int]] = []
+    for r in results:
+        assert r.output is not None
+        stamp = next(t for t in r.output["trail"] if t.startswith("stamped:"))
+        _, start, end = stamp.split(":")
+        edges += [(float(start), 1), (float(end), -1)]
+    active = peak = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):
+        active += step
+        peak = max(peak, active)
+    return peak
+
+
+def test_async_nodes_overlap_up_to_the_concurrency_limit(ray_cluster: RayHead) -> None:
+    job = _job({"lookup": ["stamped"]}, [f"q{i}" for i in range(96)], concurrency=16)
+    results = _run(job, actors=2)
+    assert len(results) == 96
+    assert all(r.status == "succeeded" for r in results)
+    peak = _peak_overlap(results)
+    # 16 slots over 2 actors: waits overlap across both processes, never beyond the limit.
+    assert 9 <= peak <= 16
+
+
+def test_cells_are_pulled_as_slots_free_up(ray_cluster: RayHead) -> None:
+    job = _job({"lookup": ["stamped"]}, [f"q{i}" for i in range(60)], concurrency=6)
+    plan = build_plan(job.batch, job.cases)
+    pulled = 0
+
+    def source() -> Iterator[Cell]:
+        nonlocal pulled
+        for cell in plan.iter_cells():
+            pulled += 1
+            yield cell
+
+    yielded = 0
+    for _ in RayRunner(actors=2).run(job, source(), EventBus()):
+        yielded += 1
+        assert pulled <= yielded + 6
+    assert yielded == pulled == 60
+
+
+def test_a_node_that_raises_is_a_recorded_failure(ray_cluster: RayHead) -> None:
+    results = _run(_job({"normalize": ["broken"]}, ["a", "b"]))
+    assert [r.status for r in results] == ["failed", "failed"]
+    for r in results:
+        assert r.error_type == "ValueError"
+        assert [a.status for a in r.attempts] == ["failed"]
+        assert r.metrics["correct"] == 0.0
+
+
+def test_a_cell_over_its_timeout_is_cancelled_and_recorded(ray_cluster: RayHead) -> None:
+    job = _job(
+        {"lookup": ["stuck"]},
+        ["stuck", "fine", "also fine"],
+        timeoutSeconds=0.5,
+        retry={"maxAttempts": 2, "backoffSeconds": 0},
+    )
+    by_case = {r.cell.case_id: r for r in _run(job)}
+    stuck = by_case["q0"]
+    assert stuck.status == "failed"
+    assert [a.status for a in stuck.attempts] == ["timeout", "timeout"]
+    assert by_case["q1"].status == by_case["q2"].status == "succeeded"
+
+
+def test_a_cell_blocking_its_actor_has_the_actor_stopped(ray_cluster: RayHead) -> None:
+    """An async node that blocks the event loop defeats the actor's own timeout: the
+    driver stops the actor; the cell is a timeout, the actor's other cells run again."""
+    job = _job(
+        {"lookup": ["loop_blocking"]},
+        ["stuck", *[f"q{i}" for i in range(5)]],
+        timeoutSeconds=1,
+        retry={"maxAttempts": 1},
+        concurrency=6,
+    )
+    by_case = {r.cell.case_id: r for r in _run(job, actors=1)}
+    stuck = by_case.pop("q0")
+    assert stuck.status == "failed"
+    assert stuck.error_type == "Timeout"
+    assert "worker was stopped" in (stuck.error_message or "")
+    assert all(r.status == "succeeded" for r in by_case.values())
+    # The cells that shared the stopped actor lost their worker and ran again.
+    assert any(a.error_type == WORKER_LOST for r in by_case.values() for a in r.attempts)
+
+
+def test_a_killed_worker_costs_a_retry_not_a_result(ray_cluster: RayHead) -> None:
+    job = _job({"lookup": ["stamped"]}, [f"q{i}" for i in range(120)], concurrency=8)
+    plan = build_plan(job.batch, job.cases)
+    bus = EventBus()
+    seen: list[events.Event] = []
+    bus.subscribe(seen.append)
+    results: list[CellResult] = []
+    for result in RayRunner(actors=2).run(job, plan.iter_cells(), bus):
+        results.append(result)
+        if len(results) == 10:
+            pids = _actor_pids(ray_cluster)
+            assert len(pids) == 2
+            os.kill(pids[0], signal.SIGKILL)
+    assert sorted(r.cell.key for r in results) == sorted(c.key for c in plan.iter_cells())
+    assert all(r.status == "succeeded" for r in results)
+    retried = [r for r in results if len(r.attempts) > 1]
+    assert retried, "the killed actor had cells in flight"
+    for r in retried:
+        *lost, last = r.attempts
+        assert all(a.status == "transient" and a.error_type == WORKER_LOST for a in lost)
+        assert "ActorDiedError" in (lost[0].error_message or "")
+        assert last.status == "succeeded"
+        assert [a.number for a in r.attempts] == list(range(1, len(r.attempts) + 1))
+    lost_events = [
+        e for e in seen if e.kind == events.CELL_ATTEMPT_FAILED and e.data["error"] == WORKER_LOST
+    ]
+    assert {e.subject for e in lost_events} == {r.cell.key for r in retried}
+
+
+def test_a_cell_that_keeps_killing_its_worker_fails_in_the_end(ray_cluster: RayHead) -> None:
+    job = _job(
+        {"normalize": ["crash"]},
+        ["crash", "a", "b", "c"],
+        retry={"maxAttempts": 1, "backoffSeconds": 0},
+        concurrency=2,
+    )
+    by_case = {r.cell.case_id: r for r in _run(job, actors=2, backoff_scale=0)}
+    crash = by_case.pop("q0")
+    assert crash.status == "failed"
+    assert crash.error_type == WORKER_LOST
+    assert len(crash.attempts) == MAX_WORKER_LOSSES + 1
+    assert crash.metrics["correct"] == 0.0
+    # The retry budget of maxAttempts 1 did not apply to lost workers: the others finished.
+    assert all(r.status == "succeeded" for r in by_case.values())
+
+
+def test_actors_that_cannot_import_the_workflow_are_a_clear_error(ray_cluster: RayHead) -> None:
+    job = _job({"lookup": ["stamped"]}, ["a"], python_path=())
+    started = time.monotonic()
+    with pytest.raises(
+        ClusterError, match=r"cannot run the batch.*cannot import .toyflow\.graph:build"
+    ):
+        _run(job)
+    assert time.monotonic() - started < 120
