@@ -1,0 +1,311 @@
+"""The batch driver as real processes on a real Ray head, writing to PostgreSQL through
+PgBouncer (transaction pooling): completion, resumption, and the fault drills."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from services.postgres import PostgresServices
+from services.ray_head import RayHead, ray_environment
+from wtb.batch import prepare, record_run
+from wtb.manifests import load_manifests
+from wtb.results import WORKER_LOST
+from wtb.storage import ResultStore
+from wtb.storage.records import RunRecord
+
+pytestmark = [pytest.mark.ray, pytest.mark.postgres, pytest.mark.slow]
+
+TOY = Path(__file__).parent / "fixtures" / "toy"
+DRIVER_SECONDS = 180.0
+
+
+@dataclass
+class Batch:
+    """A run recorded in a fresh database, ready for drivers."""
+
+    url: str
+    run: RunRecord
+    total: int
+
+    def store(self) -> ResultStore:
+        return ResultStore.open(self.url, migrate=False, retry_seconds=60)
+
+    def done(self) -> int:
+        with self.store() as store:
+            return store.progress(self.run.id).done
+
+
+def _record(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: int) -> Batch:
+    """Two combinations x `cases` cases of the toy graph, each cell waiting 50 ms."""
+    monkeypatch.syspath_prepend(str(TOY))
+    workflow = yaml.safe_load((TOY / "workflow.yaml").read_text())
+    workflow["spec"]["variants"]["lookup"] = [
+        {"name": "stamped", "path": "toyflow.graph:stamped_lookup"}
+    ]
+    batch = {
+        "apiVersion": "wtb.dev/v1alpha1",
+        "kind": "BatchTest",
+        "metadata": {"name": "drill"},
+        "spec": {
+            "workflowRef": {"name": "toy"},
+            "matrix": {"lookup": ["stamped"], "answer": ["original", "reversed"]},
+            "baseline": {"lookup": "stamped", "answer": "original"},
+            "dataset": {
+                "cases": [
+                    {
+                        "id": f"c{i}",
+                        "inputs": {"question": f"q{i}"},
+                        "expected": {"answer": f"q{i}"},
+                    }
+                    for i in range(cases)
+                ]
+            },
+            "concurrency": 4,
+            "evaluators": [
+                {"name": "correct", "type": "exactMatch", "output": "answer", "expected": "answer"}
+            ],
+            "primaryMetric": "correct",
+        },
+    }
+    path = tmp_path / "drill.yaml"
+    path.write_text(yaml.safe_dump_all([workflow, batch]))
+    manifests = load_manifests([str(path)])
+    bt, source = manifests.batchtests[0]
+    wf, _ = manifests.workflow_for(bt, source)
+    prepared = prepare(bt, wf, base_dir=tmp_path, where="drill.yaml", workflow_where="drill.yaml")
+    with ResultStore.open(url) as store:
+        run = record_run(store, prepared, start=False)
+    assert run.status == "pending"
+    return Batch(url, run, prepared.plan.total)
+
+
+def _driver(head: RayHead, batch: Batch, *args: str) -> subprocess.Popen[str]:
+    env = ray_environment(
+        {
+            "WTB_DATABASE_URL": batch.url,
+            "PYTHONPATH": str(TOY),
+            "WTB_FLUSH_SECONDS": "0.2",
+            "WTB_RETRY_BACKOFF_SCALE": "0.1",
+        }
+    )
+    argv = [sys.executable, "-m", "wtb.driver", "--run", batch.run.run_key]
+    return subprocess.Popen(  # noqa: S603
+        [*argv, "--ray-address", head.address, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(driver: subprocess.Popen[str]) -> str:
+    out, _ = driver.communicate(timeout=DRIVER_SECONDS)
+    assert driver.returncode == 0, out
+    return out
+
+
+def _wait_until(check: Callable[[], bool], what: str, seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _assert_complete_once(batch: Batch) -> None:
+    """Every planned cell recorded once, each with one unbroken attempt history."""
+    with batch.store() as store:
+        run = store.get_run_by_id(batch.run.id)
+        assert run is not None
+        assert run.status == "succeeded"
+        cells = list(store.iter_cells(batch.run.id))
+        assert len(cells) == batch.total
+        assert len({c.cell_key for c in cells}) == batch.total
+        for cell in cells:
+            numbers = [a.number for a in store.attempts(batch.run.id, cell.cell_key)]
+            assert numbers == list(range(1, len(numbers) + 1)), cell.cell_key
+
+
+@pytest.fixture
+def batch_url(pgbouncer_url: str) -> str:
+    return pgbouncer_url
+
+
+def test_driver_runs_a_recorded_batch_then_has_nothing_left(
+    ray_head: RayHead, batch_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = _record(batch_url, tmp_path, monkeypatch, cases=20)
+    out = _finish(_driver(ray_head, batch))
+    assert "40/40 recorded, 0 failed" in out
+    _assert_complete_once(batch)
+    with batch.store() as store:
+        before = store.audit(batch.run.id)
+    again = _finish(_driver(ray_head, batch))
+    assert "already complete" in again
+    with batch.store() as store:
+        assert store.audit(batch.run.id) == before
+
+
+def test_driver_killed_mid_batch_then_run_again(
+    ray_head: RayHead, batch_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = _record(batch_url, tmp_path, monkeypatch, cases=150)
+    first = _driver(ray_head, batch)
+    _wait_until(lambda: batch.done() >= 40, "cells recorded by the first driver")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    with batch.store() as store:
+        kept = {c.cell_key: c.finished_at for c in store.iter_cells(batch.run.id)}
+    assert 40 <= len(kept) < batch.total
+    out = _finish(_driver(ray_head, batch))
+    assert f"{len(kept)} of {batch.total} cells recorded" in out
+    _assert_complete_once(batch)
+    with batch.store() as store:
+        after = {c.cell_key: c.finished_at for c in store.iter_cells(batch.run.id)}
+    assert all(after[key] == at for key, at in kept.items())
+
+
+def _actor_pids(head: RayHead) -> list[int]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(
+        address=head.dashboard_url,
+        filters=[("class_name", "=", "CellActor"), ("state", "=", "ALIVE")],
+    )
+    return [a.pid for a in actors if a.pid]
+
+
+def test_worker_killed_mid_batch(
+    ray_head: RayHead, batch_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = _record(batch_url, tmp_path, monkeypatch, cases=150)
+    driver = _driver(ray_head, batch, "--actors", "2")
+    _wait_until(lambda: batch.done() >= 30, "cells recorded")
+    pids = _actor_pids(ray_head)
+    assert len(pids) == 2
+    os.kill(pids[0], signal.SIGKILL)
+    _finish(driver)
+    _assert_complete_once(batch)
+    with batch.store() as store:
+        histories = [
+            store.attempts(batch.run.id, c.cell_key) for c in store.iter_cells(batch.run.id)
+        ]
+    retried = [h for h in histories if len(h) > 1]
+    assert retried, "the killed worker had cells in flight"
+    for history in retried:
+        assert history[0].status == "transient"
+        assert history[0].error_type == WORKER_LOST
+        assert history[-1].status == "succeeded"
+
+
+def test_postgres_restarted_mid_batch(
+    ray_head: RayHead,
+    postgres_services: PostgresServices,
+    batch_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batch = _record(batch_url, tmp_path, monkeypatch, cases=150)
+    driver = _driver(ray_head, batch)
+    _wait_until(lambda: batch.done() >= 30, "cells recorded before the restart")
+    postgres_services.restart_postgres()
+    _finish(driver)
+    _assert_complete_once(batch)
+
+
+def test_two_drivers_of_one_batch_record_each_cell_once(
+    ray_head: RayHead, batch_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = _record(batch_url, tmp_path, monkeypatch, cases=100)
+    drivers = [_driver(ray_head, batch, "--actors", "1") for _ in range(2)]
+    outputs = [_finish(d) for d in drivers]
+    _assert_complete_once(batch)
+    # Both ran the pending cells; what each recorded adds up to the batch: no cell twice.
+    ran = [int(out.split(" cells run in ")[0].rsplit(" ", 1)[-1]) for out in outputs]
+    assert sum(ran) == batch.total, outputs
+
+
+@pytest.fixture
+def server_connections(postgres_services: PostgresServices) -> Iterator[Callable[[str], int]]:
+    """How many PostgreSQL backends serve a database, excluding the asking connection."""
+    conn = psycopg.connect(postgres_services.url("postgres").replace("+psycopg", ""))
+    conn.autocommit = True
+
+    def count(dbname: str) -> int:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    try:
+        yield count
+    finally:
+        conn.close()
+
+
+def test_server_connections_stay_within_the_pool_with_16_actors(
+    ray_head: RayHead,
+    postgres_services: PostgresServices,
+    batch_url: str,
+    server_connections: Callable[[str], int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batch = _record(batch_url, tmp_path, monkeypatch, cases=200)
+    dbname = batch_url.rsplit("/", 1)[-1]
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(server_connections(dbname))
+            stop.wait(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        driver = _driver(ray_head, batch, "--actors", "16", "--concurrency", "32")
+        _wait_until(lambda: len(_actor_pids(ray_head)) >= 16, "16 actors", 180)
+        _finish(driver)
+    finally:
+        stop.set()
+        sampler.join()
+    _assert_complete_once(batch)
+    assert max(samples) >= 1, "the sampler saw the writes"
+    assert max(samples) <= postgres_services.pgbouncer.pool_size
+
+
+def test_driver_as_a_ray_job(
+    ray_head: RayHead, batch_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the operator does: submit the driver through the job API, with a chosen id."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    batch = _record(batch_url, tmp_path, monkeypatch, cases=10)
+    client = JobSubmissionClient(ray_head.dashboard_url)
+    submission_id = f"wtb-drill-{batch.run.id}-{os.getpid()}"
+    client.submit_job(
+        entrypoint=f"python -m wtb.driver --run {batch.run.run_key}",
+        submission_id=submission_id,
+        runtime_env={"env_vars": {"WTB_DATABASE_URL": batch.url, "PYTHONPATH": str(TOY)}},
+    )
+    terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    _wait_until(
+        lambda: client.get_job_status(submission_id) in terminal, "the driver job", DRIVER_SECONDS
+    )
+    logs = client.get_job_logs(submission_id)
+    assert client.get_job_status(submission_id) == JobStatus.SUCCEEDED, logs
+    assert "20/20 recorded" in logs
+    _assert_complete_once(batch)
