@@ -101,7 +101,7 @@ def _driver(head: RayHead, batch: Batch, *args: str) -> subprocess.Popen[str]:
         }
     )
     argv = [sys.executable, "-m", "wtb.driver", "--run", batch.run.run_key]
-    return subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(
         [*argv, "--ray-address", head.address, *args],
         env=env,
         stdout=subprocess.PIPE,
