@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,28 @@ def apply_ray_env_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+_CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse an address nothing answers at, at once: Ray itself would retry for minutes.
+
+    `auto` and addresses that are not host:port are left to Ray.
+    """
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), _CONNECT_TIMEOUT_S):
+            return
+    except OSError as exc:
+        raise ClusterError(
+            f"no Ray cluster answers at {address}: {exc.strerror or exc}\n  fix: check "
+            "--ray-address (or RAY_ADDRESS): the head's GCS address (host:port, port 6379 by "
+            "default) or ray://host:10001 for Ray Client; leave it out to start Ray locally"
+        ) from exc
+
+
 @contextmanager
 def ray_connection(address: str | None) -> Iterator[None]:
     """Attach to the cluster at `address` (host:port or ray://...), or start a local Ray
@@ -34,11 +57,18 @@ def ray_connection(address: str | None) -> Iterator[None]:
     used as it is and left connected.
     """
     apply_ray_env_defaults()
-    import ray
+    try:
+        import ray
+    except ImportError as exc:
+        raise ClusterError(
+            "the Ray runner needs Ray, which is not installed\n  fix: pip install 'wtb[ray]'"
+        ) from exc
 
     if ray.is_initialized():
         yield
         return
+    if address:
+        _check_reachable(address)
     temp_dir = None if address else tempfile.mkdtemp(prefix="wtb-ray-")
     try:
         try:
