@@ -22,7 +22,7 @@ WTB = [sys.executable, "-m", "wtb"]
 def _wtb(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [*WTB, *args],
         cwd=cwd,
         env=env or ray_environment(),
