@@ -217,9 +217,11 @@ def test_postgres_restarted_mid_batch(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    batch = _record(batch_url, tmp_path, monkeypatch, cases=150)
+    batch = _record(batch_url, tmp_path, monkeypatch, cases=300)
     driver = _driver(ray_head, batch)
     _wait_until(lambda: batch.done() >= 30, "cells recorded before the restart")
+    assert driver.poll() is None
+    assert batch.done() < batch.total, "the restart comes mid-batch"
     postgres_services.restart_postgres()
     _finish(driver)
     _assert_complete_once(batch)
@@ -238,55 +240,95 @@ def test_two_drivers_of_one_batch_record_each_cell_once(
     assert sum(int(m.group(1)) for m in recorded if m) == batch.total, outputs
 
 
-@pytest.fixture
-def server_connections(postgres_services: PostgresServices) -> Iterator[Callable[[str], int]]:
-    """How many PostgreSQL backends serve a database, excluding the asking connection."""
-    conn = psycopg.connect(postgres_services.url("postgres").replace("+psycopg", ""))
-    conn.autocommit = True
+@dataclass
+class Connections:
+    """Who is connected for a database: PostgreSQL server backends and PgBouncer clients."""
 
-    def count(dbname: str) -> int:
-        row = conn.execute(
+    services: PostgresServices
+
+    def __post_init__(self) -> None:
+        self._postgres = psycopg.connect(
+            self.services.url("postgres").replace("+psycopg", ""), autocommit=True
+        )
+        self._admin = psycopg.connect(
+            host="127.0.0.1",
+            port=self.services.pgbouncer.port,
+            user="postgres",
+            dbname="pgbouncer",
+            autocommit=True,
+            cursor_factory=psycopg.ClientCursor,  # the admin console speaks simple queries only
+        )
+
+    def servers(self, dbname: str) -> int:
+        row = self._postgres.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (dbname,),
         ).fetchone()
         return int(row[0]) if row else 0
 
+    def clients(self, dbname: str) -> int:
+        rows = self._admin.execute("SHOW CLIENTS").fetchall()
+        return sum(1 for row in rows if row[2] == dbname)
+
+    def close(self) -> None:
+        self._postgres.close()
+        self._admin.close()
+
+
+@pytest.fixture
+def connections(postgres_services: PostgresServices) -> Iterator[Connections]:
+    seen = Connections(postgres_services)
     try:
-        yield count
+        yield seen
     finally:
-        conn.close()
+        seen.close()
 
 
-def test_server_connections_stay_within_the_pool_with_16_actors(
+def _cell_actors_ever(head: RayHead) -> int:
+    from ray.util.state import list_actors
+
+    return len(
+        list_actors(
+            address=head.dashboard_url, filters=[("class_name", "=", "CellActor")], limit=10_000
+        )
+    )
+
+
+def test_connections_stay_bounded_with_16_actors(
     ray_head: RayHead,
     postgres_services: PostgresServices,
     batch_url: str,
-    server_connections: Callable[[str], int],
+    connections: Connections,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """16 actors: the actors never connect (PgBouncer sees the driver's few clients only),
+    and PostgreSQL serves the run within PgBouncer's pool."""
     batch = _record(batch_url, tmp_path, monkeypatch, cases=200)
     dbname = batch_url.rsplit("/", 1)[-1]
-    samples: list[int] = []
+    servers: list[int] = []
+    clients: list[int] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            samples.append(server_connections(dbname))
+            servers.append(connections.servers(dbname))
+            clients.append(connections.clients(dbname))
             stop.wait(0.02)
 
+    actors_before = _cell_actors_ever(ray_head)
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        driver = _driver(ray_head, batch, "--actors", "16", "--concurrency", "32")
-        _wait_until(lambda: len(_actor_pids(ray_head)) >= 16, "16 actors", 180)
-        _finish(driver)
+        _finish(_driver(ray_head, batch, "--actors", "16", "--concurrency", "32"))
     finally:
         stop.set()
         sampler.join()
     _assert_complete_once(batch)
-    assert max(samples) >= 1, "the sampler saw the writes"
-    assert max(samples) <= postgres_services.pgbouncer.pool_size
+    assert _cell_actors_ever(ray_head) - actors_before == 16
+    assert max(clients) >= 1, "the sampler saw the driver"
+    assert max(clients) < 16, "actors do not connect to the database"
+    assert 1 <= max(servers) <= postgres_services.pgbouncer.pool_size
 
 
 def test_driver_as_a_ray_job(

@@ -283,3 +283,44 @@ def test_no_attempt_starts_after_close(mode: str) -> None:
         assert len(seen) == at_close
     finally:
         toy.release.set()
+
+
+def test_an_attempt_continues_the_history_of_a_lost_worker() -> None:
+    """One attempt at a time (as Ray actors run cells): numbering and the retry budget
+    carry on from attempts made elsewhere, and lost workers cost no budget."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from wtb.executor import CellExecutor, RetryLater
+    from wtb.results import WORKER_LOST, Attempt
+    from wtb.runners.threads import ElasticThreadPool
+
+    job = _job({"normalize": ["flaky"]}, n_cases=1, retry={"maxAttempts": 3})
+    (cell,) = build_plan(job.batch, job.cases).iter_cells()
+    executor = CellExecutor(job, emit=lambda _: None, backoff_scale=0)
+    lost = Attempt(1, "transient", datetime.now(UTC), 5.0, WORKER_LOST, "worker lost")
+
+    async def attempts() -> list[RetryLater | CellResult]:
+        pool = ElasticThreadPool(1)
+        asyncio.get_running_loop().set_default_executor(pool)
+        steps: list[RetryLater | CellResult] = []
+        history: tuple[Attempt, ...] = (lost,)
+        while True:
+            step = await executor.attempt(cell, pool, history)
+            steps.append(step)
+            if isinstance(step, CellResult):
+                return steps
+            history = step.attempts
+
+    steps = asyncio.run(attempts())
+    result = steps[-1]
+    assert isinstance(result, CellResult)
+    assert result.status == "succeeded"
+    # The flaky node fails twice, then works: three attempts of its own after the lost one.
+    assert [(a.number, a.status, a.error_type) for a in result.attempts] == [
+        (1, "transient", WORKER_LOST),
+        (2, "transient", "ConnectionError"),
+        (3, "transient", "ConnectionError"),
+        (4, "succeeded", None),
+    ]
+    assert len(steps) == 3

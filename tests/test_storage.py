@@ -338,10 +338,33 @@ def test_finish_and_resume_runs(store: ResultStore) -> None:
     store.finish_run(run.id, "succeeded")
     again = store.begin_run(_info())
     assert again.status == "succeeded"
+    # A driver failing after another completed the run does not undo that.
+    store.finish_run(run.id, "failed", "stopped: interrupted")
+    still = store.get_run_by_id(run.id)
+    assert still is not None
+    assert (still.status, still.error) == ("succeeded", None)
     with pytest.raises(ValueError, match="succeeded"):
         store.finish_run(run.id, "running")  # type: ignore[arg-type]
     with pytest.raises(StorageError, match="no run"):
         store.finish_run(run.id + 1000, "failed")
+
+
+def test_a_run_recorded_for_a_driver_starts_when_the_driver_starts_it(
+    store: ResultStore,
+) -> None:
+    recorded = store.begin_run(_info(), start=False)
+    assert (recorded.status, recorded.started_at) == ("pending", None)
+    assert store.begin_run(_info(), start=False).status == "pending"
+    started = store.start_run(recorded.run_key)
+    assert started is not None
+    assert started.id == recorded.id
+    assert started.status == "running"
+    assert started.started_at is not None
+    assert store.start_run("default/unknown:1") is None
+    store.finish_run(recorded.id, "succeeded")
+    done = store.start_run(recorded.run_key)
+    assert done is not None
+    assert done.status == "succeeded"
 
 
 def test_find_runs_newest_first_and_filtered(store: ResultStore) -> None:

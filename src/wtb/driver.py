@@ -43,6 +43,7 @@ def drive(
 ) -> bool:
     """Run the recorded run `run_key` to completion; True when every cell is recorded."""
     from wtb.batch import execute_run
+    from wtb.errors import StorageError
     from wtb.job import BatchJob
     from wtb.plan import build_plan
     from wtb.runners.ray_runner import RayRunner
@@ -54,19 +55,18 @@ def drive(
     settings = get_settings()
     python_path = tuple(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
     with ResultStore.open(database_url, retry_seconds=settings.store_retry_seconds) as store:
-        run = store.start_run(run_key)
-        if run is None:
+        recorded = store.get_run(run_key)
+        if recorded is None:
             raise WtbError(
                 f"no run {run_key!r} in the result store {redact(database_url)}\n"
                 "  fix: record the run first (the operator does), or check WTB_DATABASE_URL"
             )
-        progress = store.progress(run.id)
-        if run.status == "succeeded" and progress.done >= run.total_cells:
-            log.info("run %s: already complete (%d cells)", run_key, run.total_cells)
+        progress = store.progress(recorded.id)
+        if recorded.status == "succeeded" and progress.done >= recorded.total_cells:
+            log.info("run %s: already complete (%d cells)", run_key, recorded.total_cells)
             return True
-        job = BatchJob.from_record(run.spec, python_path=python_path)
+        job = BatchJob.from_record(recorded.spec, python_path=python_path)
         plan = build_plan(job.batch, list(job.cases), where=f"run {run_key}: spec")
-        log.info("run %s: %d of %d cells recorded", run_key, progress.done, plan.total)
         last_log = time.monotonic()
 
         def on_progress(done: int, total: int) -> None:
@@ -76,7 +76,13 @@ def drive(
                 last_log = now
                 log.info("run %s: %d/%d cells", run_key, done, total)
 
+        # The run is marked running only once Ray is there to run it; from then on, a
+        # driver that stops early marks it failed (running it again resumes it).
         with ray_connection(ray_address):
+            run = store.start_run(run_key)
+            if run is None:
+                raise StorageError(f"run {run_key!r} was deleted from the result store")
+            log.info("run %s: %d of %d cells recorded", run_key, progress.done, plan.total)
             outcome = execute_run(
                 store,
                 run,

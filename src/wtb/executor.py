@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -27,6 +28,14 @@ from wtb.usage import UsageMeter, combine, metering, usage_from_state
 EmitEvent = Callable[[events.Event], None]
 
 _MAX_MESSAGE = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """A cell whose last attempt failed transiently: try again after `delay` seconds."""
+
+    attempts: tuple[Attempt, ...]
+    delay: float
 
 
 class Claim(Protocol):
@@ -137,44 +146,54 @@ class CellExecutor:
 
     # -- asyncio -------------------------------------------------------------------------
 
-    async def run(
-        self, cell: Cell, pool: ElasticThreadPool, attempts: Sequence[Attempt] = ()
-    ) -> CellResult:
-        """Run a cell on the event loop: async graphs directly, sync ones in `pool` (which
-        must also be the loop's default executor, where LangGraph runs sync nodes).
+    async def run(self, cell: Cell, pool: ElasticThreadPool) -> CellResult:
+        """Run a cell on the event loop, attempts and their backoff included: async graphs
+        directly, sync ones in `pool` (which must also be the loop's default executor,
+        where LangGraph runs sync nodes)."""
+        attempts: tuple[Attempt, ...] = ()
+        while True:
+            step = await self.attempt(cell, pool, attempts)
+            if isinstance(step, CellResult):
+                return step
+            await asyncio.sleep(step.delay)
+            attempts = step.attempts
 
-        `attempts` are earlier attempts made elsewhere (a worker that was lost): numbering
-        and the retry budget continue from them.
+    async def attempt(
+        self, cell: Cell, pool: ElasticThreadPool, attempts: Sequence[Attempt] = ()
+    ) -> CellResult | RetryLater:
+        """Make the cell's next attempt after `attempts` (numbering and the retry budget
+        continue from them): the cell's result when it is over, or when to try again.
+
+        The Ray runner calls this, one attempt per call, so that the driver holds every
+        attempt's record and the backoff does not hold a worker's slot.
         """
         case = self._cases[cell.case_id]
         graph, sync = self._graphs.get(cell.combination)
-        attempts = list(attempts)
-        number = len(attempts) + 1
-        while True:
-            at, t0 = self._started(cell, number)
-            deadline = asyncio.timeout(self._timeout)
-            error: BaseException | None
-            try:
-                with pool.tracking() as submitted:
-                    async with deadline:
-                        with metering() as meter:
-                            state = await self._invoke(pool, graph, sync, case.inputs)
-            except TimeoutError as exc:
-                # Ours when the deadline expired; otherwise the graph raised it (transient).
-                error = None if deadline.expired() else exc
-                if deadline.expired():
-                    # Threads still running this attempt's sync code are stuck: replace them.
-                    pool.abandon(submitted)
-            except Exception as exc:
-                error = exc
-            else:
-                attempts.append(self._succeeded(cell, number, at, t0))
-                return self._result(cell, case, state, attempts, meter)
-            step = self._after_failure(cell, attempts, number, at, t0, error)
-            if isinstance(step, CellResult):
-                return step
-            await asyncio.sleep(step)
-            number += 1
+        history = list(attempts)
+        number = len(history) + 1
+        at, t0 = self._started(cell, number)
+        deadline = asyncio.timeout(self._timeout)
+        error: BaseException | None
+        try:
+            with pool.tracking() as submitted:
+                async with deadline:
+                    with metering() as meter:
+                        state = await self._invoke(pool, graph, sync, case.inputs)
+        except TimeoutError as exc:
+            # Ours when the deadline expired; otherwise the graph raised it (transient).
+            error = None if deadline.expired() else exc
+            if deadline.expired():
+                # Threads still running this attempt's sync code are stuck: replace them.
+                pool.abandon(submitted)
+        except Exception as exc:
+            error = exc
+        else:
+            history.append(self._succeeded(cell, number, at, t0))
+            return self._result(cell, case, state, history, meter)
+        step = self._after_failure(cell, history, number, at, t0, error)
+        if isinstance(step, CellResult):
+            return step
+        return RetryLater(tuple(history), step)
 
     async def _invoke(
         self, pool: ElasticThreadPool, graph: Any, sync: bool, inputs: dict[str, Any]

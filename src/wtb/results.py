@@ -19,6 +19,10 @@ AttemptStatus = Literal["succeeded", "failed", "timeout", "transient"]
 WORKER_LOST = "WorkerLost"
 """`error_type` of a transient attempt whose worker died under it (actor, process or node
 lost). Such attempts are retried elsewhere and do not use up the cell's retry budget."""
+WORKER_STOPPED = "WorkerStopped"
+"""`error_type` of a transient attempt whose worker was stopped because another cell
+blocked it. Retried at once; it uses up no budget at all."""
+NOT_THE_CELLS_FAULT = frozenset({WORKER_LOST, WORKER_STOPPED})
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wtb.api.batchtest import RetrySpec
-from wtb.results import WORKER_LOST, Attempt
+from wtb.results import NOT_THE_CELLS_FAULT, Attempt
 
 # Exception class names (anywhere in the MRO) that mean "try again": network and
 # provider hiccups as raised by httpx, requests, openai, anthropic, google and botocore.
@@ -70,7 +70,7 @@ class RetryPolicy:
         Attempts lost with their worker are not the cell's fault and do not count.
         """
         last = attempts[-1]
-        used = sum(1 for a in attempts if a.error_type != WORKER_LOST)
+        used = sum(1 for a in attempts if a.error_type not in NOT_THE_CELLS_FAULT)
         if last.status == "failed" or used >= self.max_attempts:
             return None
         return self.delay(used)

@@ -19,13 +19,14 @@ from typing import Any
 
 from wtb import events
 from wtb.errors import WtbError
-from wtb.executor import CellExecutor
+from wtb.executor import CellExecutor, RetryLater
 from wtb.job import BatchJob
 from wtb.plan import expand_combinations
 from wtb.results import Attempt, Cell, CellResult
 from wtb.runners.threads import ElasticThreadPool
 
-CellOutcome = tuple[CellResult, list[events.Event]]
+AttemptOutcome = tuple[CellResult | RetryLater, list[events.Event]]
+"""What a call returns: the cell's result (or when to try again), and the audit events."""
 
 
 _CELL: ContextVar[str | None] = ContextVar("wtb_actor_cell", default=None)
@@ -90,15 +91,19 @@ class CellActor:
         it from running cells (the workflow's code cannot be imported here), if anything."""
         return os.getpid(), self._problem
 
-    async def run(self, cell: Cell, attempts: Sequence[Attempt]) -> CellOutcome:
-        """Run a cell, continuing after `attempts` made on workers that were lost."""
+    async def run(self, cell: Cell, attempts: Sequence[Attempt]) -> AttemptOutcome:
+        """Make a cell's next attempt after `attempts` (made here or on lost workers).
+
+        One attempt per call: the driver holds every attempt's record and waits out the
+        backoff itself, so a worker lost mid-cell loses at most the attempt in progress.
+        """
         pool = self._loop_pool()
         task = asyncio.current_task()
         if task is not None:
             self._task_cells[task] = cell.key
         _CELL.set(cell.key)  # this task's context: inherited by the tasks it creates
-        result = await self._executor.run(cell, pool, attempts)
-        return result, self._events.pop(cell.key, [])
+        step = await self._executor.attempt(cell, pool, attempts)
+        return step, self._events.pop(cell.key, [])
 
     async def blocking_cell(self) -> str | None:
         """The key of the cell whose code holds the cells' event loop right now, if any.

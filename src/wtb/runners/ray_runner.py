@@ -27,14 +27,14 @@ from typing import Any, Final
 from wtb import events
 from wtb.errors import ClusterError
 from wtb.events import EventBus
-from wtb.executor import CellExecutor
+from wtb.executor import CellExecutor, RetryLater
 from wtb.job import BatchJob
-from wtb.results import WORKER_LOST, Attempt, Cell, CellResult
+from wtb.results import WORKER_LOST, WORKER_STOPPED, Attempt, AttemptStatus, Cell, CellResult
 from wtb.retry import RetryPolicy
-from wtb.runners.ray_actor import CONTROL_GROUP, CellActor, CellOutcome
+from wtb.runners.ray_actor import CONTROL_GROUP, AttemptOutcome, CellActor
 
 MAX_WORKER_LOSSES: Final = 3
-"""Worker losses a cell may suffer before it is recorded as failed (a cell that reliably
+"""A cell whose worker is lost this many times is recorded as failed (a cell that reliably
 kills its worker, by running out of memory say, must not loop forever)."""
 
 _START_TIMEOUT_S: Final = 300.0
@@ -146,7 +146,11 @@ class _Dispatcher:
         self._local: CellExecutor | None = None
         self._workers: list[_Worker] = []
         self._workers = [self._spawn(i, slots) for i in range(count)]
-        self._await_ready(self._workers)
+        try:
+            self._await_ready(self._workers)
+        except BaseException:
+            self.stop()
+            raise
 
     # -- actors --------------------------------------------------------------------------
 
@@ -207,15 +211,13 @@ class _Dispatcher:
             ready, _ = self._ray.wait(refs, num_returns=1, timeout=self._wait_seconds())
             if ready:
                 ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
-            for ref in ready:
-                result = self._collect(ref)
-                if result is not None:
-                    yield result
+            yield from self._collect_all(ready)
             yield from self._enforce_deadlines()
 
     def _wait_seconds(self) -> float:
+        """How long to wait for a result: until a retry is due, if a slot is free for it."""
         wait = _TICK_S
-        if self._retries:
+        if self._retries and len(self._flights) < self._concurrency:
             wait = min(wait, max(0.0, self._retries[0][0] - time.monotonic()))
         return wait
 
@@ -241,47 +243,67 @@ class _Dispatcher:
         ref = worker.handle.run.remote(cell, attempts)
         now = time.monotonic()
         self._flights[ref] = _Flight(
-            cell, attempts, worker, datetime.now(UTC), now, now + self._budget(attempts)
+            cell, attempts, worker, datetime.now(UTC), now, now + self._budget
         )
 
-    def _budget(self, attempts: tuple[Attempt, ...]) -> float:
-        """Seconds the actor may take for a cell's remaining attempts and their backoff."""
-        used = sum(1 for a in attempts if a.error_type != WORKER_LOST)
-        left = max(1, self._policy.max_attempts - used)
-        backoff = self._policy.max_backoff_seconds * self._policy.scale
-        return (left + 1) * self._timeout + (left - 1) * backoff + _GRACE_S
+    @property
+    def _budget(self) -> float:
+        """Seconds an actor may take for one call: an attempt (bounded by the timeout,
+        which the actor enforces) and the cell's evaluation, with room to spare."""
+        return 2 * self._timeout + _GRACE_S
 
-    def _collect(self, ref: Any) -> CellResult | None:
+    def _settle(self, ref: Any) -> _Flight:
         flight = self._flights.pop(ref)
         flight.worker.busy -= 1
+        return flight
+
+    def _collect_all(self, ready: list[Any]) -> Iterator[CellResult]:
+        for ref in ready:
+            if ref in self._flights:  # not settled meanwhile by a stopped actor
+                result = self._collect(ref)
+                if result is not None:
+                    yield result
+
+    def _collect(self, ref: Any) -> CellResult | None:
+        flight = self._settle(ref)
         try:
-            outcome: CellOutcome = self._ray.get(ref)
+            outcome: AttemptOutcome = self._ray.get(ref)
         except self._lost_errors as exc:
             self._retire(flight.worker)
             return self._after_loss(flight, exc)
-        result, cell_events = outcome
+        step, cell_events = outcome
         for event in cell_events:
             self._bus.publish(event)
-        return result
+        if isinstance(step, RetryLater):
+            self._retry_later(flight.cell, step.attempts, step.delay)
+            return None
+        return step
 
     def _enforce_deadlines(self) -> Iterator[CellResult]:
-        """Stop actors holding a cell past its time budget; such a cell is a timeout.
+        """Stop actors that hold a call past its budget.
 
         An actor enforces each attempt's timeout itself; it misses one only when a cell
-        blocks its event loop (a sync call in an async node). The actor then names the
-        blocking cell from its control thread; that cell is recorded as timed out and the
-        actor stopped. Its other cells come back as lost and run again elsewhere.
+        blocks its event loop (a blocking call in an async node or evaluator). The actor
+        names that cell from its control thread: the cell is recorded as timed out, the
+        actor is stopped, and its other cells run again elsewhere, their budgets intact.
         """
         now = time.monotonic()
-        overdue = [ref for ref, f in self._flights.items() if f.deadline <= now]
-        workers = {id(self._flights[ref].worker): self._flights[ref].worker for ref in overdue}
-        for worker in workers.values():
+        overdue = [r for r, f in self._flights.items() if f.deadline <= now and f.worker.alive]
+        if not overdue:
+            return
+        # Results that arrived while the driver was busy elsewhere are not late.
+        ready, _ = self._ray.wait(overdue, num_returns=len(overdue), timeout=0)
+        yield from self._collect_all(ready)
+        late = [ref for ref in overdue if ref in self._flights]
+        for worker in {id(self._flights[r].worker): self._flights[r].worker for r in late}.values():
+            on_worker = [r for r, f in self._flights.items() if f.worker is worker]
             culprit = self._blocking_cell(worker)
-            for ref in overdue:
-                flight = self._flights[ref]
-                if flight.worker is worker and culprit in (None, flight.cell.key):
-                    del self._flights[ref]
-                    worker.busy -= 1
+            timed_out = [r for r in on_worker if self._flights[r].cell.key == culprit] or [
+                r for r in late if self._flights[r].worker is worker
+            ]
+            for ref in on_worker:
+                flight = self._settle(ref)
+                if ref in timed_out:
                     message = (
                         f"no result from the worker within {now - flight.t0:.0f} s "
                         f"(timeout {self._timeout:g} s per attempt); the worker was stopped"
@@ -289,6 +311,13 @@ class _Dispatcher:
                     result = self._failed_attempt(flight, "timeout", "Timeout", message)
                     if result is not None:
                         yield result
+                else:
+                    self._failed_attempt(
+                        flight,
+                        "transient",
+                        WORKER_STOPPED,
+                        "the worker was stopped because another cell blocked it",
+                    )
             self._retire(worker)
 
     def _blocking_cell(self, worker: _Worker) -> str | None:
@@ -309,36 +338,29 @@ class _Dispatcher:
         return self._failed_attempt(flight, "transient", WORKER_LOST, message[:2000])
 
     def _failed_attempt(
-        self, flight: _Flight, status: str, error_type: str, message: str
+        self, flight: _Flight, status: AttemptStatus, error_type: str, message: str
     ) -> CellResult | None:
         """Record an attempt that ended on the driver's side; the cell's result when it is
         over, else None (it is scheduled again)."""
         cell = flight.cell
         number = len(flight.attempts) + 1
         attempt = Attempt(
-            number,
-            "timeout" if status == "timeout" else "transient",
-            flight.at,
-            (time.monotonic() - flight.t0) * 1000,
-            error_type,
-            message,
+            number, status, flight.at, (time.monotonic() - flight.t0) * 1000, error_type, message
         )
         attempts = (*flight.attempts, attempt)
         self._bus.publish(
             events.Event(
                 events.CELL_ATTEMPT_FAILED,
                 cell.key,
-                {
-                    "attempt": number,
-                    "status": attempt.status,
-                    "error": error_type,
-                    "message": message,
-                },
+                {"attempt": number, "status": status, "error": error_type, "message": message},
             )
         )
         losses = sum(1 for a in attempts if a.error_type == WORKER_LOST)
+        delay: float | None
         if error_type == WORKER_LOST:
-            delay = None if losses > MAX_WORKER_LOSSES else self._policy.delay(losses)
+            delay = None if losses >= MAX_WORKER_LOSSES else self._policy.delay(losses)
+        elif error_type == WORKER_STOPPED:
+            delay = 0.0
         else:
             delay = self._policy.next_delay(attempts)
         if delay is None:
@@ -348,10 +370,13 @@ class _Dispatcher:
                 events.CELL_ATTEMPT_RETRIED, cell.key, {"attempt": number + 1, "delay_s": delay}
             )
         )
+        self._retry_later(cell, attempts, delay)
+        return None
+
+    def _retry_later(self, cell: Cell, attempts: tuple[Attempt, ...], delay: float) -> None:
         heapq.heappush(
             self._retries, (time.monotonic() + delay, next(self._sequence), cell, attempts)
         )
-        return None
 
     def _failure(self, cell: Cell, attempts: tuple[Attempt, ...]) -> CellResult:
         """The failed cell's result, evaluated here (evaluators score failures too)."""

@@ -213,17 +213,20 @@ class ResultStore:
         )
 
     def finish_run(self, run_id: int, status: FinalStatus, error: str | None = None) -> None:
+        """Mark a run finished. A succeeded run stays succeeded: a driver that fails after
+        another one completed the run (or a late Ctrl-C) does not undo that."""
         if status not in _FINAL_STATUSES:
             raise ValueError(f"a run finishes 'succeeded' or 'failed', not {status!r}")
         with self._transaction() as conn:
-            found = conn.execute(
-                update(BatchRunRow)
-                .where(BatchRunRow.id == run_id)
-                .values(status=status, finished_at=datetime.now(UTC), error=error)
-                .returning(BatchRunRow.id)
+            exists = conn.execute(
+                select(BatchRunRow.status).where(BatchRunRow.id == run_id)
             ).scalar_one_or_none()
-        if found is None:
-            raise StorageError(f"no run with id {run_id} in the result store")
+            if exists is None:
+                raise StorageError(f"no run with id {run_id} in the result store")
+            stmt = update(BatchRunRow).where(BatchRunRow.id == run_id)
+            if status == "failed":
+                stmt = stmt.where(BatchRunRow.status != "succeeded")
+            conn.execute(stmt.values(status=status, finished_at=datetime.now(UTC), error=error))
 
     def get_run(self, run_key: str) -> RunRecord | None:
         with self._transaction() as conn:
