@@ -9,8 +9,9 @@ Everything runs in ONE private local Ray instance, started once (`ray_connection
    start-up (run start -> first result) is reported apart, and every rate is given with
    and without it.
 2. I/O-bound graph (`bench/io_bound`: a node awaits a 50 ms sleep, like an LLM call) at
-   concurrency 64: cells/s against the physical limit concurrency / latency; hand-written
-   async actors with the same number of cells in flight are shown for context.
+   concurrency 64: cells/s against the physical limit concurrency / latency; for context,
+   hand-written async actors with as many cells in flight, and a plain asyncio loop in
+   this process (no Ray), whose CPU per cell shows what LangGraph alone costs.
 3. The I/O-bound run recording into PostgreSQL through PgBouncer (transaction pooling)
    against the same run recording into SQLite, with the peak number of server
    connections to the run's database sampled from `pg_stat_activity` during the run.
@@ -18,12 +19,13 @@ Everything runs in ONE private local Ray instance, started once (`ray_connection
 Rounds are interleaved (baseline, candidate, ...); figures are medians (min-max).
 
     python bench/ray_throughput.py [--cells 2000] [--rounds 3] [--actors 2] [--quick]
-                                   [--trivial-concurrency 2] [--skip-postgres]
+                                   [--trivial-concurrency 2 4] [--skip-postgres]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import sys
@@ -177,6 +179,30 @@ def time_async_actors(actors: int, concurrency: int, inputs: list[dict[str, Any]
     finished = time.perf_counter()
     stop_actors(handles)
     return RunTiming(len(inputs), first - started, finished - started)
+
+
+def time_local_asyncio(concurrency: int, inputs: list[dict[str, Any]]) -> tuple[RunTiming, float]:
+    """No Ray: `graph.ainvoke` in this process, `concurrency` at once. Returns the timing
+    and the process's CPU seconds per cell (what LangGraph itself costs per cell)."""
+    from wtb.importing import import_object
+
+    graph = import_object(IO_FACTORY, where="bench")().compile()
+
+    async def run_all() -> None:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(item: dict[str, Any]) -> None:
+            async with gate:
+                await graph.ainvoke(item)
+
+        await asyncio.gather(*(one(item) for item in inputs))
+
+    gc.collect()
+    cpu = time.process_time()
+    started = time.perf_counter()
+    asyncio.run(run_all())
+    total = time.perf_counter() - started
+    return RunTiming(len(inputs), 0.0, total), (time.process_time() - cpu) / len(inputs)
 
 
 # -- WTB ------------------------------------------------------------------------------------
@@ -410,9 +436,14 @@ def io_part(args: argparse.Namespace, workdir: Path) -> None:
     time_async_actors(args.actors, IO_CONCURRENCY, inputs[:200])
     time_wtb(warm, f"sqlite:///{workdir / 'io-warm.db'}", IO_CONCURRENCY, args.actors)
 
+    local: list[RunTiming] = []
+    cpu_per_cell: list[float] = []
     hand: list[RunTiming] = []
     runs: list[RunTiming] = []
     for r in range(args.rounds):
+        timing, cpu_s = time_local_asyncio(IO_CONCURRENCY, inputs)
+        local.append(timing)
+        cpu_per_cell.append(cpu_s * 1e6)
         hand.append(time_async_actors(args.actors, IO_CONCURRENCY, inputs))
         url = f"sqlite:///{workdir / f'io-r{r}.db'}"
         runs.append(time_wtb(prepared, url, IO_CONCURRENCY, args.actors))
@@ -426,6 +457,7 @@ def io_part(args: argparse.Namespace, workdir: Path) -> None:
     )
     rows = []
     for label, timings in (
+        (f"no Ray: asyncio in one process, {IO_CONCURRENCY} at once", local),
         (f"hand-written async actors, {IO_CONCURRENCY} in flight", hand),
         ("WTB RayRunner via run_batch (SQLite)", runs),
     ):
@@ -440,6 +472,12 @@ def io_part(args: argparse.Namespace, workdir: Path) -> None:
             ]
         )
     print(table(RATIO_HEADERS, rows))
+    cpu = Spread.of(cpu_per_cell)
+    print(
+        f"LangGraph's own CPU per cell (no Ray, one process): {cpu.show('.0f')} us: "
+        f"{IO_CONCURRENCY} / {latency_s:g} s = {limit:.0f} cells/s would need "
+        f"{limit * cpu.median / 1e6:.1f} CPUs for the graph alone ({os.cpu_count()} here)"
+    )
     steady = Spread.of([t.steady_rate / limit for t in runs]).median
     whole = Spread.of([t.rate / limit for t in runs]).median
     verdict = "meets" if steady >= IO_TARGET else "BELOW"
@@ -512,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
         "--trivial-concurrency",
         type=int,
         nargs="+",
-        help="RayRunner concurrency settings for the trivial graph [default: --actors]",
+        help="RayRunner concurrency for the trivial graph [default: 1 and 2 cells per actor]",
     )
     parser.add_argument("--skip-postgres", action="store_true", help="leave out part 3")
     parser.add_argument(
@@ -521,7 +559,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.cells, args.rounds = QUICK_CELLS, min(args.rounds, 2)
-    args.trivial_concurrency = args.trivial_concurrency or [args.actors]
+    args.trivial_concurrency = args.trivial_concurrency or [args.actors, 2 * args.actors]
     sys.path.insert(0, str(IO_DIR))
 
     from wtb.runners.ray_session import ray_connection

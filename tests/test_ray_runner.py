@@ -175,8 +175,10 @@ def test_async_nodes_overlap_up_to_the_concurrency_limit(ray_cluster: RayHead) -
     assert 9 <= peak <= 16
 
 
-def test_cells_are_pulled_as_slots_free_up(ray_cluster: RayHead) -> None:
-    job = _job({"lookup": ["stamped"]}, [f"q{i}" for i in range(60)], concurrency=6)
+def test_cells_are_pulled_as_chunks_come_back(ray_cluster: RayHead) -> None:
+    """Back-pressure: the plan is read only as results return. With 50 ms cells and 3 slots
+    per actor, a chunk holds about 3 cells, and each actor has at most 2 chunks out."""
+    job = _job({"lookup": ["stamped"]}, [f"q{i}" for i in range(150)], concurrency=6)
     plan = build_plan(job.batch, job.cases)
     pulled = 0
 
@@ -187,10 +189,13 @@ def test_cells_are_pulled_as_slots_free_up(ray_cluster: RayHead) -> None:
             yield cell
 
     yielded = 0
+    ahead = 0
     for _ in RayRunner(actors=2).run(job, source(), EventBus()):
         yielded += 1
-        assert pulled <= yielded + 6
-    assert yielded == pulled == 60
+        ahead = max(ahead, pulled - yielded)
+    assert yielded == pulled == 150
+    # 2 actors x 2 chunks x about 3 cells (a few more when a chunk's cells ran quick).
+    assert ahead <= 24
 
 
 def test_a_node_that_raises_is_a_recorded_failure(ray_cluster: RayHead) -> None:
@@ -287,9 +292,12 @@ def test_a_cell_that_keeps_killing_its_worker_fails_in_the_end(ray_cluster: RayH
     crash = by_case.pop("q0")
     assert crash.status == "failed"
     assert crash.error_type == WORKER_LOST
-    assert len(crash.attempts) == MAX_WORKER_LOSSES
+    assert all(a.error_type == WORKER_LOST for a in crash.attempts)
+    # It ran alone after its first loss; MAX_WORKER_LOSSES losses alone fail it.
+    assert MAX_WORKER_LOSSES <= len(crash.attempts) <= MAX_WORKER_LOSSES + 1
     assert crash.metrics["correct"] == 0.0
-    # The retry budget of maxAttempts 1 did not apply to lost workers: the others finished.
+    # Neighbours lost their worker with it but never count it against themselves, and
+    # maxAttempts 1 does not apply to lost workers: they all finished.
     assert all(r.status == "succeeded" for r in by_case.values())
 
 

@@ -25,6 +25,8 @@ from wtb.plan import expand_combinations
 from wtb.results import Attempt, Cell, CellResult
 from wtb.runners.threads import ElasticThreadPool
 
+CellAttempt = tuple[Cell, tuple[Attempt, ...]]
+"""A cell to attempt, with the attempts already made."""
 AttemptOutcome = tuple[CellResult | RetryLater, list[events.Event]]
 """What a call returns: the cell's result (or when to try again), and the audit events."""
 
@@ -46,6 +48,7 @@ class CellActor:
         self._executor = CellExecutor(job, emit=self._collect, backoff_scale=backoff_scale)
         self._concurrency = concurrency
         self._pool: ElasticThreadPool | None = None
+        self._slots: asyncio.Semaphore | None = None
         # Build (and so import) every combination's graph now: a mistake surfaces when the
         # actor starts, not halfway through the batch.
         self._problem: str | None = None
@@ -91,18 +94,35 @@ class CellActor:
         it from running cells (the workflow's code cannot be imported here), if anything."""
         return os.getpid(), self._problem
 
-    async def run(self, cell: Cell, attempts: Sequence[Attempt]) -> AttemptOutcome:
-        """Make a cell's next attempt after `attempts` (made here or on lost workers).
+    async def run(self, chunk: Sequence[CellAttempt]) -> list[AttemptOutcome]:
+        """Make the next attempt of each cell in `chunk`, after the attempts it lists
+        (made here or on lost workers), at most `concurrency` at once on this actor.
 
-        One attempt per call: the driver holds every attempt's record and waits out the
-        backoff itself, so a worker lost mid-cell loses at most the attempt in progress.
+        One attempt per cell per call: the driver holds every attempt's record and waits
+        out backoff itself, so a worker lost mid-cell loses only the attempt in progress.
+        Cells come in chunks so that Ray's cost per call is shared when cells are quick.
         """
         pool = self._loop_pool()
-        task = asyncio.current_task()
-        if task is not None:
-            self._task_cells[task] = cell.key
-        _CELL.set(cell.key)  # this task's context: inherited by the tasks it creates
-        step = await self._executor.attempt(cell, pool, attempts)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._concurrency)
+        slots = self._slots
+        return await asyncio.gather(
+            *(self._attempt(cell, attempts, pool, slots) for cell, attempts in chunk)
+        )
+
+    async def _attempt(
+        self,
+        cell: Cell,
+        attempts: Sequence[Attempt],
+        pool: ElasticThreadPool,
+        slots: asyncio.Semaphore,
+    ) -> AttemptOutcome:
+        async with slots:
+            task = asyncio.current_task()
+            if task is not None:
+                self._task_cells[task] = cell.key
+            _CELL.set(cell.key)  # this task's context: inherited by the tasks it creates
+            step = await self._executor.attempt(cell, pool, attempts)
         return step, self._events.pop(cell.key, [])
 
     async def blocking_cell(self) -> str | None:

@@ -1,23 +1,25 @@
 """The Ray runner: cells run on long-lived Ray actors; results come back to this process.
 
-The driver (this process) keeps at most `concurrency` cells in flight, spread over the
-actors by free slots, and pulls the next cell from the plan only when a slot frees up: the
-batch is never submitted at once. Results and their audit events return to the driver,
-which records them in batches (one writer, one connection pool, however many actors).
+The driver (this process) sends cells to the actors in chunks, at most two chunks per
+actor at a time, and takes cells from the plan only as chunks come back: the batch is never
+submitted at once. Each actor runs at most its share of `concurrency` cells at once. A
+chunk holds about 50 ms of work, sized from the cells' measured durations (1 cell when
+cells are slow, up to 64 when they take a millisecond), so that Ray's cost per call is
+shared when cells are quick. Results and their audit events return to the driver, which
+records them in batches (one writer, one connection pool, however many actors).
 
 A worker that is lost under a cell (its actor died, its node went away, its result object
 was lost) is not the cell's fault: the attempt is recorded as transient with error type
 `WorkerLost`, the actor is replaced, and the cell is retried with backoff on a live actor,
-up to `MAX_WORKER_LOSSES` times. A cell the actor itself cannot bring back within its
-timeout budget (say, a sync node holding the actor's event loop) has its actor stopped and
-is recorded as timed out.
+up to `MAX_WORKER_LOSSES` times. A cell that blocks its actor's event loop, so that the
+actor cannot enforce its timeout, is found and recorded as timed out, and its actor
+replaced.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,17 +33,24 @@ from wtb.executor import CellExecutor, RetryLater
 from wtb.job import BatchJob
 from wtb.results import WORKER_LOST, WORKER_STOPPED, Attempt, AttemptStatus, Cell, CellResult
 from wtb.retry import RetryPolicy
-from wtb.runners.ray_actor import CONTROL_GROUP, AttemptOutcome, CellActor
+from wtb.runners.ray_actor import CONTROL_GROUP, AttemptOutcome, CellActor, CellAttempt
 
 MAX_WORKER_LOSSES: Final = 3
 """A cell whose worker is lost this many times is recorded as failed (a cell that reliably
 kills its worker, by running out of memory say, must not loop forever)."""
 
+MAX_CHUNK: Final = 64
+"""Most cells sent to an actor in one call."""
+_CHUNK_SECONDS: Final = 0.05
+"""Work aimed for per chunk: Ray's per-call cost is shared, progress stays fine-grained."""
+_CHUNKS_PER_ACTOR: Final = 2
+"""Chunks outstanding per actor: one running while the next is on its way."""
 _START_TIMEOUT_S: Final = 300.0
 """How long actors may take to start (worker process, imports, graph builds)."""
 _GRACE_S: Final = 5.0
-"""Slack (plus one more timeout) on a cell's time budget before the driver stops the
-actor that holds it."""
+"""Slack (plus one more timeout) on a call's time budget before the driver asks the actor
+whether a cell blocks it."""
+_ASK_TIMEOUT_S: Final = 10.0
 _TICK_S: Final = 1.0
 
 
@@ -50,18 +59,25 @@ class _Worker:
     index: int
     handle: Any
     slots: int
-    busy: int = 0
+    chunks: int = 0
     alive: bool = True
+    isolating: bool = False
+    """Running one suspect cell alone: it takes nothing else until that cell is back."""
 
 
 @dataclass
 class _Flight:
-    cell: Cell
-    attempts: tuple[Attempt, ...]
+    """One call: a chunk of cells on one worker."""
+
+    chunk: list[CellAttempt]
     worker: _Worker
     at: datetime
     t0: float
     deadline: float
+    isolated: bool = False
+
+
+_Retry = tuple[float, int, Cell, tuple[Attempt, ...]]
 
 
 class RayRunner:
@@ -124,28 +140,32 @@ class _Dispatcher:
         )
         self._job = job
         self._bus = bus
-        self._concurrency = concurrency
         self._backoff_scale = backoff_scale
         self._policy = RetryPolicy.from_spec(job.batch.retry, scale=backoff_scale)
         self._timeout = job.batch.timeout_seconds
+        self._budget = 2 * self._timeout + _GRACE_S
+        self._cell_seconds: float | None = None
         count = min(actors or default_actor_count(concurrency), concurrency)
-        slots = math.ceil(concurrency / count)
-        cpus = cluster_cpus()
+        # The concurrency shared out exactly: actor i runs at most slots[i] cells at once.
+        slots = [concurrency // count + (1 if i < concurrency % count else 0) for i in range(count)]
         remote: Any = ray.remote  # its stubs lack the actor options used here
         self._actor_class = remote(
-            max_concurrency=slots,
-            num_cpus=min(1.0, cpus / count),
+            num_cpus=min(1.0, cluster_cpus() / count),
             max_restarts=0,
             max_task_retries=0,
             concurrency_groups={CONTROL_GROUP: 1},
         )(CellActor)
         self._job_ref = ray.put(job)
         self._flights: dict[Any, _Flight] = {}
-        self._retries: list[tuple[float, int, Cell, tuple[Attempt, ...]]] = []
+        self._retries: list[_Retry] = []
+        self._suspects: list[_Retry] = []
+        """Cells that were on a worker when it was lost: each runs alone on an idle worker
+        next, so that only a loss it suffers alone counts against it."""
+        self._losses_alone: dict[str, int] = {}
         self._sequence = itertools.count()
         self._local: CellExecutor | None = None
         self._workers: list[_Worker] = []
-        self._workers = [self._spawn(i, slots) for i in range(count)]
+        self._workers = [self._spawn(i, n) for i, n in enumerate(slots)]
         try:
             self._await_ready(self._workers)
         except BaseException:
@@ -155,7 +175,9 @@ class _Dispatcher:
     # -- actors --------------------------------------------------------------------------
 
     def _spawn(self, index: int, slots: int) -> _Worker:
-        handle = self._actor_class.remote(self._job_ref, slots, self._backoff_scale)
+        handle = self._actor_class.options(max_concurrency=_CHUNKS_PER_ACTOR + 1).remote(
+            self._job_ref, slots, self._backoff_scale
+        )
         return _Worker(index, handle, slots)
 
     def _await_ready(self, workers: list[_Worker]) -> None:
@@ -201,11 +223,12 @@ class _Dispatcher:
         while True:
             exhausted = self._submit_more(source, exhausted)
             if not self._flights:
-                if not self._retries:
+                due = self._next_due()
+                if due is None:
                     if exhausted:
                         return
                     continue
-                time.sleep(max(0.0, self._retries[0][0] - time.monotonic()))
+                time.sleep(max(0.0, due - time.monotonic()))
                 continue
             refs = list(self._flights)
             ready, _ = self._ray.wait(refs, num_returns=1, timeout=self._wait_seconds())
@@ -214,78 +237,117 @@ class _Dispatcher:
             yield from self._collect_all(ready)
             yield from self._enforce_deadlines()
 
+    def _next_due(self) -> float | None:
+        heads = [queue[0][0] for queue in (self._retries, self._suspects) if queue]
+        return min(heads) if heads else None
+
+    def _free_worker(self, reserved: _Worker | None = None) -> _Worker | None:
+        """The worker with the fewest chunks out, if it can take one more."""
+        open_workers = [w for w in self._workers if not w.isolating and w is not reserved]
+        worker = min(open_workers, key=lambda w: w.chunks, default=None)
+        return worker if worker is not None and worker.chunks < _CHUNKS_PER_ACTOR else None
+
+    def _idle_worker(self) -> _Worker | None:
+        return next((w for w in self._workers if w.chunks == 0 and not w.isolating), None)
+
     def _wait_seconds(self) -> float:
-        """How long to wait for a result: until a retry is due, if a slot is free for it."""
-        wait = _TICK_S
-        if self._retries and len(self._flights) < self._concurrency:
-            wait = min(wait, max(0.0, self._retries[0][0] - time.monotonic()))
-        return wait
+        """How long to wait for a result: until a retry is due, if a worker can take it."""
+        due = self._next_due()
+        if due is None or self._free_worker() is None:
+            return _TICK_S
+        return min(_TICK_S, max(0.0, due - time.monotonic()))
+
+    def _chunk_size(self, worker: _Worker) -> int:
+        if self._cell_seconds is None:
+            return worker.slots
+        size = round(_CHUNK_SECONDS * worker.slots / max(self._cell_seconds, 1e-6))
+        return max(1, min(MAX_CHUNK, size))
 
     def _submit_more(self, source: Iterator[Cell], exhausted: bool) -> bool:
-        """Fill free slots: due retries first, then new cells. Returns whether `source`
-        is exhausted."""
-        while len(self._flights) < self._concurrency:
-            if self._retries and self._retries[0][0] <= time.monotonic():
+        """Send work to workers with room: suspects alone to idle workers, then chunks of
+        due retries and new cells. Returns whether `source` is exhausted."""
+        now = time.monotonic()
+        reserved: _Worker | None = None
+        while self._suspects and self._suspects[0][0] <= now:
+            worker = self._idle_worker()
+            if worker is None:
+                # Let the least busy worker drain, so that the suspect gets it soon.
+                reserved = min(self._workers, key=lambda w: (w.isolating, w.chunks))
+                break
+            _, _, cell, attempts = heapq.heappop(self._suspects)
+            worker.isolating = True
+            self._send(worker, [(cell, attempts)], isolated=True)
+        while (worker := self._free_worker(reserved)) is not None:
+            size = self._chunk_size(worker)
+            chunk: list[CellAttempt] = []
+            while len(chunk) < size and self._retries and self._retries[0][0] <= now:
                 _, _, cell, attempts = heapq.heappop(self._retries)
-            elif exhausted:
-                return True
-            else:
+                chunk.append((cell, attempts))
+            while len(chunk) < size and not exhausted:
                 next_cell = next(source, None)
                 if next_cell is None:
-                    return True
-                cell, attempts = next_cell, ()
-            self._submit(cell, attempts)
+                    exhausted = True
+                else:
+                    chunk.append((next_cell, ()))
+            if not chunk:
+                return exhausted
+            self._send(worker, chunk)
         return exhausted
 
-    def _submit(self, cell: Cell, attempts: tuple[Attempt, ...]) -> None:
-        worker = max(self._workers, key=lambda w: w.slots - w.busy)
-        worker.busy += 1
-        ref = worker.handle.run.remote(cell, attempts)
-        now = time.monotonic()
+    def _send(self, worker: _Worker, chunk: list[CellAttempt], *, isolated: bool = False) -> None:
+        worker.chunks += 1
+        ref = worker.handle.run.remote(chunk)
+        t0 = time.monotonic()
         self._flights[ref] = _Flight(
-            cell, attempts, worker, datetime.now(UTC), now, now + self._budget
+            chunk, worker, datetime.now(UTC), t0, t0 + self._budget, isolated
         )
-
-    @property
-    def _budget(self) -> float:
-        """Seconds an actor may take for one call: an attempt (bounded by the timeout,
-        which the actor enforces) and the cell's evaluation, with room to spare."""
-        return 2 * self._timeout + _GRACE_S
 
     def _settle(self, ref: Any) -> _Flight:
         flight = self._flights.pop(ref)
-        flight.worker.busy -= 1
+        flight.worker.chunks -= 1
+        if flight.isolated:
+            flight.worker.isolating = False
         return flight
 
     def _collect_all(self, ready: list[Any]) -> Iterator[CellResult]:
         for ref in ready:
-            if ref in self._flights:  # not settled meanwhile by a stopped actor
-                result = self._collect(ref)
-                if result is not None:
-                    yield result
+            if ref in self._flights:  # not settled meanwhile with a stopped actor
+                yield from self._collect(ref)
 
-    def _collect(self, ref: Any) -> CellResult | None:
+    def _collect(self, ref: Any) -> Iterator[CellResult]:
         flight = self._settle(ref)
         try:
-            outcome: AttemptOutcome = self._ray.get(ref)
+            outcomes: list[AttemptOutcome] = self._ray.get(ref)
         except self._lost_errors as exc:
             self._retire(flight.worker)
-            return self._after_loss(flight, exc)
-        step, cell_events = outcome
-        for event in cell_events:
-            self._bus.publish(event)
-        if isinstance(step, RetryLater):
-            self._retry_later(flight.cell, step.attempts, step.delay)
-            return None
-        return step
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            message = f"worker lost ({type(exc).__name__}){': ' + reason if reason else ''}"
+            for cell, attempts in flight.chunk:
+                yield from self._failed(cell, attempts, flight, WORKER_LOST, message[:2000])
+            return
+        for (cell, _), (step, cell_events) in zip(flight.chunk, outcomes, strict=True):
+            for event in cell_events:
+                self._bus.publish(event)
+            self._observe(step.attempts[-1].duration_ms / 1000)
+            if isinstance(step, RetryLater):
+                self._retry_later(cell, step.attempts, step.delay)
+            else:
+                yield step
+
+    def _observe(self, seconds: float) -> None:
+        """Track how long a cell's attempt takes (moving average), to size chunks."""
+        previous = self._cell_seconds
+        self._cell_seconds = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
     def _enforce_deadlines(self) -> Iterator[CellResult]:
-        """Stop actors that hold a call past its budget.
+        """Deal with calls past their budget.
 
         An actor enforces each attempt's timeout itself; it misses one only when a cell
-        blocks its event loop (a blocking call in an async node or evaluator). The actor
-        names that cell from its control thread: the cell is recorded as timed out, the
-        actor is stopped, and its other cells run again elsewhere, their budgets intact.
+        blocks its event loop (a blocking call in an async node or evaluator). Asked on its
+        control thread, the actor names that cell: the cell is recorded as timed out, the
+        actor replaced, and its other cells run again at no cost to their budgets. An actor
+        that is merely busy gets more time; one that cannot answer at all is replaced and
+        its cells count as lost.
         """
         now = time.monotonic()
         overdue = [r for r, f in self._flights.items() if f.deadline <= now and f.worker.alive]
@@ -296,58 +358,56 @@ class _Dispatcher:
         yield from self._collect_all(ready)
         late = [ref for ref in overdue if ref in self._flights]
         for worker in {id(self._flights[r].worker): self._flights[r].worker for r in late}.values():
-            on_worker = [r for r, f in self._flights.items() if f.worker is worker]
-            culprit = self._blocking_cell(worker)
-            timed_out = [r for r in on_worker if self._flights[r].cell.key == culprit] or [
-                r for r in late if self._flights[r].worker is worker
-            ]
-            for ref in on_worker:
+            answered, culprit = self._ask_blocking_cell(worker)
+            if answered and culprit is None:
+                for ref in late:
+                    if self._flights[ref].worker is worker:
+                        self._flights[ref].deadline = now + self._budget
+                continue
+            for ref in [r for r, f in self._flights.items() if f.worker is worker]:
                 flight = self._settle(ref)
-                if ref in timed_out:
-                    message = (
-                        f"no result from the worker within {now - flight.t0:.0f} s "
-                        f"(timeout {self._timeout:g} s per attempt); the worker was stopped"
-                    )
-                    result = self._failed_attempt(flight, "timeout", "Timeout", message)
-                    if result is not None:
-                        yield result
-                else:
-                    self._failed_attempt(
-                        flight,
-                        "transient",
-                        WORKER_STOPPED,
-                        "the worker was stopped because another cell blocked it",
-                    )
+                for cell, attempts in flight.chunk:
+                    if not answered:
+                        error, message = WORKER_LOST, "the worker stopped answering; it was stopped"
+                    elif cell.key == culprit:
+                        error = "Timeout"
+                        message = (
+                            f"the cell blocked its worker for over {now - flight.t0:.0f} s "
+                            f"(timeout {self._timeout:g} s per attempt); the worker was stopped"
+                        )
+                    else:
+                        error = WORKER_STOPPED
+                        message = "the worker was stopped because another cell blocked it"
+                    yield from self._failed(cell, attempts, flight, error, message)
             self._retire(worker)
 
-    def _blocking_cell(self, worker: _Worker) -> str | None:
-        """The key of the cell blocking the worker's event loop; None when none is (or the
-        worker cannot say)."""
+    def _ask_blocking_cell(self, worker: _Worker) -> tuple[bool, str | None]:
+        """(whether the worker answered, the key of the cell blocking its event loop)."""
         call = worker.handle.blocking_cell.options(concurrency_group=CONTROL_GROUP)
         try:
-            key: str | None = self._ray.get(call.remote(), timeout=_TICK_S * 10)
+            key: str | None = self._ray.get(call.remote(), timeout=_ASK_TIMEOUT_S)
         except self._ray.exceptions.RayError:
-            return None
-        return key
+            return False, None
+        return True, key
 
     # -- failed attempts seen by the driver -------------------------------------------------
 
-    def _after_loss(self, flight: _Flight, exc: BaseException) -> CellResult | None:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        message = f"worker lost ({type(exc).__name__}){': ' + reason if reason else ''}"
-        return self._failed_attempt(flight, "transient", WORKER_LOST, message[:2000])
-
-    def _failed_attempt(
-        self, flight: _Flight, status: AttemptStatus, error_type: str, message: str
-    ) -> CellResult | None:
-        """Record an attempt that ended on the driver's side; the cell's result when it is
-        over, else None (it is scheduled again)."""
-        cell = flight.cell
-        number = len(flight.attempts) + 1
+    def _failed(
+        self,
+        cell: Cell,
+        attempts: tuple[Attempt, ...],
+        flight: _Flight,
+        error_type: str,
+        message: str,
+    ) -> Iterator[CellResult]:
+        """Record an attempt that ended on the driver's side; yields the cell's result when
+        it is over (otherwise the cell is scheduled again)."""
+        number = len(attempts) + 1
+        status: AttemptStatus = "timeout" if error_type == "Timeout" else "transient"
         attempt = Attempt(
             number, status, flight.at, (time.monotonic() - flight.t0) * 1000, error_type, message
         )
-        attempts = (*flight.attempts, attempt)
+        attempts = (*attempts, attempt)
         self._bus.publish(
             events.Event(
                 events.CELL_ATTEMPT_FAILED,
@@ -355,23 +415,34 @@ class _Dispatcher:
                 {"attempt": number, "status": status, "error": error_type, "message": message},
             )
         )
-        losses = sum(1 for a in attempts if a.error_type == WORKER_LOST)
-        delay: float | None
         if error_type == WORKER_LOST:
-            delay = None if losses >= MAX_WORKER_LOSSES else self._policy.delay(losses)
-        elif error_type == WORKER_STOPPED:
-            delay = 0.0
-        else:
-            delay = self._policy.next_delay(attempts)
+            # Who killed a shared worker is unknown: the cell runs alone next, and only
+            # the losses it suffers alone count against it.
+            alone = self._losses_alone.get(cell.key, 0) + (1 if flight.isolated else 0)
+            self._losses_alone[cell.key] = alone
+            losses = sum(1 for a in attempts if a.error_type == WORKER_LOST)
+            if alone >= MAX_WORKER_LOSSES:
+                yield self._failure(cell, attempts)
+                return
+            backoff = self._policy.delay(losses)
+            self._announce_retry(cell, number, backoff)
+            heapq.heappush(
+                self._suspects, (time.monotonic() + backoff, next(self._sequence), cell, attempts)
+            )
+            return
+        delay = 0.0 if error_type == WORKER_STOPPED else self._policy.next_delay(attempts)
         if delay is None:
-            return self._failure(cell, attempts)
+            yield self._failure(cell, attempts)
+            return
+        self._announce_retry(cell, number, delay)
+        self._retry_later(cell, attempts, delay)
+
+    def _announce_retry(self, cell: Cell, number: int, delay: float) -> None:
         self._bus.publish(
             events.Event(
                 events.CELL_ATTEMPT_RETRIED, cell.key, {"attempt": number + 1, "delay_s": delay}
             )
         )
-        self._retry_later(cell, attempts, delay)
-        return None
 
     def _retry_later(self, cell: Cell, attempts: tuple[Attempt, ...], delay: float) -> None:
         heapq.heappush(
