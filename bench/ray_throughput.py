@@ -44,6 +44,7 @@ from trivial_workload import (
     Spread,
     case_rows,
     prepare_trivial,
+    prepare_workload,
     table,
     write_cases,
 )
@@ -233,31 +234,6 @@ class FirstResultClock:
             results.close()
 
 
-def prepare_workload(directory: Path, cases_file: Path, concurrency: int) -> Any:
-    """The PreparedBatch of the BatchTest in `directory` over `cases_file`; the trivial
-    workload's own helper (`prepare_trivial`) is bound to its directory."""
-    from wtb.api.batchtest import DatasetSpec
-    from wtb.batch import prepare
-    from wtb.manifests import load_manifests
-
-    if str(directory) not in sys.path:
-        sys.path.insert(0, str(directory))
-    manifests = load_manifests([str(directory)])
-    batch, source = manifests.batchtests[0]
-    workflow, wf_source = manifests.workflow_for(batch, source)
-    spec = batch.spec.model_copy(
-        update={"dataset": DatasetSpec(path=str(cases_file)), "concurrency": concurrency}
-    )
-    return prepare(
-        batch.model_copy(update={"spec": spec}),
-        workflow,
-        base_dir=source.base_dir,
-        where=source.where("BatchTest", batch.metadata.name),
-        workflow_where=wf_source.where("Workflow", workflow.metadata.name),
-        python_path=(str(directory),),
-    )
-
-
 def time_wtb(
     prepared: Any,
     url: str,
@@ -431,8 +407,12 @@ def io_part(args: argparse.Namespace, workdir: Path) -> None:
     latency_s: float = import_object("io_graph:LATENCY_S", where="bench")
     limit = IO_CONCURRENCY / latency_s
     inputs = [row["inputs"] for row in case_rows(n)]
-    prepared = prepare_workload(IO_DIR, write_cases(workdir / "io.jsonl", n), IO_CONCURRENCY)
-    warm = prepare_workload(IO_DIR, write_cases(workdir / "io-warm.jsonl", 200), IO_CONCURRENCY)
+    prepared = prepare_workload(
+        IO_DIR, write_cases(workdir / "io.jsonl", n), concurrency=IO_CONCURRENCY
+    )
+    warm = prepare_workload(
+        IO_DIR, write_cases(workdir / "io-warm.jsonl", 200), concurrency=IO_CONCURRENCY
+    )
     time_async_actors(args.actors, IO_CONCURRENCY, inputs[:200])
     time_wtb(warm, f"sqlite:///{workdir / 'io-warm.db'}", IO_CONCURRENCY, args.actors)
 
@@ -489,13 +469,15 @@ def io_part(args: argparse.Namespace, workdir: Path) -> None:
 
 def postgres_part(args: argparse.Namespace, workdir: Path) -> None:
     n = args.cells
-    prepared = prepare_workload(IO_DIR, write_cases(workdir / "pg.jsonl", n), IO_CONCURRENCY)
+    prepared = prepare_workload(
+        IO_DIR, write_cases(workdir / "pg.jsonl", n), concurrency=IO_CONCURRENCY
+    )
     services = start_postgres()
     try:
         port = services.postgres.port
         services.create_database("bench_warm")
         warm_cases = write_cases(workdir / "pg-warm.jsonl", 200)
-        warm = prepare_workload(IO_DIR, warm_cases, IO_CONCURRENCY)
+        warm = prepare_workload(IO_DIR, warm_cases, concurrency=IO_CONCURRENCY)
         warm_url = services.url("bench_warm", through_pgbouncer=True)
         time_wtb(warm, warm_url, IO_CONCURRENCY, args.actors)
         lite: list[RunTiming] = []

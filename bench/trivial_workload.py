@@ -38,9 +38,9 @@ def write_cases(path: Path, n: int) -> Path:
     return path
 
 
-def _on_path() -> None:
-    if str(TRIVIAL_DIR) not in sys.path:
-        sys.path.insert(0, str(TRIVIAL_DIR))
+def _on_path(directory: Path = TRIVIAL_DIR) -> None:
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
 
 
 def compiled_graph() -> Any:
@@ -53,12 +53,20 @@ def compiled_graph() -> Any:
 
 def prepare_trivial(cases_file: Path, *, repeats: int = 1, concurrency: int = 1) -> Any:
     """The PreparedBatch of the trivial BatchTest over `cases_file` (an absolute path)."""
+    return prepare_workload(TRIVIAL_DIR, cases_file, repeats=repeats, concurrency=concurrency)
+
+
+def prepare_workload(
+    directory: Path, cases_file: Path, *, repeats: int = 1, concurrency: int = 1
+) -> Any:
+    """The PreparedBatch of the BatchTest in a workload `directory` (its manifests and
+    graph module) over `cases_file` (an absolute path)."""
     from wtb.api.batchtest import DatasetSpec
     from wtb.batch import prepare
     from wtb.manifests import load_manifests
 
-    _on_path()
-    manifests = load_manifests([str(TRIVIAL_DIR)])
+    _on_path(directory)
+    manifests = load_manifests([str(directory)])
     batch, source = manifests.batchtests[0]
     workflow, wf_source = manifests.workflow_for(batch, source)
     spec = batch.spec.model_copy(
@@ -74,7 +82,7 @@ def prepare_trivial(cases_file: Path, *, repeats: int = 1, concurrency: int = 1)
         base_dir=source.base_dir,
         where=source.where("BatchTest", batch.metadata.name),
         workflow_where=wf_source.where("Workflow", workflow.metadata.name),
-        python_path=(str(TRIVIAL_DIR),),
+        python_path=(str(directory),),
     )
 
 

@@ -13,8 +13,9 @@ from wtb.results import Cell, CellResult
 class Runner(Protocol):
     """Executes cells with bounded concurrency and yields each result as it completes.
 
-    `cells` is consumed lazily (back-pressure: a runner never holds more than its concurrency
-    in flight); results arrive in completion order. Closing the iterator early stops the run.
+    `cells` is consumed lazily (back-pressure: a runner takes cells as results come back,
+    holding a bounded number, and runs at most its concurrency at once); results arrive in
+    completion order. Closing the iterator early stops the run.
     Cell-level failures are results; only infrastructure failures raise.
     """
 
