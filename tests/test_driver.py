@@ -16,19 +16,17 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
 
 from services.postgres import PostgresServices
 from services.ray_head import RayHead, ray_environment
-from wtb.batch import prepare, record_run
-from wtb.manifests import load_manifests
+from toybatch import TOY, toy_prepared
+from wtb.batch import record_run
 from wtb.results import WORKER_LOST
 from wtb.storage import ResultStore
 from wtb.storage.records import RunRecord
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres, pytest.mark.slow]
 
-TOY = Path(__file__).parent / "fixtures" / "toy"
 DRIVER_SECONDS = 180.0
 
 
@@ -51,41 +49,14 @@ class Batch:
 def _record(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: int) -> Batch:
     """Two combinations x `cases` cases of the toy graph, each cell waiting 50 ms."""
     monkeypatch.syspath_prepend(str(TOY))
-    workflow = yaml.safe_load((TOY / "workflow.yaml").read_text())
-    workflow["spec"]["variants"]["lookup"] = [
-        {"name": "stamped", "path": "toyflow.graph:stamped_lookup"}
-    ]
-    batch = {
-        "apiVersion": "wtb.dev/v1alpha1",
-        "kind": "BatchTest",
-        "metadata": {"name": "drill"},
-        "spec": {
-            "workflowRef": {"name": "toy"},
-            "matrix": {"lookup": ["stamped"], "answer": ["original", "reversed"]},
-            "baseline": {"lookup": "stamped", "answer": "original"},
-            "dataset": {
-                "cases": [
-                    {
-                        "id": f"c{i}",
-                        "inputs": {"question": f"q{i}"},
-                        "expected": {"answer": f"q{i}"},
-                    }
-                    for i in range(cases)
-                ]
-            },
-            "concurrency": 4,
-            "evaluators": [
-                {"name": "correct", "type": "exactMatch", "output": "answer", "expected": "answer"}
-            ],
-            "primaryMetric": "correct",
-        },
-    }
-    path = tmp_path / "drill.yaml"
-    path.write_text(yaml.safe_dump_all([workflow, batch]))
-    manifests = load_manifests([str(path)])
-    bt, source = manifests.batchtests[0]
-    wf, _ = manifests.workflow_for(bt, source)
-    prepared = prepare(bt, wf, base_dir=tmp_path, where="drill.yaml", workflow_where="drill.yaml")
+    prepared = toy_prepared(
+        tmp_path,
+        "drill",
+        "stamped_lookup",
+        cases,
+        matrix={"lookup": ["v"], "answer": ["original", "reversed"]},
+        baseline={"lookup": "v", "answer": "original"},
+    )
     with ResultStore.open(url) as store:
         run = record_run(store, prepared, start=False)
     assert run.status == "pending"

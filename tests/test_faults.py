@@ -7,44 +7,18 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from services.postgres import PostgresServices
-from wtb.batch import PreparedBatch, prepare, run_batch
+from toybatch import TOY, toy_prepared
+from wtb.batch import PreparedBatch, run_batch
 from wtb.errors import StorageError
-from wtb.manifests import load_manifests
 from wtb.runners import InlineRunner
 from wtb.storage import ResultStore
-
-TOY = Path(__file__).parent / "fixtures" / "toy"
 
 
 def _prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: int) -> PreparedBatch:
     monkeypatch.syspath_prepend(str(TOY))
-    workflow = yaml.safe_load((TOY / "workflow.yaml").read_text())
-    workflow["spec"]["variants"]["lookup"] = [{"name": "slow", "path": "toyflow.graph:slow_lookup"}]
-    batch = {
-        "apiVersion": "wtb.dev/v1alpha1",
-        "kind": "BatchTest",
-        "metadata": {"name": "restart"},
-        "spec": {
-            "workflowRef": {"name": "toy"},
-            "matrix": {"lookup": ["slow"]},
-            "baseline": {"lookup": "slow"},
-            "dataset": {
-                "cases": [{"id": f"c{i}", "inputs": {"question": f"q{i}"}} for i in range(cases)]
-            },
-            "concurrency": 4,
-            "evaluators": [{"name": "latency", "type": "latency"}],
-            "primaryMetric": "latency",
-        },
-    }
-    path = tmp_path / "m.yaml"
-    path.write_text(yaml.safe_dump_all([workflow, batch]))
-    manifests = load_manifests([str(path)])
-    bt, source = manifests.batchtests[0]
-    wf, _ = manifests.workflow_for(bt, source)
-    return prepare(bt, wf, base_dir=tmp_path, where="m.yaml", workflow_where="m.yaml")
+    return toy_prepared(tmp_path, "restart", "slow_lookup", cases)
 
 
 @pytest.mark.postgres
