@@ -51,6 +51,8 @@ _GRACE_S: Final = 5.0
 """Slack (plus one more timeout) on a call's time budget before the driver asks the actor
 whether a cell blocks it."""
 _ASK_TIMEOUT_S: Final = 10.0
+_MAX_EXTENSIONS: Final = 3
+"""Times a busy actor's late call gets more time before the actor is replaced anyway."""
 _TICK_S: Final = 1.0
 
 
@@ -75,6 +77,7 @@ class _Flight:
     t0: float
     deadline: float
     isolated: bool = False
+    extensions: int = 0
 
 
 _Retry = tuple[float, int, Cell, tuple[Attempt, ...]]
@@ -359,16 +362,23 @@ class _Dispatcher:
         late = [ref for ref in overdue if ref in self._flights]
         for worker in {id(self._flights[r].worker): self._flights[r].worker for r in late}.values():
             answered, culprit = self._ask_blocking_cell(worker)
+            mine = [self._flights[r] for r in late if self._flights[r].worker is worker]
+            unresponsive = "the worker stopped answering; it was stopped"
             if answered and culprit is None:
-                for ref in late:
-                    if self._flights[ref].worker is worker:
-                        self._flights[ref].deadline = now + self._budget
-                continue
+                if all(f.extensions < _MAX_EXTENSIONS for f in mine):
+                    for flight in mine:
+                        flight.extensions += 1
+                        flight.deadline = now + self._budget
+                    continue
+                # Busy for ever though nothing blocks it: a cell ignores cancellation.
+                answered = False
+                unresponsive = "no result long after the timeout (a cell may ignore "
+                unresponsive += "cancellation); the worker was stopped"
             for ref in [r for r, f in self._flights.items() if f.worker is worker]:
                 flight = self._settle(ref)
                 for cell, attempts in flight.chunk:
                     if not answered:
-                        error, message = WORKER_LOST, "the worker stopped answering; it was stopped"
+                        error, message = WORKER_LOST, unresponsive
                     elif cell.key == culprit:
                         error = "Timeout"
                         message = (
