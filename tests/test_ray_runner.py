@@ -252,6 +252,22 @@ def test_a_cell_blocking_its_actor_has_the_actor_stopped(
         assert [a.error_type for a in r.attempts] == [WORKER_STOPPED, None]
 
 
+def test_cells_blocking_two_actors_at_once(ray_cluster: RayHead) -> None:
+    job = _job(
+        {"lookup": ["loop_blocking"]},
+        ["stuck a", "stuck b", *[f"q{i}" for i in range(4)]],
+        timeoutSeconds=1,
+        retry={"maxAttempts": 1},
+        concurrency=2,
+    )
+    results = _run(job, actors=2)
+    assert len(results) == 6
+    by_question = {job.case_index()[r.cell.case_id].inputs["question"]: r for r in results}
+    stuck = [r for q, r in by_question.items() if "stuck" in q]
+    assert [r.error_type for r in stuck] == ["Timeout", "Timeout"]
+    assert all(r.status == "succeeded" for q, r in by_question.items() if "stuck" not in q)
+
+
 def test_a_killed_worker_costs_a_retry_not_a_result(ray_cluster: RayHead) -> None:
     job = _job({"lookup": ["stamped"]}, [f"q{i}" for i in range(120)], concurrency=8)
     plan = build_plan(job.batch, job.cases)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import Sequence
@@ -33,6 +34,10 @@ AttemptOutcome = tuple[CellResult | RetryLater, list[events.Event]]
 
 _CELL: ContextVar[str | None] = ContextVar("wtb_actor_cell", default=None)
 
+_HEARTBEAT_S = 0.25
+_STALLED_S = 2.0
+"""A loop that has not ticked for this long is blocked (not merely busy)."""
+
 CONTROL_GROUP = "control"
 """Ray concurrency group (its own thread and event loop) for calls that must be answered
 even while a cell blocks the cells' event loop."""
@@ -49,6 +54,9 @@ class CellActor:
         self._concurrency = concurrency
         self._pool: ElasticThreadPool | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._heartbeat = time.monotonic()
+        self._finished = 0
+        """Attempts finished so far: tells a busy actor from a stuck one."""
         # Build (and so import) every combination's graph now: a mistake surfaces when the
         # actor starts, not halfway through the batch.
         self._problem: str | None = None
@@ -68,7 +76,14 @@ class CellActor:
             loop = self._cell_loop = asyncio.get_running_loop()
             loop.set_default_executor(self._pool)
             loop.set_task_factory(self._cell_task_factory(loop.get_task_factory()))
+            self._beat()
         return self._pool
+
+    def _beat(self) -> None:
+        """Runs on the cells' loop every _HEARTBEAT_S while the loop is free to run it."""
+        self._heartbeat = time.monotonic()
+        if self._cell_loop is not None:
+            self._cell_loop.call_later(_HEARTBEAT_S, self._beat)
 
     def _cell_task_factory(self, inner: Any) -> Any:
         """Tasks created for a cell (LangGraph runs nodes in tasks of their own) are noted
@@ -123,15 +138,18 @@ class CellActor:
                 self._task_cells[task] = cell.key
             _CELL.set(cell.key)  # this task's context: inherited by the tasks it creates
             step = await self._executor.attempt(cell, pool, attempts)
+            self._finished += 1
         return step, self._events.pop(cell.key, [])
 
-    async def blocking_cell(self) -> str | None:
-        """The key of the cell whose code holds the cells' event loop right now, if any.
+    async def blocking_cell(self) -> tuple[str | None, int]:
+        """The key of the cell whose code has held the cells' event loop for over
+        _STALLED_S (None when the loop is free), and how many attempts have finished.
 
         Called in the control group, from another thread: a cell that blocks the loop
-        (a sync call inside an async node) defeats its own timeout, and this names it.
+        (a blocking call inside an async node) defeats its own timeout, and this names it.
         """
-        if self._cell_loop is None:
-            return None
-        task = asyncio.current_task(self._cell_loop)
-        return None if task is None else self._task_cells.get(task)
+        loop = self._cell_loop
+        if loop is None or time.monotonic() - self._heartbeat < _STALLED_S:
+            return None, self._finished
+        task = asyncio.current_task(loop)
+        return (None if task is None else self._task_cells.get(task)), self._finished

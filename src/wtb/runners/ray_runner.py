@@ -52,7 +52,8 @@ _GRACE_S: Final = 5.0
 whether a cell blocks it."""
 _ASK_TIMEOUT_S: Final = 10.0
 _MAX_EXTENSIONS: Final = 3
-"""Times a busy actor's late call gets more time before the actor is replaced anyway."""
+"""Deadline checks in a row that may find a busy actor without progress before it is
+replaced anyway."""
 _TICK_S: Final = 1.0
 
 
@@ -65,6 +66,8 @@ class _Worker:
     alive: bool = True
     isolating: bool = False
     """Running one suspect cell alone: it takes nothing else until that cell is back."""
+    finished: int = 0
+    """Attempts the actor had finished when last asked (progress tells busy from stuck)."""
 
 
 @dataclass
@@ -77,7 +80,6 @@ class _Flight:
     t0: float
     deadline: float
     isolated: bool = False
-    extensions: int = 0
 
 
 _Retry = tuple[float, int, Cell, tuple[Attempt, ...]]
@@ -165,6 +167,10 @@ class _Dispatcher:
         """Cells that were on a worker when it was lost: each runs alone on an idle worker
         next, so that only a loss it suffers alone counts against it."""
         self._losses_alone: dict[str, int] = {}
+        self._reserved: _Worker | None = None
+        """The worker left to drain for a due suspect, if any."""
+        self._stalls: dict[int, int] = {}
+        """Per worker (by id), deadline checks in a row that found it without progress."""
         self._sequence = itertools.count()
         self._local: CellExecutor | None = None
         self._workers: list[_Worker] = []
@@ -254,9 +260,10 @@ class _Dispatcher:
         return next((w for w in self._workers if w.chunks == 0 and not w.isolating), None)
 
     def _wait_seconds(self) -> float:
-        """How long to wait for a result: until a retry is due, if a worker can take it."""
+        """How long to wait for a result: until a retry is due, if a worker can take it
+        (a worker held back for a suspect cannot)."""
         due = self._next_due()
-        if due is None or self._free_worker() is None:
+        if due is None or self._free_worker(self._reserved) is None:
             return _TICK_S
         return min(_TICK_S, max(0.0, due - time.monotonic()))
 
@@ -271,11 +278,14 @@ class _Dispatcher:
         due retries and new cells. Returns whether `source` is exhausted."""
         now = time.monotonic()
         reserved: _Worker | None = None
+        self._reserved = None
         while self._suspects and self._suspects[0][0] <= now:
             worker = self._idle_worker()
             if worker is None:
                 # Let the least busy worker drain, so that the suspect gets it soon.
-                reserved = min(self._workers, key=lambda w: (w.isolating, w.chunks))
+                reserved = self._reserved = min(
+                    self._workers, key=lambda w: (w.isolating, w.chunks)
+                )
                 break
             _, _, cell, attempts = heapq.heappop(self._suspects)
             worker.isolating = True
@@ -359,18 +369,26 @@ class _Dispatcher:
         # Results that arrived while the driver was busy elsewhere are not late.
         ready, _ = self._ray.wait(overdue, num_returns=len(overdue), timeout=0)
         yield from self._collect_all(ready)
-        late = [ref for ref in overdue if ref in self._flights]
-        for worker in {id(self._flights[r].worker): self._flights[r].worker for r in late}.values():
-            answered, culprit = self._ask_blocking_cell(worker)
-            mine = [self._flights[r] for r in late if self._flights[r].worker is worker]
+        late: dict[int, tuple[_Worker, list[_Flight]]] = {}
+        for ref in overdue:
+            flight = self._flights.get(ref)
+            if flight is not None and flight.worker.alive:
+                late.setdefault(id(flight.worker), (flight.worker, []))[1].append(flight)
+        for worker, flights in late.values():
+            if not worker.alive:  # stopped meanwhile, with its flights
+                continue
+            answered, culprit, finished = self._ask_blocking_cell(worker)
             unresponsive = "the worker stopped answering; it was stopped"
             if answered and culprit is None:
-                if all(f.extensions < _MAX_EXTENSIONS for f in mine):
-                    for flight in mine:
-                        flight.extensions += 1
+                # Busy, not blocked. Progress since the last check earns more time; none,
+                # check after check, means a cell ignores cancellation.
+                stalls = 0 if finished > worker.finished else self._stalls.get(id(worker), 0) + 1
+                worker.finished = finished
+                self._stalls[id(worker)] = stalls
+                if stalls < _MAX_EXTENSIONS:
+                    for flight in flights:
                         flight.deadline = now + self._budget
                     continue
-                # Busy for ever though nothing blocks it: a cell ignores cancellation.
                 answered = False
                 unresponsive = "no result long after the timeout (a cell may ignore "
                 unresponsive += "cancellation); the worker was stopped"
@@ -389,16 +407,18 @@ class _Dispatcher:
                         error = WORKER_STOPPED
                         message = "the worker was stopped because another cell blocked it"
                     yield from self._failed(cell, attempts, flight, error, message)
+            self._stalls.pop(id(worker), None)
             self._retire(worker)
 
-    def _ask_blocking_cell(self, worker: _Worker) -> tuple[bool, str | None]:
-        """(whether the worker answered, the key of the cell blocking its event loop)."""
+    def _ask_blocking_cell(self, worker: _Worker) -> tuple[bool, str | None, int]:
+        """(whether the worker answered, the key of the cell blocking its event loop,
+        how many attempts it has finished)."""
         call = worker.handle.blocking_cell.options(concurrency_group=CONTROL_GROUP)
         try:
-            key: str | None = self._ray.get(call.remote(), timeout=_ASK_TIMEOUT_S)
+            key, finished = self._ray.get(call.remote(), timeout=_ASK_TIMEOUT_S)
         except self._ray.exceptions.RayError:
-            return False, None
-        return True, key
+            return False, None, 0
+        return True, key, int(finished)
 
     # -- failed attempts seen by the driver -------------------------------------------------
 
