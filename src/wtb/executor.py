@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from wtb import events
 from wtb.evaluators import EvalContext, Evaluator, build_evaluators, evaluate
@@ -26,6 +26,7 @@ from wtb.runners.threads import ElasticThreadPool
 from wtb.usage import UsageMeter, combine, metering, usage_from_state
 
 EmitEvent = Callable[[events.Event], None]
+T = TypeVar("T")
 
 _MAX_MESSAGE = 2000
 
@@ -54,6 +55,10 @@ class AttemptGuard(Protocol):
 
 def _invoke_sync(graph: Any, inputs: dict[str, Any]) -> Any:
     return graph.invoke(inputs)
+
+
+async def _in_pool(pool: ElasticThreadPool, fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.wrap_future(pool.submit(fn, *args))
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
@@ -189,8 +194,10 @@ class CellExecutor:
             error = exc
         else:
             history.append(self._succeeded(cell, number, at, t0))
-            return self._result(cell, case, state, history, meter)
-        step = self._after_failure(cell, history, number, at, t0, error)
+            # Scoring runs user evaluators, which may block (an HTTP call to a judge):
+            # never on the loop, where it would stall every other cell.
+            return await _in_pool(pool, self._result, cell, case, state, history, meter)
+        step = await _in_pool(pool, self._after_failure, cell, history, number, at, t0, error)
         if isinstance(step, CellResult):
             return step
         return RetryLater(tuple(history), step)
