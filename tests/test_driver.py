@@ -148,6 +148,27 @@ def test_driver_killed_mid_batch_then_run_again(
     assert all(after[key] == at for key, at in kept.items())
 
 
+def test_driver_stopped_with_sigterm_writes_what_it_has_and_says_so(
+    ray_head: RayHead, batch_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a stopped Ray job or a deleted pod does: SIGTERM. The driver writes the results
+    it holds, marks the run stopped, and exits 143; running it again finishes the batch."""
+    batch = _record(batch_url, tmp_path, monkeypatch, cases=150)
+    driver = _driver(ray_head, batch)
+    _wait_until(lambda: batch.done() >= 30, "cells recorded")
+    driver.send_signal(signal.SIGTERM)
+    out, _ = driver.communicate(timeout=DRIVER_SECONDS)
+    assert driver.returncode == 143, out
+    assert "terminated" in out
+    with batch.store() as store:
+        run = store.get_run_by_id(batch.run.id)
+        assert run is not None
+        assert (run.status, run.error) == ("failed", "stopped: Terminated: SIGTERM")
+        assert store.progress(batch.run.id).done < batch.total
+    _finish(_driver(ray_head, batch))
+    _assert_complete_once(batch)
+
+
 def _actor_pids(head: RayHead) -> list[int]:
     from ray.util.state import list_actors
 

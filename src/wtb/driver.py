@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 
 import click
@@ -30,6 +32,26 @@ log = logging.getLogger("wtb.driver")
 
 EXIT_INCOMPLETE = 1
 EXIT_USAGE = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a stopped Ray job, a deleted pod): unwinds the run like Ctrl-C, so
+    buffered results are written and the run is marked stopped before the process ends."""
+
+    def __str__(self) -> str:
+        return "SIGTERM"
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _handle_sigterm() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+
+
 _LOG_EVERY_S = 10.0
 
 
@@ -79,6 +101,7 @@ def drive(
         # The run is marked running only once Ray is there to run it; from then on, a
         # driver that stops early marks it failed (running it again resumes it).
         with ray_connection(ray_address):
+            _handle_sigterm()  # after Ray's start-up, which installs a handler of its own
             run = store.start_run(run_key)
             if run is None:
                 raise StorageError(f"run {run_key!r} was deleted from the result store")
@@ -130,7 +153,8 @@ def driver(
     """
     from wtb.settings import get_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    log.setLevel(logging.INFO)
     try:
         url = get_settings().database_url
         if not url:
@@ -149,6 +173,9 @@ def driver(
         click.secho("error: ", fg="red", bold=True, err=True, nl=False)
         click.echo(str(exc), err=True)
         sys.exit(EXIT_USAGE)
+    except Terminated:
+        log.info("run %s: terminated; recorded results are kept, run it again to finish", run_key)
+        sys.exit(EXIT_TERMINATED)
     sys.exit(0 if complete else EXIT_INCOMPLETE)
 
 
