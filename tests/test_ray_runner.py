@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services.ray_head import RayHead
+from services.ray_head import RayHead, start_ray_node
 from wtb import events
 from wtb.api.batchtest import BatchTestSpec
 from wtb.api.workflow import WorkflowSpec
@@ -295,6 +297,57 @@ def test_a_killed_worker_costs_a_retry_not_a_result(ray_cluster: RayHead) -> Non
         e for e in seen if e.kind == events.CELL_ATTEMPT_FAILED and e.data["error"] == WORKER_LOST
     ]
     assert {e.subject for e in lost_events} == {r.cell.key for r in retried}
+
+
+def _alive_nodes() -> list[str]:
+    import ray
+
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    return [n["NodeID"] for n in nodes if n["Alive"]]
+
+
+def _wait_for(check: Callable[[], bool], what: str, seconds: float = 90.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_lost_node_costs_retries_and_the_run_goes_on(ray_cluster: RayHead) -> None:
+    """A second node joins; 4 actors of 1 CPU each must use both nodes. The node is killed
+    mid-batch: its cells run again on the head's actors, and the run finishes without it
+    (its replacements find no room, and need none)."""
+    from ray.util.state import list_actors
+
+    before = set(_alive_nodes())
+    scratch = Path(tempfile.mkdtemp(prefix="wtbn"))  # Ray's socket paths must stay short
+    node = start_ray_node(ray_cluster, scratch, num_cpus=2)
+    node_id = ""
+    try:
+        _wait_for(lambda: len(_alive_nodes()) == len(before) + 1, "the second node")
+        (node_id,) = set(_alive_nodes()) - before
+        job = _job({"lookup": ["stamped"]}, [f"q{i}" for i in range(300)], concurrency=8)
+        plan = build_plan(job.batch, job.cases)
+        results: list[CellResult] = []
+        for result in RayRunner(actors=4).run(job, plan.iter_cells(), EventBus()):
+            results.append(result)
+            if len(results) == 20:
+                actors = list_actors(
+                    address=ray_cluster.dashboard_url,
+                    filters=[("class_name", "=", "CellActor"), ("state", "=", "ALIVE")],
+                )
+                assert sum(1 for a in actors if a.node_id == node_id) == 2
+                node.kill()
+    finally:
+        node.kill()
+        # Later tests size their actors by the cluster's CPUs: wait until it has forgotten
+        # the lost node's.
+        _wait_for(lambda: node_id not in _alive_nodes(), "the lost node to be noticed")
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert sorted(r.cell.key for r in results) == sorted(c.key for c in plan.iter_cells())
+    assert all(r.status == "succeeded" for r in results)
+    lost = [r for r in results if any(a.error_type == WORKER_LOST for a in r.attempts)]
+    assert lost, "the lost node's actors had cells in flight"
 
 
 def test_a_cell_that_keeps_killing_its_worker_fails_in_the_end(ray_cluster: RayHead) -> None:

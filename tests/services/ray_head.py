@@ -71,18 +71,29 @@ class RayHead:
         )
 
     def stop(self) -> None:
-        """Stop the head and everything it started, by process group."""
+        """Stop the head and everything it started: its process group, then whatever is
+        left of its session (workers)."""
         if self.process.poll() is None:
             _signal_group(self.process.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(STOP_SECONDS)
-        _signal_group(self.process.pid, signal.SIGKILL)
+        _signal_session(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
+
+
+def _signal_session(sid: int, sig: signal.Signals) -> None:
+    """Signal every process of the session `ray start` began: Ray puts each worker in a
+    process group of its own, but they all stay in that session."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getsid(int(entry.name)) == sid:
+                    os.kill(int(entry.name), sig)
 
 
 def start_ray_head(temp_dir: Path, *, num_cpus: int = 2) -> RayHead:
@@ -122,3 +133,45 @@ def start_ray_head(temp_dir: Path, *, num_cpus: int = 2) -> RayHead:
         head.stop()
         raise
     return head
+
+
+@dataclass
+class RayNode:
+    """A second Ray node joined to a head, on this machine: for node-loss drills."""
+
+    process: subprocess.Popen[bytes]
+    temp_dir: Path
+
+    def kill(self) -> None:
+        """Lose the node at once: SIGKILL to its raylet and every worker it started."""
+        _signal_session(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def start_ray_node(head: RayHead, temp_dir: Path, *, num_cpus: int = 2) -> RayNode:
+    """Join a worker node to `head` (its own process group and temporary directory).
+    The caller waits until the cluster lists it."""
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        f"--address={head.address}",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--num-cpus={num_cpus}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+    ]
+    with (temp_dir / "ray-start.log").open("wb") as log:
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=ray_environment(),
+            start_new_session=True,
+        )
+    return RayNode(process, temp_dir)

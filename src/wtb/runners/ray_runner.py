@@ -68,6 +68,9 @@ class _Worker:
     """Running one suspect cell alone: it takes nothing else until that cell is back."""
     finished: int = 0
     """Attempts the actor had finished when last asked (progress tells busy from stuck)."""
+    starting: Any = None
+    """For a replacement not started yet: its `ready` call. It takes no work until then."""
+    since: float = 0.0
 
 
 @dataclass
@@ -117,6 +120,15 @@ def cluster_cpus() -> float:
 
     resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     return float(resources.get("CPU", 1.0))
+
+
+def _check_ready(answer: tuple[int, str | None]) -> None:
+    _, problem = answer
+    if problem is not None:
+        raise ClusterError(
+            f"WTB's Ray actors cannot run the batch: {problem}\n  (on a cluster, the "
+            "workflow's code must be installed in the workers' image or on PYTHONPATH)"
+        )
 
 
 def default_actor_count(concurrency: int) -> int:
@@ -201,22 +213,45 @@ class _Dispatcher:
             ) from exc
         except self._ray.exceptions.RayError as exc:
             raise ClusterError(f"WTB's Ray actors could not start: {exc}") from exc
-        for _, problem in answers:
-            if problem is not None:
-                raise ClusterError(
-                    f"WTB's Ray actors cannot run the batch: {problem}\n  (on a cluster, the "
-                    "workflow's code must be installed in the workers' image or on PYTHONPATH)"
-                )
+        for answer in answers:
+            _check_ready(answer)
 
     def _retire(self, worker: _Worker) -> None:
-        """Stop a worker (if not yet done) and put a fresh actor in its place."""
+        """Stop a worker (if not yet done) and ask for a fresh actor in its place. The run
+        goes on with the others meanwhile: after a node is lost, the replacement may have
+        to wait for room on the cluster."""
         if not worker.alive:
             return
         worker.alive = False
         self._ray.kill(worker.handle, no_restart=True)
         fresh = self._spawn(worker.index, worker.slots)
-        self._await_ready([fresh])
+        fresh.starting = fresh.handle.ready.remote()
+        fresh.since = time.monotonic()
         self._workers[worker.index] = fresh
+
+    def _starting(self) -> list[Any]:
+        return [w.starting for w in self._workers if w.starting is not None]
+
+    def _check_started(self, ready: list[Any]) -> None:
+        """Put replacements that answered to work; fail when none can ever run cells."""
+        arrived = set(ready)
+        for worker in self._workers:
+            if worker.starting is None:
+                continue
+            if worker.starting in arrived:
+                try:
+                    answer = self._ray.get(worker.starting)
+                except self._ray.exceptions.RayError as exc:
+                    raise ClusterError(f"a replacement Ray actor could not start: {exc}") from exc
+                _check_ready(answer)
+                worker.starting = None
+            elif time.monotonic() - worker.since > _START_TIMEOUT_S and all(
+                w.starting is not None for w in self._workers
+            ):
+                raise ClusterError(
+                    f"no Ray actor of WTB's could be started for {_START_TIMEOUT_S:g} s after "
+                    "workers were lost: the cluster may lack free CPU or memory for them"
+                )
 
     def stop(self) -> None:
         for worker in self._workers:
@@ -231,18 +266,18 @@ class _Dispatcher:
         exhausted = False
         while True:
             exhausted = self._submit_more(source, exhausted)
-            if not self._flights:
-                due = self._next_due()
-                if due is None:
-                    if exhausted:
-                        return
-                    continue
-                time.sleep(max(0.0, due - time.monotonic()))
+            due = self._next_due()
+            if exhausted and not self._flights and due is None:
+                return  # replacements still starting are not waited for: nothing is left
+            refs = [*self._flights, *self._starting()]
+            if not refs:
+                if due is not None:
+                    time.sleep(max(0.0, due - time.monotonic()))
                 continue
-            refs = list(self._flights)
             ready, _ = self._ray.wait(refs, num_returns=1, timeout=self._wait_seconds())
             if ready:
                 ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
+            self._check_started(ready)
             yield from self._collect_all(ready)
             yield from self._enforce_deadlines()
 
@@ -252,12 +287,17 @@ class _Dispatcher:
 
     def _free_worker(self, reserved: _Worker | None = None) -> _Worker | None:
         """The worker with the fewest chunks out, if it can take one more."""
-        open_workers = [w for w in self._workers if not w.isolating and w is not reserved]
+        open_workers = [
+            w for w in self._workers if not w.isolating and w.starting is None and w is not reserved
+        ]
         worker = min(open_workers, key=lambda w: w.chunks, default=None)
         return worker if worker is not None and worker.chunks < _CHUNKS_PER_ACTOR else None
 
     def _idle_worker(self) -> _Worker | None:
-        return next((w for w in self._workers if w.chunks == 0 and not w.isolating), None)
+        return next(
+            (w for w in self._workers if w.chunks == 0 and not w.isolating and w.starting is None),
+            None,
+        )
 
     def _wait_seconds(self) -> float:
         """How long to wait for a result: until a retry is due, if a worker can take it
@@ -284,7 +324,7 @@ class _Dispatcher:
             if worker is None:
                 # Let the least busy worker drain, so that the suspect gets it soon.
                 reserved = self._reserved = min(
-                    self._workers, key=lambda w: (w.isolating, w.chunks)
+                    self._workers, key=lambda w: (w.starting is not None, w.isolating, w.chunks)
                 )
                 break
             _, _, cell, attempts = heapq.heappop(self._suspects)
