@@ -9,15 +9,14 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from services.postgres import PostgresServices
+from services.postgres import PostgresServices, wait_until
 from services.ray_head import RayHead, ray_environment
 from toybatch import TOY, toy_prepared
 from wtb.batch import record_run
@@ -88,13 +87,6 @@ def _finish(driver: subprocess.Popen[str]) -> str:
     return out
 
 
-def _wait_until(check: Callable[[], bool], what: str, seconds: float = 120.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def _assert_complete_once(batch: Batch) -> None:
     """Every planned cell recorded once, each with one unbroken attempt history."""
     with batch.store() as store:
@@ -134,7 +126,7 @@ def test_driver_killed_mid_batch_then_run_again(
 ) -> None:
     batch = _record(batch_url, tmp_path, monkeypatch, cases=150)
     first = _driver(ray_head, batch)
-    _wait_until(lambda: batch.done() >= 40, "cells recorded by the first driver")
+    wait_until(lambda: batch.done() >= 40, "cells recorded by the first driver", 120)
     first.send_signal(signal.SIGKILL)
     first.wait()
     with batch.store() as store:
@@ -155,7 +147,7 @@ def test_driver_stopped_with_sigterm_writes_what_it_has_and_says_so(
     it holds, marks the run stopped, and exits 143; running it again finishes the batch."""
     batch = _record(batch_url, tmp_path, monkeypatch, cases=150)
     driver = _driver(ray_head, batch)
-    _wait_until(lambda: batch.done() >= 30, "cells recorded")
+    wait_until(lambda: batch.done() >= 30, "cells recorded", 120)
     driver.send_signal(signal.SIGTERM)
     out, _ = driver.communicate(timeout=DRIVER_SECONDS)
     assert driver.returncode == 143, out
@@ -184,7 +176,7 @@ def test_worker_killed_mid_batch(
 ) -> None:
     batch = _record(batch_url, tmp_path, monkeypatch, cases=150)
     driver = _driver(ray_head, batch, "--actors", "2")
-    _wait_until(lambda: batch.done() >= 30, "cells recorded")
+    wait_until(lambda: batch.done() >= 30, "cells recorded", 120)
     pids = _actor_pids(ray_head)
     assert len(pids) == 2
     os.kill(pids[0], signal.SIGKILL)
@@ -211,7 +203,7 @@ def test_postgres_restarted_mid_batch(
 ) -> None:
     batch = _record(batch_url, tmp_path, monkeypatch, cases=300)
     driver = _driver(ray_head, batch)
-    _wait_until(lambda: batch.done() >= 30, "cells recorded before the restart")
+    wait_until(lambda: batch.done() >= 30, "cells recorded before the restart", 120)
     assert driver.poll() is None
     assert batch.done() < batch.total, "the restart comes mid-batch"
     postgres_services.restart_postgres()
@@ -338,7 +330,7 @@ def test_driver_as_a_ray_job(
         runtime_env={"env_vars": {"WTB_DATABASE_URL": batch.url, "PYTHONPATH": str(TOY)}},
     )
     terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
-    _wait_until(
+    wait_until(
         lambda: client.get_job_status(submission_id) in terminal, "the driver job", DRIVER_SECONDS
     )
     logs = client.get_job_logs(submission_id)

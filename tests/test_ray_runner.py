@@ -9,12 +9,13 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from services.postgres import wait_until
 from services.ray_head import RayHead, start_ray_node
 from wtb import events
 from wtb.api.batchtest import BatchTestSpec
@@ -306,13 +307,6 @@ def _alive_nodes() -> list[str]:
     return [n["NodeID"] for n in nodes if n["Alive"]]
 
 
-def _wait_for(check: Callable[[], bool], what: str, seconds: float = 90.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_a_lost_node_costs_retries_and_the_run_goes_on(ray_cluster: RayHead) -> None:
     """A second node joins; 4 actors of 1 CPU each must use both nodes. The node is killed
     mid-batch: its cells run again on the head's actors, and the run finishes without it
@@ -324,7 +318,7 @@ def test_a_lost_node_costs_retries_and_the_run_goes_on(ray_cluster: RayHead) -> 
     node = start_ray_node(ray_cluster, scratch, num_cpus=2)
     node_id = ""
     try:
-        _wait_for(lambda: len(_alive_nodes()) == len(before) + 1, "the second node")
+        wait_until(lambda: len(_alive_nodes()) == len(before) + 1, "the second node", 90)
         (node_id,) = set(_alive_nodes()) - before
         job = _job({"lookup": ["stamped"]}, [f"q{i}" for i in range(300)], concurrency=8)
         plan = build_plan(job.batch, job.cases)
@@ -342,7 +336,7 @@ def test_a_lost_node_costs_retries_and_the_run_goes_on(ray_cluster: RayHead) -> 
         node.kill()
         # Later tests size their actors by the cluster's CPUs: wait until it has forgotten
         # the lost node's.
-        _wait_for(lambda: node_id not in _alive_nodes(), "the lost node to be noticed")
+        wait_until(lambda: node_id not in _alive_nodes(), "the lost node to be noticed", 90)
         shutil.rmtree(scratch, ignore_errors=True)
     assert sorted(r.cell.key for r in results) == sorted(c.key for c in plan.iter_cells())
     assert all(r.status == "succeeded" for r in results)

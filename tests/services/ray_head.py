@@ -96,36 +96,45 @@ def _signal_session(sid: int, sig: signal.Signals) -> None:
                     os.kill(int(entry.name), sig)
 
 
-def start_ray_head(temp_dir: Path, *, num_cpus: int = 2) -> RayHead:
-    """Start a head and wait until its job API answers (about 8 s, 11 s cold)."""
+def _launch(temp_dir: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`ray start --block ARGS` in a session of its own, on free loopback ports, with its
+    own temporary directory, logging to ray-start.log there."""
     temp_dir.mkdir(parents=True, exist_ok=True)
-    gcs, dashboard = free_port(), free_port()
     argv = [
         str(Path(sys.executable).parent / "ray"),
         "start",
-        "--head",
         "--block",
         "--node-ip-address=127.0.0.1",
-        f"--port={gcs}",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard}",
-        f"--ray-client-server-port={free_port()}",
+        *args,
         f"--dashboard-agent-listen-port={free_port()}",
         f"--dashboard-agent-grpc-port={free_port()}",
         f"--metrics-export-port={free_port()}",
         f"--runtime-env-agent-port={free_port()}",
-        f"--num-cpus={num_cpus}",
         "--disable-usage-stats",
         f"--temp-dir={temp_dir}",
     ]
     with (temp_dir / "ray-start.log").open("wb") as log:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=ray_environment(),
             start_new_session=True,
         )
+
+
+def start_ray_head(temp_dir: Path, *, num_cpus: int = 2) -> RayHead:
+    """Start a head and wait until its job API answers (about 8 s, 11 s cold)."""
+    gcs, dashboard = free_port(), free_port()
+    process = _launch(
+        temp_dir,
+        "--head",
+        f"--port={gcs}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={free_port()}",
+        f"--num-cpus={num_cpus}",
+    )
     head = RayHead(process, temp_dir, gcs, dashboard)
     try:
         wait_until(head._answers, "the Ray head's job API", START_SECONDS)
@@ -149,29 +158,7 @@ class RayNode:
 
 
 def start_ray_node(head: RayHead, temp_dir: Path, *, num_cpus: int = 2) -> RayNode:
-    """Join a worker node to `head` (its own process group and temporary directory).
-    The caller waits until the cluster lists it."""
-    temp_dir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        str(Path(sys.executable).parent / "ray"),
-        "start",
-        f"--address={head.address}",
-        "--block",
-        "--node-ip-address=127.0.0.1",
-        f"--num-cpus={num_cpus}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-        "--disable-usage-stats",
-        f"--temp-dir={temp_dir}",
-    ]
-    with (temp_dir / "ray-start.log").open("wb") as log:
-        process = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=ray_environment(),
-            start_new_session=True,
-        )
+    """Join a worker node to `head` (its own session and temporary directory). The caller
+    waits until the cluster lists it."""
+    process = _launch(temp_dir, f"--address={head.address}", f"--num-cpus={num_cpus}")
     return RayNode(process, temp_dir)
