@@ -32,6 +32,7 @@ from typing import Any
 from trivial_workload import (
     Spread,
     case_rows,
+    check_complete,
     compiled_graph,
     prepare_trivial,
     table,
@@ -76,11 +77,7 @@ def time_wtb(cases_file: Path, workdir: Path, concurrency: int, tag: str) -> Wtb
             flush_seconds=settings.flush_seconds,
         )
         finished = time.perf_counter()
-        failed = store.progress(outcome.run_id).failed
-    if outcome.recorded_now != prepared.plan.total or failed:
-        raise SystemExit(
-            f"WTB recorded {outcome.recorded_now}/{prepared.plan.total} cells, {failed} failed"
-        )
+        check_complete(store, outcome, prepared.plan.total)
     return WtbTiming(setup_s=opened - started, run_s=finished - opened)
 
 

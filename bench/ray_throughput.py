@@ -43,6 +43,7 @@ from trivial_workload import (
     TRIVIAL_DIR,
     Spread,
     case_rows,
+    check_complete,
     prepare_trivial,
     prepare_workload,
     table,
@@ -264,11 +265,7 @@ def time_wtb(
                 flush_seconds=settings.flush_seconds,
             )
             finished = time.perf_counter()
-        failed = store.progress(outcome.run_id).failed
-    if outcome.recorded_now != prepared.plan.total or failed:
-        raise SystemExit(
-            f"WTB recorded {outcome.recorded_now}/{prepared.plan.total} cells, {failed} failed"
-        )
+        check_complete(store, outcome, prepared.plan.total)
     return RunTiming(outcome.recorded_now, clock.first - started, finished - started)
 
 
@@ -325,12 +322,23 @@ def start_postgres() -> Any:
 # -- the three parts --------------------------------------------------------------------------
 
 
-def ratio_row(label: str, runs: list[RunTiming], bases: list[RunTiming]) -> list[str]:
+def rate_cells(runs: list[RunTiming]) -> list[str]:
+    """Start-up, rate including it and rate excluding it, as table cells."""
     return [
-        label,
         Spread.of([r.startup_s * 1000 for r in runs]).show(".0f"),
         Spread.of([r.rate for r in runs]).show(".0f"),
         Spread.of([r.steady_rate for r in runs]).show(".0f"),
+    ]
+
+
+def baseline_row(label: str, bases: list[RunTiming]) -> list[str]:
+    return [label, *rate_cells(bases), "1", "1"]
+
+
+def ratio_row(label: str, runs: list[RunTiming], bases: list[RunTiming]) -> list[str]:
+    return [
+        label,
+        *rate_cells(runs),
         Spread.of([r.rate / b.rate for r, b in zip(runs, bases, strict=True)]).show(),
         Spread.of([r.steady_rate / b.steady_rate for r, b in zip(runs, bases, strict=True)]).show(),
     ]
@@ -369,16 +377,7 @@ def trivial_part(args: argparse.Namespace, workdir: Path) -> None:
         f"{args.rounds} rounds; median (min-max). Ratios are WTB / ActorPool of the same round."
     )
     per_setting = len(args.trivial_concurrency)
-    rows = [
-        [
-            "hand-written ActorPool (1 call in flight per actor)",
-            Spread.of([b.startup_s * 1000 for b in bases]).show(".0f"),
-            Spread.of([b.rate for b in bases]).show(".0f"),
-            Spread.of([b.steady_rate for b in bases]).show(".0f"),
-            "1",
-            "1",
-        ]
-    ]
+    rows = [baseline_row("hand-written ActorPool (1 call in flight per actor)", bases)]
     for i, c in enumerate(args.trivial_concurrency):
         mine = bases[i::per_setting]
         rows.append(ratio_row(f"WTB RayRunner via run_batch, concurrency {c}", runs[c], mine))
@@ -506,14 +505,7 @@ def postgres_part(args: argparse.Namespace, workdir: Path) -> None:
         f"{n} cells, concurrency {IO_CONCURRENCY}, {args.actors} actors, {args.rounds} rounds"
     )
     rows = [
-        [
-            "WTB RayRunner, SQLite",
-            Spread.of([t.startup_s * 1000 for t in lite]).show(".0f"),
-            Spread.of([t.rate for t in lite]).show(".0f"),
-            Spread.of([t.steady_rate for t in lite]).show(".0f"),
-            "1",
-            "1",
-        ],
+        baseline_row("WTB RayRunner, SQLite", lite),
         ratio_row("WTB RayRunner, PostgreSQL via PgBouncer", pg, lite),
     ]
     print(table(RATIO_HEADERS, rows))

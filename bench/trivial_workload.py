@@ -86,6 +86,14 @@ def prepare_workload(
     )
 
 
+def check_complete(store: Any, outcome: Any, total: int) -> None:
+    """Stop the benchmark when a measured run did not record every cell successfully:
+    its time would not be comparable."""
+    failed = store.progress(outcome.run_id).failed
+    if outcome.recorded_now != total or failed:
+        raise SystemExit(f"WTB recorded {outcome.recorded_now}/{total} cells, {failed} failed")
+
+
 @dataclass(frozen=True)
 class Spread:
     """Median and range of repeated measurements (ratios, seconds, ...)."""

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from services.postgres import PostgresServices, ServiceError, start_services
-from services.ray_head import RAY_ENV, RayHead, start_ray_head
+from services.ray_head import RayHead, start_ray_head
+from wtb.runners.ray_session import RAY_ENV_DEFAULTS
 
 _DATABASES = itertools.count()
 _URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "pgbouncer": "pgbouncer_url"}
@@ -95,7 +96,7 @@ def ray_cluster(ray_head: RayHead) -> Iterator[RayHead]:
     """This test process connected to the session's Ray head as a driver."""
     import ray
 
-    os.environ.update(RAY_ENV)
+    os.environ.update(RAY_ENV_DEFAULTS)
     ray.init(address=ray_head.address, logging_level=logging.WARNING, log_to_driver=False)
     try:
         yield ray_head

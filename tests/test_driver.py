@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from services.postgres import PostgresServices, wait_until
-from services.ray_head import RayHead, ray_environment
+from services.ray_head import RayHead, cell_actor_pids, ray_environment
 from toybatch import TOY, toy_prepared
 from wtb.batch import record_run
 from wtb.results import WORKER_LOST
@@ -161,23 +161,13 @@ def test_driver_stopped_with_sigterm_writes_what_it_has_and_says_so(
     _assert_complete_once(batch)
 
 
-def _actor_pids(head: RayHead) -> list[int]:
-    from ray.util.state import list_actors
-
-    actors = list_actors(
-        address=head.dashboard_url,
-        filters=[("class_name", "=", "CellActor"), ("state", "=", "ALIVE")],
-    )
-    return [a.pid for a in actors if a.pid]
-
-
 def test_worker_killed_mid_batch(
     ray_head: RayHead, batch_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batch = _record(batch_url, tmp_path, monkeypatch, cases=150)
     driver = _driver(ray_head, batch, "--actors", "2")
     wait_until(lambda: batch.done() >= 30, "cells recorded", 120)
-    pids = _actor_pids(ray_head)
+    pids = cell_actor_pids(ray_head)
     assert len(pids) == 2
     os.kill(pids[0], signal.SIGKILL)
     _finish(driver)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from services.postgres import wait_until
-from services.ray_head import RayHead, start_ray_node
+from services.ray_head import RayHead, cell_actor_pids, start_ray_node
 from wtb import events
 from wtb.api.batchtest import BatchTestSpec
 from wtb.api.workflow import WorkflowSpec
@@ -94,16 +94,6 @@ def _job(
 def _run(job: BatchJob, bus: EventBus | None = None, **runner: Any) -> list[CellResult]:
     plan = build_plan(job.batch, job.cases)
     return list(RayRunner(**runner).run(job, plan.iter_cells(), bus or EventBus()))
-
-
-def _actor_pids(head: RayHead) -> list[int]:
-    from ray.util.state import list_actors
-
-    actors = list_actors(
-        address=head.dashboard_url,
-        filters=[("class_name", "=", "CellActor"), ("state", "=", "ALIVE")],
-    )
-    return [a.pid for a in actors if a.pid]
 
 
 def _comparable(matrix: Any) -> dict[str, Any]:
@@ -281,7 +271,7 @@ def test_a_killed_worker_costs_a_retry_not_a_result(ray_cluster: RayHead) -> Non
     for result in RayRunner(actors=2).run(job, plan.iter_cells(), bus):
         results.append(result)
         if len(results) == 10:
-            pids = _actor_pids(ray_cluster)
+            pids = cell_actor_pids(ray_cluster)
             assert len(pids) == 2
             os.kill(pids[0], signal.SIGKILL)
     assert sorted(r.cell.key for r in results) == sorted(c.key for c in plan.iter_cells())

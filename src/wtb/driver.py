@@ -26,6 +26,7 @@ import time
 
 import click
 
+from wtb.cli.options import ACTORS, CONCURRENCY, RAY_ADDRESS
 from wtb.errors import WtbError
 
 log = logging.getLogger("wtb.driver")
@@ -131,19 +132,9 @@ def drive(
 
 @click.command(name="driver")
 @click.option("--run", "run_key", required=True, help="Key of the recorded run to execute.")
-@click.option(
-    "--ray-address",
-    envvar="RAY_ADDRESS",
-    help="Ray cluster to run on [default: RAY_ADDRESS, else a local Ray instance].",
-)
-@click.option(
-    "--actors",
-    type=click.IntRange(1, 4096),
-    help="Ray actors running cells [default: one per CPU of the cluster].",
-)
-@click.option(
-    "--concurrency", type=click.IntRange(1, 4096), help="Cells at once [default: the BatchTest's]."
-)
+@RAY_ADDRESS
+@ACTORS
+@CONCURRENCY
 def driver(
     run_key: str, ray_address: str | None, actors: int | None, concurrency: int | None
 ) -> None:

@@ -19,18 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.postgres import ServiceError, free_port, wait_until
+from wtb.runners.ray_session import RAY_ENV_DEFAULTS
 
 START_SECONDS = 90.0
 STOP_SECONDS = 5.0
-
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def ray_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for Ray processes: the project's interpreter first on PATH (a job's
     entrypoint runs with the head's PATH), auth off, no usage stats, no inherited address."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_ENV)
+    env.update(RAY_ENV_DEFAULTS)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.update(extra or {})
     return env
@@ -162,3 +161,14 @@ def start_ray_node(head: RayHead, temp_dir: Path, *, num_cpus: int = 2) -> RayNo
     waits until the cluster lists it."""
     process = _launch(temp_dir, f"--address={head.address}", f"--num-cpus={num_cpus}")
     return RayNode(process, temp_dir)
+
+
+def cell_actor_pids(head: RayHead) -> list[int]:
+    """Process ids of WTB's live cell actors on the cluster (Ray's state API)."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(
+        address=head.dashboard_url,
+        filters=[("class_name", "=", "CellActor"), ("state", "=", "ALIVE")],
+    )
+    return [a.pid for a in actors if a.pid]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from wtb.cli.options import ACTORS, CONCURRENCY, RAY_ADDRESS
 from wtb.errors import WtbError
 
 if TYPE_CHECKING:
@@ -98,18 +99,6 @@ OUTPUT = click.option(
 )
 
 
-RAY_ADDRESS = click.option(
-    "--ray-address",
-    envvar="RAY_ADDRESS",
-    help="Ray cluster to run on (host:port or ray://host:port) [default: start Ray locally].",
-)
-ACTORS = click.option(
-    "--actors",
-    type=click.IntRange(1, 4096),
-    help="Ray actors running cells [default: one per CPU of the cluster].",
-)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="wtb")
 def cli() -> None:
@@ -130,9 +119,7 @@ def cli() -> None:
 )
 @RAY_ADDRESS
 @ACTORS
-@click.option(
-    "--concurrency", type=click.IntRange(1, 4096), help="Cells at once [default: the BatchTest's]."
-)
+@CONCURRENCY
 @click.option(
     "--fail-on",
     type=click.Choice(["worse", "never"]),
