@@ -15,11 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from services.kube import REPO_ROOT, ControlPlane, namespace, start_control_plane
+from services.kuberay_standin import KubeRayStandIn
 from services.postgres import PostgresServices, ServiceError, start_services
 from services.ray_head import RayHead, start_ray_head
 from wtb.runners.ray_session import RAY_ENV_DEFAULTS
 
 _DATABASES = itertools.count()
+# Images the KubeRay stand-in can "pull": a directory stands for each image's contents.
+EXAMPLE_IMAGES = {"wtb-example-rag:0.1.0": REPO_ROOT / "examples" / "rag"}
 _URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "pgbouncer": "pgbouncer_url"}
 
 
@@ -102,3 +106,40 @@ def ray_cluster(ray_head: RayHead) -> Iterator[RayHead]:
         yield ray_head
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A Kubernetes control plane with our CRDs and KubeRay's RayCluster CRD, started once
+    for the session when a test first needs it (or the cluster of WTB_TEST_KUBECONFIG)."""
+    try:
+        plane = start_control_plane(tmp_path_factory.mktemp("kube"))
+    except ServiceError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def kube_namespace(kube: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted after it (with everything in it)."""
+    with kube.api_client() as api, namespace(api, request.node.name) as name:
+        yield name
+
+
+@pytest.fixture(scope="session")
+def kuberay(
+    kube: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KubeRayStandIn]:
+    """The KubeRay stand-in, watching every namespace of `kube`. It knows EXAMPLE_IMAGES;
+    a test adds its own with `kuberay.register_image(name, directory)`."""
+    with kube.api_client() as api:
+        # A short directory name: Ray's socket paths beneath it are limited in length.
+        standin = KubeRayStandIn(api, tmp_path_factory.mktemp("kr"), dict(EXAMPLE_IMAGES))
+        standin.start()
+        try:
+            yield standin
+        finally:
+            standin.stop()

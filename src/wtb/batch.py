@@ -227,6 +227,76 @@ def record_run(store: ResultStore, prepared: PreparedBatch, *, start: bool = Tru
     )
 
 
+def unplanned_run_info(batch: BatchTest, workflow: Workflow, run_key: str) -> RunInfo:
+    """A run as the operator records it: the resources' specs, without the data set or the
+    cell count, which only the workflow's image can give (the batch driver plans it)."""
+    spec = {
+        "workflow": workflow.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "batchTest": batch.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    meta = batch.metadata
+    return RunInfo(
+        run_key=run_key,
+        namespace=meta.namespace,
+        name=meta.name,
+        uid=meta.uid,
+        generation=meta.generation,
+        spec_digest=content_hash(spec),
+        spec=spec,
+        total_cells=0,
+    )
+
+
+def record_unplanned_run(
+    store: ResultStore, batch: BatchTest, workflow: Workflow, *, run_key: str
+) -> RunRecord:
+    """Record a pending run for a batch driver to plan and run (idempotent per run key)."""
+    info = unplanned_run_info(batch, workflow, run_key)
+    workflow_id = store.upsert_workflow(
+        workflow.metadata.namespace,
+        workflow.metadata.name,
+        content_hash(info.spec["workflow"]),
+        info.spec["workflow"],
+    )
+    return store.begin_run(dataclasses.replace(info, workflow_id=workflow_id), start=False)
+
+
+def is_planned(run: RunRecord) -> bool:
+    return "cases" in run.spec
+
+
+def plan_recorded_run(
+    store: ResultStore, run: RunRecord, *, base_dir: Path, python_path: tuple[str, ...]
+) -> RunRecord:
+    """Plan a run the operator recorded: load the data set (relative to `base_dir`, the
+    image's working directory), check the workflow's code as `prepare` does, and record the
+    cases and the cell count."""
+    spec = BatchTestSpec.model_validate(run.spec["batchTest"])
+    meta = {"name": run.name, "namespace": run.namespace, "uid": run.uid}
+    batch = BatchTest.model_validate(
+        {"metadata": {**meta, "generation": run.generation}, "spec": spec}
+    )
+    workflow = Workflow.model_validate(
+        {
+            "metadata": {"name": spec.workflow_ref.name, "namespace": run.namespace},
+            "spec": run.spec["workflow"],
+        }
+    )
+    where = f"BatchTest {run.namespace}/{run.name}"
+    prepared = prepare(
+        batch,
+        workflow,
+        base_dir=base_dir,
+        where=where,
+        workflow_where=f"Workflow {run.namespace}/{spec.workflow_ref.name}",
+        python_path=python_path,
+    )
+    planned = store.plan_run(run.run_key, prepared.job.to_record(), prepared.plan.total)
+    if planned is None:
+        raise ManifestError(f"run {run.run_key!r} was deleted from the result store", where=where)
+    return planned
+
+
 def run_batch(
     prepared: PreparedBatch,
     store: ResultStore,

@@ -7,6 +7,11 @@ Ray job metadata and process lists show. It loads the spec and data set recorded
 run, skips the cells already recorded, runs the rest on Ray actors, writes their results in
 batches, and marks the run finished.
 
+A run the operator recorded has no data set yet (the operator runs no user code): the
+driver loads it, relative to its working directory (the image's), checks the workflow's code
+and records the cases and the cell count first. A mistake found there marks the run failed
+with the message, and the driver exits 2.
+
 Running it again after a crash finishes the remainder. Two drivers of the same run at once
 never record a cell twice: the store's unique key on (run, cell) refuses the second write of
 a cell, whatever the timing. (They may both run a cell; only one result is kept.)
@@ -23,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import click
 
@@ -65,7 +71,7 @@ def drive(
     concurrency: int | None = None,
 ) -> bool:
     """Run the recorded run `run_key` to completion; True when every cell is recorded."""
-    from wtb.batch import execute_run
+    from wtb.batch import execute_run, is_planned, plan_recorded_run
     from wtb.errors import StorageError
     from wtb.job import BatchJob
     from wtb.plan import build_plan
@@ -84,6 +90,15 @@ def drive(
                 f"no run {run_key!r} in the result store {redact(database_url)}\n"
                 "  fix: record the run first (the operator does), or check WTB_DATABASE_URL"
             )
+        if not is_planned(recorded):
+            try:
+                recorded = plan_recorded_run(
+                    store, recorded, base_dir=Path.cwd(), python_path=python_path
+                )
+            except WtbError as exc:
+                store.finish_run(recorded.id, "failed", error=str(exc)[:2000])
+                raise
+            log.info("run %s: planned, %d cells", run_key, recorded.total_cells)
         progress = store.progress(recorded.id)
         if recorded.status == "succeeded" and progress.done >= recorded.total_cells:
             log.info("run %s: already complete (%d cells)", run_key, recorded.total_cells)

@@ -27,6 +27,44 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="How long writes retry while the database is unreachable."
     )
 
+    # The operator.
+    cluster_database_secret: str = Field(
+        default="wtb-database",
+        description="Secret (in each BatchTest's namespace) whose key holds the database URL "
+        "the Ray pods use; it reaches them through the pod template only.",
+    )
+    cluster_database_secret_key: str = Field(default="url")
+    reconcile_seconds: float = Field(
+        default=2.0, gt=0, description="How often the operator looks at an unfinished BatchTest."
+    )
+    status_seconds: float = Field(
+        default=5.0, ge=0, description="Least time between two progress writes to a status."
+    )
+    cluster_ready_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="How long a RayCluster may take to be ready."
+    )
+    status_top_rows: int = Field(
+        default=10, ge=1, le=100, description="Matrix rows kept in status (best, plus baseline)."
+    )
+    webhook_port: int = Field(
+        default=9443, ge=0, le=65535, description="Admission webhook port; 0 turns it off."
+    )
+    webhook_host: str | None = Field(
+        default=None, description="Host name or IP the API server calls the webhook at."
+    )
+    webhook_listen: str = Field(default="0.0.0.0", description="Address the webhook listens on.")  # noqa: S104
+    webhook_certfile: str | None = Field(
+        default=None, description="TLS certificate of the webhook; self-signed when unset."
+    )
+    webhook_keyfile: str | None = Field(default=None)
+    log_level: str = Field(default="INFO")
+    watch_namespaces: str = Field(
+        default="", description="Comma-separated namespaces the operator watches; all when empty."
+    )
+    liveness_endpoint: str | None = Field(
+        default=None, description="Kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz."
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

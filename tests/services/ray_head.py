@@ -15,6 +15,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class RayHead:
     temp_dir: Path
     gcs_port: int
     dashboard_port: int
+    client_port: int
 
     @property
     def address(self) -> str:
@@ -95,9 +97,15 @@ def _signal_session(sid: int, sig: signal.Signals) -> None:
                     os.kill(int(entry.name), sig)
 
 
-def _launch(temp_dir: Path, *args: str) -> subprocess.Popen[bytes]:
+def _launch(
+    temp_dir: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
     """`ray start --block ARGS` in a session of its own, on free loopback ports, with its
-    own temporary directory, logging to ray-start.log there."""
+    own temporary directory, logging to ray-start.log there. `env` is added to
+    `ray_environment()`; `cwd` is the working directory of the head and its workers."""
     temp_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         str(Path(sys.executable).parent / "ray"),
@@ -117,24 +125,36 @@ def _launch(temp_dir: Path, *args: str) -> subprocess.Popen[bytes]:
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=ray_environment(),
+            env=ray_environment(dict(env or {})),
+            cwd=cwd,
             start_new_session=True,
         )
 
 
-def start_ray_head(temp_dir: Path, *, num_cpus: int = 2) -> RayHead:
-    """Start a head and wait until its job API answers (about 8 s, 11 s cold)."""
-    gcs, dashboard = free_port(), free_port()
+def start_ray_head(
+    temp_dir: Path,
+    *,
+    num_cpus: int = 2,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    extra_args: Sequence[str] = (),
+) -> RayHead:
+    """Start a head and wait until its job API answers (about 8 s, 11 s cold). `env`,
+    `cwd` and `extra_args` (more `ray start` options) shape it like a pod would."""
+    gcs, dashboard, ray_client = free_port(), free_port(), free_port()
     process = _launch(
         temp_dir,
         "--head",
         f"--port={gcs}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard}",
-        f"--ray-client-server-port={free_port()}",
+        f"--ray-client-server-port={ray_client}",
         f"--num-cpus={num_cpus}",
+        *extra_args,
+        env=env,
+        cwd=cwd,
     )
-    head = RayHead(process, temp_dir, gcs, dashboard)
+    head = RayHead(process, temp_dir, gcs, dashboard, ray_client)
     try:
         wait_until(head._answers, "the Ray head's job API", START_SECONDS)
     except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
+from pydantic.alias_generators import to_camel
 
 from wtb.api._base import (
     IDENT_PATTERN,
@@ -165,6 +166,81 @@ class RetrySpec(SpecModel):
     )
 
 
+Quantity = int | str
+"""A Kubernetes resource quantity: 2, "500m", "4Gi"."""
+
+
+class ResourceRequirements(SpecModel):
+    """Container resources, as in a pod spec."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class RayHeadSpec(SpecModel):
+    resources: ResourceRequirements | None = Field(
+        default=None, description="The head container's resources."
+    )
+    ray_start_params: dict[str, str] = Field(
+        default_factory=dict, description="More `ray start` parameters for the head."
+    )
+
+
+class RayWorkersSpec(SpecModel):
+    replicas: int = Field(default=1, ge=0, le=1000, description="Worker pods.")
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Each worker container's resources."
+    )
+    ray_start_params: dict[str, str] = Field(
+        default_factory=dict, description="More `ray start` parameters for the workers."
+    )
+
+
+class RaySpec(SpecModel):
+    """Where the batch runs on Kubernetes: a RayCluster WTB creates, or a named one."""
+
+    cluster_name: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description=(
+            "Use this existing RayCluster (same namespace) instead of creating one; WTB never "
+            "deletes it. Its pods must hold the workflow's code and the database URL."
+        ),
+    )
+    ray_version: str | None = Field(
+        default=None, description="The Ray version of the image (KubeRay's rayVersion)."
+    )
+    head: RayHeadSpec = Field(default_factory=RayHeadSpec)
+    workers: RayWorkersSpec = Field(default_factory=RayWorkersSpec)
+    actors: int | None = Field(
+        default=None, ge=1, le=4096, description="Cell actors; default one per CPU of the cluster."
+    )
+    ready_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="How long to wait for the RayCluster to be ready; default: the operator's.",
+    )
+
+    @model_validator(mode="after")
+    def _named_or_built(self) -> RaySpec:
+        # Fields given a value other than their default: a spec read back with every field
+        # filled in (the result store's copy) is no mistake.
+        built = {
+            f
+            for f in ("ray_version", "head", "workers")
+            if f in self.model_fields_set
+            and getattr(self, f) != RaySpec.model_fields[f].get_default(call_default_factory=True)
+        }
+        if self.cluster_name is not None and built:
+            fields = ", ".join(sorted(to_camel(f) for f in built))
+            raise ValueError(
+                f"ray.{fields}: these describe a RayCluster WTB creates; with "
+                "ray.clusterName the named cluster is used as it is: remove one or the other"
+            )
+        return self
+
+
 class BatchTestSpec(SpecModel):
     workflow_ref: WorkflowRef
     matrix: dict[str, list[str]] = Field(
@@ -192,6 +268,26 @@ class BatchTestSpec(SpecModel):
     retry: RetrySpec = Field(default_factory=RetrySpec)
     alpha: float = Field(
         default=0.05, gt=0, lt=0.5, description="Significance level of the verdicts (Holm)."
+    )
+    ray: RaySpec = Field(
+        default_factory=RaySpec, description="Kubernetes runs: the Ray cluster the cells run on."
+    )
+    backoff_limit: int = Field(
+        default=2,
+        ge=0,
+        le=20,
+        description=(
+            "Kubernetes runs: times a failed Ray job is submitted again; cells already "
+            "recorded are not run again."
+        ),
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Kubernetes runs: delete the RayCluster WTB created this many seconds after the run "
+            "finished (0: at once); unset keeps it."
+        ),
     )
 
     @model_validator(mode="after")
@@ -226,7 +322,13 @@ Phase = Literal["Pending", "Provisioning", "Running", "Succeeded", "Failed"]
 class BatchTestStatus(StatusModel):
     phase: Phase | None = None
     observed_generation: int | None = None
-    run_id: str | None = None
+    run_id: str | None = Field(default=None, description="The run's key in the result store.")
+    ray_cluster: str | None = Field(default=None, description="The RayCluster the run uses.")
+    submission_id: str | None = Field(
+        default=None, description="The Ray job of the current attempt (recorded before submitting)."
+    )
+    job_attempts: int | None = Field(default=None, description="Ray jobs submitted for this run.")
+    message: str | None = Field(default=None, description="What is happening, or what failed.")
     total: int | None = None
     completed: int | None = None
     failed: int | None = None

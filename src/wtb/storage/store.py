@@ -188,6 +188,21 @@ class ResultStore:
             row = conn.execute(select(_RUNS).where(_RUNS.c.run_key == info.run_key)).one()
             return _run_record(row, created=inserted is not None)
 
+    def plan_run(self, run_key: str, spec: dict[str, Any], total_cells: int) -> RunRecord | None:
+        """Complete a run recorded without its data set (by the operator, which runs no user
+        code) with the spec holding the cases and the cell count. The first planner wins: a
+        run planned already is returned unchanged. None when no run has that key."""
+        if total_cells < 1:
+            raise ValueError(f"a planned run has at least one cell, got {total_cells}")
+        with self._transaction() as conn:
+            conn.execute(
+                update(BatchRunRow)
+                .where(BatchRunRow.run_key == run_key, BatchRunRow.total_cells == 0)
+                .values(spec=spec, total_cells=total_cells)
+            )
+            row = conn.execute(select(_RUNS).where(_RUNS.c.run_key == run_key)).one_or_none()
+            return None if row is None else _run_record(row)
+
     def start_run(self, run_key: str) -> RunRecord | None:
         """Mark a recorded run running (pending: started; failed: resumed; succeeded:
         unchanged) and return it; None when no run has that key."""

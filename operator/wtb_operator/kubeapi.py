@@ -1,0 +1,148 @@
+"""The operator's Kubernetes client: the custom objects it reads and writes, and status
+written as a merge patch of what changed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from wtb.api._base import GROUP, VERSION
+from wtb.kube.raycluster import RAY_GROUP, RAY_PLURAL, RAY_VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def load_api_client() -> client.ApiClient:
+    """In a pod: its ServiceAccount; elsewhere: the kubeconfig (KUBECONFIG)."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+class Forbidden(Exception):
+    """The operator's identity lacks a permission: a chart (RBAC) problem, said plainly."""
+
+
+def forbidden_message(exc: ApiException, verb: str, what: str, namespace: str) -> str:
+    try:
+        said = str(json.loads(exc.body or "{}").get("message") or "")
+    except ValueError:
+        said = ""
+    return (
+        f"forbidden: the operator may not {verb} {what} in namespace {namespace!r}"
+        + (f" ({said})" if said else "")
+        + "; grant it in the operator's ClusterRole (chart: templates/rbac.yaml)"
+    )
+
+
+@dataclass
+class KubeApi:
+    api_client: client.ApiClient
+
+    @property
+    def _custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api_client)
+
+    def _guard(self, exc: ApiException, verb: str, what: str, namespace: str) -> None:
+        if exc.status == 403:
+            raise Forbidden(forbidden_message(exc, verb, what, namespace)) from exc
+
+    def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "workflows", name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            self._guard(exc, "get", "workflows.wtb.dev", namespace)
+            raise
+        return cast(dict[str, Any], obj)
+
+    def patch_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        try:
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                {"status": patch},
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return  # deleted meanwhile
+            self._guard(exc, "patch", f"{plural}.wtb.dev/status", namespace)
+            raise
+
+    def get_raycluster(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self._custom.get_namespaced_custom_object(
+                RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            self._guard(exc, "get", "rayclusters.ray.io", namespace)
+            raise
+        return cast(dict[str, Any], obj)
+
+    def create_raycluster(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create it; False when one of that name exists already."""
+        try:
+            self._custom.create_namespaced_custom_object(
+                RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, body
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            self._guard(exc, "create", "rayclusters.ray.io", namespace)
+            raise
+        return True
+
+    def delete_raycluster(self, namespace: str, name: str) -> bool:
+        """Delete it (its pods go with it); False when it was gone."""
+        try:
+            self._custom.delete_namespaced_custom_object(
+                RAY_GROUP,
+                RAY_VERSION,
+                namespace,
+                RAY_PLURAL,
+                name,
+                propagation_policy="Background",
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            self._guard(exc, "delete", "rayclusters.ray.io", namespace)
+            raise
+        return True
+
+
+def status_patch(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch (RFC 7386) turning status `before` into `after`; Kopf's own `kopf` key
+    is left alone."""
+    return _merge_patch({k: v for k, v in before.items() if k != "kopf"}, after)
+
+
+def _merge_patch(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The API server merges nested objects key by key, so a key gone from a nested object
+    (the matrix's) must be sent as null there too; lists are replaced whole."""
+    patch: dict[str, Any] = {}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            nested = _merge_patch(old, value)
+            if nested:
+                patch[key] = nested
+        elif old != value:
+            patch[key] = value
+    patch.update({k: None for k in before if k not in after})
+    return patch

@@ -1,0 +1,67 @@
+"""The admission webhook's HTTPS server: the certificate given, or a self-signed one."""
+
+from __future__ import annotations
+
+import ipaddress
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import kopf
+
+from wtb.settings import Settings
+
+
+def webhook_server(settings: Settings) -> kopf.WebhookServer:
+    host = settings.webhook_host or "127.0.0.1"
+    certfile, keyfile = settings.webhook_certfile, settings.webhook_keyfile
+    if not (certfile and keyfile):
+        certfile, keyfile = self_signed_certificate(host)
+    return kopf.WebhookServer(
+        addr=settings.webhook_listen,
+        port=settings.webhook_port,
+        host=host,
+        certfile=certfile,
+        pkeyfile=keyfile,
+    )
+
+
+def self_signed_certificate(host: str) -> tuple[str, str]:
+    """A certificate for `host` (IP or DNS name), valid a year; Kopf sends it to the API
+    server as the webhook's caBundle."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        alt = x509.DNSName(host)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory = Path(tempfile.mkdtemp(prefix="wtb-webhook-"))
+    certfile, keyfile = directory / "tls.crt", directory / "tls.key"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    keyfile.chmod(0o600)
+    return str(certfile), str(keyfile)

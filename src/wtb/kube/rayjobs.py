@@ -1,0 +1,106 @@
+"""A small client of the Ray job API (the dashboard's REST endpoints, as KubeRay uses them):
+submit with a caller-chosen submission id, read a job's status, stop it.
+
+The operator talks to Ray only through this: it needs no Ray installation, and it never
+connects to the cluster as a Ray driver.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from wtb.errors import ClusterError
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+
+
+class RayJobError(ClusterError):
+    """The job API refused a request or could not be reached."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    submission_id: str
+    status: str
+    message: str
+    driver_exit_code: int | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+class RayJobClient:
+    def __init__(self, dashboard_url: str, *, timeout: float = 10.0) -> None:
+        self._base = dashboard_url.rstrip("/")
+        self._timeout = timeout
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(  # noqa: S310 (the dashboard URL KubeRay publishes)
+            f"{self._base}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as reply:  # noqa: S310
+                payload = reply.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            raise RayJobError(f"{method} {path}: HTTP {exc.code}: {detail}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise RayJobError(f"the Ray job API at {self._base} does not answer: {exc}") from exc
+        return json.loads(payload) if payload else None
+
+    def submit(
+        self, submission_id: str, entrypoint: str, *, metadata: dict[str, str] | None = None
+    ) -> bool:
+        """Submit the job; False when a job with this id exists already (submitted before)."""
+        if self.info(submission_id) is not None:
+            return False
+        try:
+            self._call(
+                "POST",
+                "/api/jobs/",
+                {
+                    "entrypoint": entrypoint,
+                    "submission_id": submission_id,
+                    "metadata": metadata or {},
+                },
+            )
+        except RayJobError as exc:
+            if "already exists" in str(exc):
+                return False
+            raise
+        return True
+
+    def info(self, submission_id: str) -> JobInfo | None:
+        """The job's status; None when the cluster does not know it."""
+        try:
+            data = self._call("GET", f"/api/jobs/{submission_id}")
+        except RayJobError as exc:
+            if "HTTP 404" in str(exc):
+                return None
+            raise
+        code = data.get("driver_exit_code")
+        return JobInfo(
+            submission_id=submission_id,
+            status=str(data.get("status", "")),
+            message=str(data.get("message") or ""),
+            driver_exit_code=int(code) if code is not None else None,
+        )
+
+    def stop(self, submission_id: str) -> bool:
+        """Ask Ray to stop the job; False when it was not running."""
+        try:
+            data = self._call("POST", f"/api/jobs/{submission_id}/stop")
+        except RayJobError as exc:
+            if "HTTP 404" in str(exc):
+                return False
+            raise
+        return bool((data or {}).get("stopped"))

@@ -1,0 +1,59 @@
+"""Progress and the comparison matrix of a run, read from the result store, in the shape of a
+BatchTest's status: bounded however big the batch (the best rows and the baseline; the full
+data stays in the database)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wtb.api.batchtest import BatchTestSpec
+from wtb.api.matrix import ComparisonMatrix, MatrixRow
+from wtb.batch import is_planned, matrix_for_run
+from wtb.plan import baseline_of
+from wtb.storage.records import RunRecord
+from wtb.storage.store import ResultStore
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    total: int | None
+    completed: int
+    failed: int
+    progress: str
+    best: str | None
+    score: str | None
+    matrix: ComparisonMatrix | None
+
+
+def _score(row: MatrixRow, metric: str) -> str | None:
+    interval = row.metrics.get(metric)
+    if interval is None or interval.value is None:
+        return None
+    text = f"{interval.value:.3g}"
+    if interval.low is not None and interval.high is not None:
+        text += f" [{interval.low:.3g}, {interval.high:.3g}]"
+    return text
+
+
+def run_status(store: ResultStore, run: RunRecord, *, max_rows: int) -> RunStatus:
+    """Counts, the best combination and the matrix of `run` as recorded now."""
+    if not is_planned(run):
+        return RunStatus(None, 0, 0, "0/?", None, None, None)
+    progress = store.progress(run.id)
+    spec = BatchTestSpec.model_validate(run.spec["batchTest"])
+    matrix = None
+    best = score = None
+    if progress.done:
+        matrix = matrix_for_run(store, run.id, spec, baseline_of(spec), max_rows=max_rows)
+        ranked = [r for r in matrix.rows if r.runs]
+        if ranked:
+            best, score = ranked[0].label, _score(ranked[0], spec.primary_metric)
+    return RunStatus(
+        total=progress.total,
+        completed=progress.done,
+        failed=progress.failed,
+        progress=f"{progress.done}/{progress.total}",
+        best=best,
+        score=score,
+        matrix=matrix,
+    )
