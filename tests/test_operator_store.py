@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
+from services.kube import ControlPlane
 from toybatch import TOY
-from wtb.api._base import Condition
+from wtb.api._base import GROUP, VERSION, Condition
 from wtb.api.batchtest import BatchTest, BatchTestStatus
 from wtb.api.workflow import Workflow
 from wtb.batch import is_planned, matrix_for_run, plan_recorded_run, record_unplanned_run
@@ -269,9 +271,10 @@ def _operator_status(run: RunRecord, store: ResultStore) -> BatchTestStatus:
     )
 
 
-def test_status_of_200_combinations_by_50_cases_stays_under_64_kib(
-    big_store: ResultStore, toy_on_path: tuple[str, ...], tmp_path: Path
-) -> None:
+def _big_run(
+    store: ResultStore, path: tuple[str, ...], tmp_path: Path
+) -> tuple[RunRecord, BatchTest]:
+    """A finished run of 200 combinations x 50 cases, whose baseline ranks near the bottom."""
     answer = ["original", *(f"answer_{i:02d}" for i in range(1, 20))]
     normalize = ["original", *(f"normalize_{i}" for i in range(1, 10))]
     batch = _batchtest(
@@ -288,8 +291,8 @@ def test_status_of_200_combinations_by_50_cases_stays_under_64_kib(
         },
     )
     workflow = _workflow({"answer": answer[1:], "normalize": normalize[1:]})
-    run = record_unplanned_run(big_store, batch, workflow, run_key=_key())
-    run = _plan(big_store, run, tmp_path, toy_on_path)
+    run = record_unplanned_run(store, batch, workflow, run_key=_key())
+    run = _plan(store, run, tmp_path, path)
     assert run.total_cells == 200 * 50
     plan = _plan_of(run)
     # Each combination has its own success chance; the baseline (all original) is among
@@ -307,8 +310,14 @@ def test_status_of_200_combinations_by_50_cases_stays_under_64_kib(
         for cell in plan.iter_cells()
     ]
     for start in range(0, len(results), 1000):
-        big_store.record(run.id, results[start : start + 1000])
+        store.record(run.id, results[start : start + 1000])
+    return run, batch
 
+
+def test_status_of_200_combinations_by_50_cases_stays_under_64_kib(
+    big_store: ResultStore, toy_on_path: tuple[str, ...], tmp_path: Path
+) -> None:
+    run, batch = _big_run(big_store, toy_on_path, tmp_path)
     status = _operator_status(run, big_store)
     body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     size = len(json.dumps(body).encode())
@@ -328,3 +337,39 @@ def test_status_of_200_combinations_by_50_cases_stays_under_64_kib(
     full = matrix_for_run(big_store, run.id, batch.spec, baseline_of(batch.spec))
     assert len(full.rows) == 200
     assert len(full.model_dump_json(by_alias=True, exclude_none=True)) > STATUS_LIMIT
+
+
+@pytest.mark.kube
+def test_the_bounded_status_is_stored_and_served_by_the_api_server(
+    kube: ControlPlane,
+    kube_namespace: str,
+    sqlite_url: str,
+    toy_on_path: tuple[str, ...],
+    tmp_path: Path,
+) -> None:
+    """Written through the status subresource of a real BatchTest and read back whole."""
+    with ResultStore.open(sqlite_url) as store:
+        run, batch = _big_run(store, toy_on_path, tmp_path)
+        status = _operator_status(run, store)
+    body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    manifest = batch.model_dump(mode="json", by_alias=True, exclude_none=True)
+    manifest["metadata"] = {"name": "big"}
+    with kube.api_client() as api:
+        objects = client.CustomObjectsApi(api)
+        objects.create_namespaced_custom_object(
+            GROUP, VERSION, kube_namespace, "batchtests", manifest
+        )
+        objects.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            kube_namespace,
+            "batchtests",
+            "big",
+            {"status": body},
+            _content_type="application/merge-patch+json",
+        )
+        stored: dict[str, Any] = objects.get_namespaced_custom_object(  # type: ignore[assignment]
+            GROUP, VERSION, kube_namespace, "batchtests", "big"
+        )
+    assert stored["status"] == body, "the API server pruned or changed part of the status"
+    assert len(json.dumps(stored).encode()) < STATUS_LIMIT
