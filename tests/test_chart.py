@@ -337,7 +337,7 @@ NEEDED = [
     ("update", "batchtests", "wtb.dev", "finalizers", True, ""),
     *[
         (verb, "rayclusters", "ray.io", "", True, "")
-        for verb in ("get", "list", "watch", "create", "delete")
+        for verb in ("get", "create", "delete")
     ],
     ("create", "events", "", "", True, ""),
     ("list", "customresourcedefinitions", "apiextensions.k8s.io", "", False, ""),

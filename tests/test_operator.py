@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from operator_bed import (
     token_of,
     toy_batchtest,
     toy_workflow,
+    url_with_password,
     wait_for_status,
     webhook_configured,
 )
@@ -58,6 +60,7 @@ from services.kube import REPO_ROOT, ControlPlane
 from services.kuberay_standin import KubeRayStandIn
 from services.operator import OperatorProcess, start_operator
 from services.postgres import wait_until
+from wtb import events
 from wtb.api.matrix import ComparisonMatrix
 from wtb.storage import ResultStore
 
@@ -97,7 +100,10 @@ def operator(
     tmp_path: Path,
 ) -> Iterator[OperatorProcess]:
     create_database_secret(api, kube_namespace, pgbouncer_url)
-    process = start_operator(operator_kubeconfig, pgbouncer_url, tmp_path / "operator.log")
+    # The operator's own URL holds a password too: it must not reach its log either.
+    process = start_operator(
+        operator_kubeconfig, url_with_password(pgbouncer_url), tmp_path / "operator.log"
+    )
     try:
         yield process
     finally:
@@ -227,8 +233,7 @@ def test_apply_example_runs_to_a_matrix_in_status(
         run = store.get_run(status["runId"])
         assert run is not None
         assert run.status == "succeeded"
-        assert store.progress(run.id).done == 960
-        assert len({c.cell_key for c in store.iter_cells(run.id)}) == 960
+    assert _work_done(pgbouncer_url, status["runId"]) == (960, 1, 1)
     (rc,) = list_rayclusters(api, kube_namespace)
     owner = rc["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == (
@@ -261,13 +266,17 @@ def _one_cluster(api: client.ApiClient, namespace: str) -> dict[str, Any]:
     return rc
 
 
-def _unique_cells(url: str, run_key: str) -> tuple[int, int]:
-    """(cells recorded, distinct cell keys) of a run."""
+def _work_done(url: str, run_key: str) -> tuple[int, int, int]:
+    """From the database: (cells recorded, drivers that ran the batch, the most successful
+    attempts any one cell had). Each driver's start and each attempt is in the audit log."""
     with ResultStore.open(url) as store:
         run = store.get_run(run_key)
         assert run is not None
-        keys = [c.cell_key for c in store.iter_cells(run.id)]
-    return len(keys), len(set(keys))
+        cells = sum(1 for _ in store.iter_cells(run.id))
+        audit = store.audit(run.id)
+    drivers = sum(1 for e in audit if e.kind == events.BATCH_STARTED)
+    successes = Counter(e.subject for e in audit if e.kind == events.CELL_ATTEMPT_SUCCEEDED)
+    return cells, drivers, max(successes.values(), default=0)
 
 
 def test_operator_killed_mid_run_resumes_without_doing_anything_twice(
@@ -301,7 +310,7 @@ def test_operator_killed_mid_run_resumes_without_doing_anything_twice(
     rc = _one_cluster(api, kube_namespace)
     jobs = [j for j in ray_jobs(rc) if j["metadata"].get("wtb.dev/batchtest")]
     assert [j["submission_id"] for j in jobs] == [status["submissionId"]]
-    assert _unique_cells(pgbouncer_url, status["runId"]) == (600, 600)
+    assert _work_done(pgbouncer_url, status["runId"]) == (600, 1, 1)
 
 
 def test_unchanged_reapply_never_reruns_and_a_spec_edit_does(
@@ -329,7 +338,17 @@ def test_unchanged_reapply_never_reruns_and_a_spec_edit_does(
     kubectl(kube, "apply", "-n", kube_namespace, "-f", str(manifest))
     again = start_operator(operator_kubeconfig, pgbouncer_url, tmp_path / "operator-2.log")
     try:
-        wait_until(lambda: "WTB operator" in again.logs(), "the operator starting", 60)
+        # A barrier: once the restarted operator has handled a new object, it has seen the
+        # old one too.
+        create(api, kube_namespace, toy_batchtest("barrier", 1, workflowRef={"name": "none"}))
+        wait_for_status(
+            api,
+            kube_namespace,
+            "barrier",
+            lambda s: any(c.get("reason") == "WorkflowNotFound" for c in s.get("conditions", [])),
+            "the restarted operator at work",
+            logs=again.logs,
+        )
 
         def stays_the_same() -> bool:
             now = get_batchtest(api, kube_namespace, "gitops") or {}
@@ -445,6 +464,7 @@ def test_a_failed_job_is_submitted_again_and_recorded_cells_are_kept(
         after = {c.cell_key: c.finished_at for c in store.iter_cells(run.id)}
     assert len(after) == 600
     assert all(after[key] == when for key, when in kept.items()), "a recorded cell ran again"
+    assert _work_done(pgbouncer_url, done["runId"]) == (600, 2, 1)
 
 
 def test_a_workflow_that_does_not_import_fails_once_with_the_field_named(
@@ -464,6 +484,12 @@ def test_a_workflow_that_does_not_import_fails_once_with_the_field_named(
     assert failed["reason"] == "InvalidWorkflow"
     assert "spec.variants.lookup[0].path" in failed["message"]
     assert status["jobAttempts"] == 1
+    # A failing driver's output stays out of status and events, credentials with it.
+    assert SECRET_PASSWORD not in json.dumps(status)
+    assert all(
+        SECRET_PASSWORD not in (e.message or "") for e in events_for(api, kube_namespace, "broken")
+    )
+    assert SECRET_PASSWORD not in operator.logs()
 
 
 def test_ttl_deletes_the_cluster_after_the_run(
@@ -672,3 +698,59 @@ def test_an_inconsistent_workflow_is_marked_invalid_with_the_field_named(
     assert "variants.lookup" in ready["message"]
     assert "repeated: v" in ready["message"]
     assert has_event(api, kube_namespace, "toy", "InvalidSpec")
+
+
+def test_a_batchtest_deleted_and_made_again_runs_again(
+    operator: OperatorProcess, toy: str, kube_namespace: str, api: client.ApiClient
+) -> None:
+    """Delete and apply again at once (an Argo CD replace): the old RayCluster is still
+    being collected when the new object wants one of the same name."""
+    create(api, kube_namespace, toy_batchtest("again", 10))
+    first = wait_for_status(
+        api, kube_namespace, "again", finished, "the first run", logs=operator.logs
+    )
+    assert first["phase"] == "Succeeded", first
+    delete_batchtest(api, kube_namespace, "again")
+    wait_until(lambda: get_batchtest(api, kube_namespace, "again") is None, "the deletion", 30)
+    create(api, kube_namespace, toy_batchtest("again", 10))
+    second = wait_for_status(
+        api,
+        kube_namespace,
+        "again",
+        lambda s: finished(s) and s.get("runId") != first["runId"],
+        "the second object's run",
+        logs=operator.logs,
+    )
+    assert second["phase"] == "Succeeded", second
+    (rc,) = list_rayclusters(api, kube_namespace)
+    new_uid = (get_batchtest(api, kube_namespace, "again") or {})["metadata"]["uid"]
+    assert rc["metadata"]["ownerReferences"][0]["uid"] == new_uid
+
+
+def test_a_spec_edit_mid_run_stops_the_old_job_and_starts_a_new_run(
+    operator: OperatorProcess, toy: str, kube_namespace: str, api: client.ApiClient
+) -> None:
+    create(api, kube_namespace, toy_batchtest("edited", 400))
+    old = wait_for_status(
+        api, kube_namespace, "edited", running, "cells being recorded", logs=operator.logs
+    )
+    patch_spec(
+        api,
+        kube_namespace,
+        "edited",
+        {"repeats": 2, "dataset": toy_batchtest("x", 5)["spec"]["dataset"]},
+    )
+    new = wait_for_status(
+        api,
+        kube_namespace,
+        "edited",
+        lambda s: s.get("observedGeneration") == 2 and finished(s),
+        "the new generation's run",
+        logs=operator.logs,
+    )
+    assert new["phase"] == "Succeeded", new
+    assert new["progress"] == "20/20"
+    assert new["runId"] != old["runId"]
+    rc = _one_cluster(api, kube_namespace)
+    assert ray_job(rc, old["submissionId"])["status"] == "STOPPED"
+    assert has_event(api, kube_namespace, "edited", "StoppedJob")

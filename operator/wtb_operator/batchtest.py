@@ -36,7 +36,7 @@ from wtb.kube.semantics import check_references, parse_batchtest, parse_workflow
 from wtb.kube.status import run_status
 from wtb.settings import get_settings
 from wtb_operator.context import OperatorContext
-from wtb_operator.kubeapi import Forbidden, status_patch
+from wtb_operator.kubeapi import Forbidden, Invalid, status_patch
 
 log = logging.getLogger("wtb.operator.batchtest")
 
@@ -75,6 +75,21 @@ def _needs_reconcile(body: kopf.Body, spec: kopf.Spec, **_: Any) -> bool:
     )
 
 
+def _first_line(message: str) -> str:
+    """Ray's message without the driver's log tail it appends (user output has no place in
+    status: `ray job logs` shows it)."""
+    return message.split("\n", 1)[0].split(", last available logs", 1)[0][:300]
+
+
+def _deleting(raycluster: dict[str, Any]) -> bool:
+    return bool((raycluster.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def _owned_by_batchtest_named(raycluster: dict[str, Any], name: str) -> bool:
+    refs = (raycluster.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("kind") == "BatchTest" and r.get("name") == name for r in refs)
+
+
 def _cluster_deleted(status: BatchTestStatus) -> bool:
     found = cond.find(status.conditions, cond.CLUSTER_READY)
     return found is not None and found.reason == "ClusterDeleted"
@@ -97,13 +112,14 @@ def reconcile(body: kopf.Body, memo: Any, **_: Any) -> None:
         step.fail_soft(cond.CLUSTER_READY, "PermissionDenied", str(exc))
     except StorageError as exc:
         log.warning("BatchTest %s: result store unavailable: %s", step.ident, exc)
-        step.note(f"result store unavailable: {exc}")
+        step.note("the result store is unavailable (the operator's log has the error)")
 
 
 @kopf.on.delete(
     GROUP,
     VERSION,
     "batchtests",
+    timeout=120,  # a shared cluster whose job API stays down must not block the deletion
     when=lambda spec, **_: bool((spec.get("ray") or {}).get("clusterName")),
 )
 def stop_on_shared_cluster(body: kopf.Body, memo: Any, **_: Any) -> None:
@@ -204,12 +220,16 @@ class Reconcile:
         if self.status.phase in TERMINAL:
             self.after_finish()
             return
-        valid = self.validate()
-        if valid is None:
-            return
-        batch, workflow = valid
         if self.status.run_id is None:
+            valid = self.validate()
+            if valid is None:
+                return
+            batch, workflow = valid
             self.record_run(batch, workflow)
+        else:
+            # From here on the run is what was recorded: a Workflow edited or deleted
+            # meanwhile changes nothing about it.
+            batch, workflow = self.recorded()
         dashboard = self.cluster(batch, workflow)
         if dashboard is None:
             return
@@ -269,6 +289,20 @@ class Reconcile:
             self.event("Validated", f"valid; runs Workflow {ref!r}")
         return batch, workflow
 
+    def recorded(self) -> tuple[BatchTest, Workflow]:
+        """The BatchTest and the Workflow as the run recorded them."""
+        run = self.ctx.store.get_run(self.status.run_id or "")
+        if run is None:
+            raise StorageError(f"run {self.status.run_id!r} is not in the result store")
+        batch = parse_batchtest(self.body)
+        workflow = Workflow.model_validate(
+            {
+                "metadata": {"name": batch.spec.workflow_ref.name, "namespace": self.namespace},
+                "spec": run.spec["workflow"],
+            }
+        )
+        return batch, workflow
+
     def wait(self, type_: str, reason: cond.Reason, message: str) -> None:
         """Not ready to go on, and it may come right by itself (an object applied later)."""
         changed = self.condition(type_, "False", reason, message)
@@ -315,13 +349,17 @@ class Reconcile:
             )
             wanted = build_raycluster(batch, uid=self.uid, image=image, secret=secret)
             if rc is None:
-                self.condition(cond.CLUSTER_READY, "False", "Provisioning", f"creating {name}")
-                self.status.message = f"creating RayCluster {name}"
-                self.write()
-                if self.ctx.kube.create_raycluster(self.namespace, wanted):
-                    self.event("CreatedRayCluster", f"created RayCluster {name}")
+                self.create_cluster(batch, name, wanted)
+                return None
+            if _deleting(rc):
+                self.not_ready(batch, "Provisioning", f"RayCluster {name} is being deleted")
                 return None
             if not owned_by(rc, self.uid):
+                if _owned_by_batchtest_named(rc, self.name):
+                    # A BatchTest of this name was deleted and made again: the garbage
+                    # collector has its cluster to delete first.
+                    self.not_ready(batch, "Provisioning", f"an earlier {name} is being deleted")
+                    return None
                 self.fail(
                     "ClusterNotFound",
                     f"RayCluster {name} exists and is not this BatchTest's (fix: delete it, or "
@@ -329,9 +367,8 @@ class Reconcile:
                 )
                 return None
             if spec_hash(rc) != spec_hash(wanted) and self.status.submission_id is None:
-                if (rc.get("metadata") or {}).get("deletionTimestamp") is None:
-                    self.ctx.kube.delete_raycluster(self.namespace, name)
-                    self.event("DeletedRayCluster", f"RayCluster {name} changed: replacing it")
+                self.ctx.kube.delete_raycluster(self.namespace, name)
+                self.event("DeletedRayCluster", f"RayCluster {name} changed: replacing it")
                 return None
         elif rc is None:
             self.not_ready(
@@ -339,8 +376,9 @@ class Reconcile:
             )
             return None
         state = cluster_state(rc)
-        if not state.ready or state.dashboard_url is None:
-            self.not_ready(batch, "Provisioning", f"RayCluster {name}: {state.message}")
+        if _deleting(rc) or not state.ready or state.dashboard_url is None:
+            detail = "being deleted" if _deleting(rc) else state.message
+            self.not_ready(batch, "Provisioning", f"RayCluster {name}: {detail}")
             return None
         if self.condition(
             cond.CLUSTER_READY, "True", "ClusterReady", f"RayCluster {name} is ready"
@@ -349,7 +387,23 @@ class Reconcile:
             self.event("ClusterReady", f"RayCluster {name} is ready")
         return state.dashboard_url
 
+    def create_cluster(self, batch: BatchTest, name: str, wanted: dict[str, Any]) -> None:
+        self.condition(cond.CLUSTER_READY, "False", "Provisioning", f"creating {name}")
+        self.status.message = f"creating RayCluster {name}"
+        self.write()
+        try:
+            created = self.ctx.kube.create_raycluster(self.namespace, wanted)
+        except Invalid as exc:
+            self.condition(cond.CLUSTER_READY, "False", "InvalidSpec", str(exc))
+            self.fail("InvalidSpec", f"spec.ray: the RayCluster was refused: {exc}")
+            return
+        if created:
+            self.event("CreatedRayCluster", f"created RayCluster {name}")
+
     def not_ready(self, batch: BatchTest, reason: cond.Reason, message: str) -> None:
+        """Waiting for the cluster. Before the job is submitted this has a deadline; after,
+        the job's own status decides (a head that restarted comes back without the job,
+        which is then submitted again)."""
         changed = self.condition(cond.CLUSTER_READY, "False", reason, message)
         self.status.message = message
         current = cond.find(self.status.conditions, cond.CLUSTER_READY)
@@ -357,7 +411,8 @@ class Reconcile:
         timeout = (
             batch.spec.ray.ready_timeout_seconds or self.ctx.settings.cluster_ready_timeout_seconds
         )
-        if (datetime.now(UTC) - since).total_seconds() > timeout:
+        submitted = cond.is_true(self.status.conditions, cond.JOB_SUBMITTED)
+        if not submitted and (datetime.now(UTC) - since).total_seconds() > timeout:
             self.condition(cond.CLUSTER_READY, "False", "ClusterTimeout", message)
             self.fail("ClusterTimeout", f"not ready after {timeout:.0f} s: {message}")
             return
@@ -397,7 +452,9 @@ class Reconcile:
             self.finish(batch)
         elif info.finished:
             self.job_failed(
-                batch, f"Ray job {sid} {info.status}: {info.message}", info.driver_exit_code
+                batch,
+                f"Ray job {sid} {info.status}: {_first_line(info.message)}",
+                info.driver_exit_code,
             )
         else:
             self.status.phase = "Running"

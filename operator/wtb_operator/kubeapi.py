@@ -25,15 +25,24 @@ def load_api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+class Invalid(Exception):
+    """The API server refused an object WTB built (HTTP 422): its message says why."""
+
+
 class Forbidden(Exception):
     """The operator's identity lacks a permission: a chart (RBAC) problem, said plainly."""
 
 
-def forbidden_message(exc: ApiException, verb: str, what: str, namespace: str) -> str:
+def _message(exc: ApiException) -> str:
+    """The API server's own message in an error reply."""
     try:
-        said = str(json.loads(exc.body or "{}").get("message") or "")
+        return str(json.loads(exc.body or "{}").get("message") or "")
     except ValueError:
-        said = ""
+        return ""
+
+
+def forbidden_message(exc: ApiException, verb: str, what: str, namespace: str) -> str:
+    said = _message(exc)
     return (
         f"forbidden: the operator may not {verb} {what} in namespace {namespace!r}"
         + (f" ({said})" if said else "")
@@ -103,6 +112,8 @@ class KubeApi:
         except ApiException as exc:
             if exc.status == 409:
                 return False
+            if exc.status == 422:
+                raise Invalid(_message(exc)) from exc
             self._guard(exc, "create", "rayclusters.ray.io", namespace)
             raise
         return True

@@ -4,12 +4,38 @@ from __future__ import annotations
 
 import ipaddress
 import tempfile
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import kopf
 
 from wtb.settings import Settings
+
+
+class ServiceWebhookServer(kopf.WebhookServer):
+    """Kopf's server, announced to the API server as a Service (`clientConfig.service`)
+    instead of a URL: an API server can reach Services, but seldom resolves cluster DNS."""
+
+    def __init__(self, *, service: str, service_port: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service_namespace, _, self.service_name = service.partition("/")
+        self.service_port = service_port
+
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+        async for config in super().__call__(fn):
+            announced = kopf.WebhookClientConfig(
+                service=kopf.WebhookClientConfigService(
+                    namespace=self.service_namespace,
+                    name=self.service_name,
+                    port=self.service_port,
+                    path=self.path or "",
+                )
+            )
+            if config.get("caBundle"):
+                announced["caBundle"] = config["caBundle"]
+            yield announced
 
 
 def webhook_server(settings: Settings) -> kopf.WebhookServer:
@@ -17,13 +43,18 @@ def webhook_server(settings: Settings) -> kopf.WebhookServer:
     certfile, keyfile = settings.webhook_certfile, settings.webhook_keyfile
     if not (certfile and keyfile):
         certfile, keyfile = self_signed_certificate(host)
-    return kopf.WebhookServer(
-        addr=settings.webhook_listen,
-        port=settings.webhook_port,
-        host=host,
-        certfile=certfile,
-        pkeyfile=keyfile,
-    )
+    options: dict[str, Any] = {
+        "addr": settings.webhook_listen,
+        "port": settings.webhook_port,
+        "host": host,
+        "certfile": certfile,
+        "pkeyfile": keyfile,
+    }
+    if settings.webhook_service:
+        return ServiceWebhookServer(
+            service=settings.webhook_service, service_port=settings.webhook_port, **options
+        )
+    return kopf.WebhookServer(**options)
 
 
 def self_signed_certificate(host: str) -> tuple[str, str]:

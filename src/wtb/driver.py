@@ -33,12 +33,15 @@ from pathlib import Path
 import click
 
 from wtb.cli.options import ACTORS, CONCURRENCY, RAY_ADDRESS
-from wtb.errors import WtbError
+from wtb.errors import ClusterError, ManifestError, ManifestErrors, StorageError, WtbError
 
 log = logging.getLogger("wtb.driver")
 
 EXIT_INCOMPLETE = 1
 EXIT_USAGE = 2
+"""A mistake that running again will not mend: the workflow, the data set, the setup."""
+EXIT_UNAVAILABLE = 3
+"""The database or the Ray cluster failed: running again may well succeed."""
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
@@ -72,7 +75,6 @@ def drive(
 ) -> bool:
     """Run the recorded run `run_key` to completion; True when every cell is recorded."""
     from wtb.batch import execute_run, is_planned, plan_recorded_run
-    from wtb.errors import StorageError
     from wtb.job import BatchJob
     from wtb.plan import build_plan
     from wtb.runners.ray_runner import RayRunner
@@ -95,7 +97,7 @@ def drive(
                 recorded = plan_recorded_run(
                     store, recorded, base_dir=Path.cwd(), python_path=python_path
                 )
-            except WtbError as exc:
+            except (ManifestError, ManifestErrors) as exc:
                 store.finish_run(recorded.id, "failed", error=str(exc)[:2000])
                 raise
             log.info("run %s: planned, %d cells", run_key, recorded.total_cells)
@@ -175,14 +177,21 @@ def driver(
             actors=actors,
             concurrency=concurrency,
         )
+    except (StorageError, ClusterError) as exc:
+        _report(exc)
+        sys.exit(EXIT_UNAVAILABLE)
     except WtbError as exc:
-        click.secho("error: ", fg="red", bold=True, err=True, nl=False)
-        click.echo(str(exc), err=True)
+        _report(exc)
         sys.exit(EXIT_USAGE)
     except Terminated:
         log.info("run %s: terminated; recorded results are kept, run it again to finish", run_key)
         sys.exit(EXIT_TERMINATED)
     sys.exit(0 if complete else EXIT_INCOMPLETE)
+
+
+def _report(exc: WtbError) -> None:
+    click.secho("error: ", fg="red", bold=True, err=True, nl=False)
+    click.echo(str(exc), err=True)
 
 
 def main() -> None:

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     webhook_host: str | None = Field(
         default=None, description="Host name or IP the API server calls the webhook at."
     )
+    webhook_service: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9-]+/[a-z0-9-]+$",
+        description="namespace/name of the Service in front of the webhook: the API server "
+        "calls it through the Service (in a cluster) instead of at webhook_host's URL.",
+    )
     webhook_listen: str = Field(default="0.0.0.0", description="Address the webhook listens on.")  # noqa: S104
     webhook_certfile: str | None = Field(
         default=None, description="TLS certificate of the webhook; self-signed when unset."

@@ -46,9 +46,16 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
+_SECRET_QUERY_KEYS = frozenset({"password", "sslpassword", "passfile", "sslkey"})
+
+
 def redact(url: URL | str) -> str:
-    """The URL as text with its password hidden: safe for messages and logs."""
+    """The URL as text with its password hidden, in the user part and in the query
+    (`?password=...`): safe for messages and logs."""
     parsed = make_url(url) if isinstance(url, str) else url
+    hidden = {k: "***" for k in parsed.query if k.lower() in _SECRET_QUERY_KEYS}
+    if hidden:
+        parsed = parsed.update_query_dict(hidden)
     return parsed.render_as_string(hide_password=True)
 
 
