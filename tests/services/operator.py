@@ -14,6 +14,9 @@ from pathlib import Path
 from services.postgres import free_port
 
 STOP_SECONDS = 15.0
+WEBHOOK_HOST_ENV = "WTB_TEST_WEBHOOK_HOST"
+"""Where the API server reaches this machine: 127.0.0.1 for the test control plane; for a
+cluster of WTB_TEST_KUBECONFIG (kind, say) an address of this machine it can reach."""
 
 
 @dataclass
@@ -55,6 +58,7 @@ def start_operator(
     env: dict[str, str] | None = None,
 ) -> OperatorProcess:
     port = free_port() if webhook else 0
+    webhook_host = os.environ.get(WEBHOOK_HOST_ENV, "127.0.0.1")
     environment = {
         k: v for k, v in os.environ.items() if not k.startswith("WTB_") and k != "KUBECONFIG"
     }
@@ -65,8 +69,8 @@ def start_operator(
             "WTB_RECONCILE_SECONDS": "0.5",
             "WTB_STATUS_SECONDS": "1",
             "WTB_WEBHOOK_PORT": str(port),
-            "WTB_WEBHOOK_HOST": "127.0.0.1",
-            "WTB_WEBHOOK_LISTEN": "127.0.0.1",
+            "WTB_WEBHOOK_HOST": webhook_host,
+            "WTB_WEBHOOK_LISTEN": "127.0.0.1" if webhook_host == "127.0.0.1" else "0.0.0.0",  # noqa: S104
             "WTB_LOG_LEVEL": "DEBUG",
             # The test control plane's certificate is self-signed.
             "PYTHONWARNINGS": "ignore:Unverified HTTPS request",
