@@ -62,17 +62,21 @@ class KubeApi:
         if exc.status == 403:
             raise Forbidden(forbidden_message(exc, verb, what, namespace)) from exc
 
-    def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def _get(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """A custom object by name; None when there is none."""
         try:
-            obj = self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "workflows", name
-            )
+            obj = self._custom.get_namespaced_custom_object(group, version, namespace, plural, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            self._guard(exc, "get", "workflows.wtb.dev", namespace)
+            self._guard(exc, "get", f"{plural}.{group}", namespace)
             raise
         return cast(dict[str, Any], obj)
+
+    def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(GROUP, VERSION, "workflows", namespace, name)
 
     def patch_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
         try:
@@ -92,16 +96,7 @@ class KubeApi:
             raise
 
     def get_raycluster(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj = self._custom.get_namespaced_custom_object(
-                RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            self._guard(exc, "get", "rayclusters.ray.io", namespace)
-            raise
-        return cast(dict[str, Any], obj)
+        return self._get(RAY_GROUP, RAY_VERSION, RAY_PLURAL, namespace, name)
 
     def create_raycluster(self, namespace: str, body: dict[str, Any]) -> bool:
         """Create it; False when one of that name exists already."""
