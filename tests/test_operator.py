@@ -754,3 +754,49 @@ def test_a_spec_edit_mid_run_stops_the_old_job_and_starts_a_new_run(
     rc = _one_cluster(api, kube_namespace)
     assert ray_job(rc, old["submissionId"])["status"] == "STOPPED"
     assert has_event(api, kube_namespace, "edited", "StoppedJob")
+
+
+def test_operator_killed_while_provisioning_makes_no_second_cluster_or_job(
+    operator_kubeconfig: Path,
+    operator: OperatorProcess,
+    kuberay: KubeRayStandIn,
+    kube_namespace: str,
+    api: client.ApiClient,
+    pgbouncer_url: str,
+    tmp_path: Path,
+) -> None:
+    """The operator dies after creating the RayCluster, before it is ready; the cluster gets
+    ready while no operator runs; the restarted one goes on with that cluster."""
+    image = f"wtb-test-late-{kube_namespace[-8:]}:1"  # not pullable until registered below
+    create(api, kube_namespace, toy_workflow(image=image))
+    create(api, kube_namespace, toy_batchtest("late", 20))
+
+    def provisioning(status: dict[str, Any]) -> bool:
+        ready = {c["type"]: c for c in status.get("conditions", [])}.get("ClusterReady")
+        return (
+            ready is not None
+            and ready["status"] == "False"
+            and bool(list_rayclusters(api, kube_namespace))
+        )
+
+    wait_for_status(
+        api, kube_namespace, "late", provisioning, "the cluster being made", logs=operator.logs
+    )
+    operator.kill()
+    kuberay.register_image(image, TOY_DIR)
+    wait_until(
+        lambda: _one_cluster(api, kube_namespace).get("status", {}).get("state") == "ready",
+        "the cluster getting ready",
+        90,
+    )
+
+    again = start_operator(operator_kubeconfig, pgbouncer_url, tmp_path / "operator-2.log")
+    try:
+        status = wait_for_status(api, kube_namespace, "late", finished, "the run", logs=again.logs)
+    finally:
+        again.stop()
+    assert status["phase"] == "Succeeded", status
+    assert status["jobAttempts"] == 1
+    rc = _one_cluster(api, kube_namespace)
+    assert [j["submission_id"] for j in ray_jobs(rc)] == [status["submissionId"]]
+    assert _work_done(pgbouncer_url, status["runId"]) == (40, 1, 1)
