@@ -447,7 +447,7 @@ class Reconcile:
             self.job_failed(batch, f"the Ray cluster no longer knows job {sid}", None)
             return
         if not submitted:  # submitted by an earlier step that stopped before saying so
-            self.condition(cond.JOB_SUBMITTED, "True", "Submitted", sid)
+            self.mark_submitted(sid)
         if info.status == "SUCCEEDED":
             self.finish(batch)
         elif info.finished:
@@ -461,6 +461,12 @@ class Reconcile:
             self.status.message = f"Ray job {sid} {info.status.lower()}"
             self.progress(batch, force=False)
             self.write()
+
+    def mark_submitted(self, sid: str) -> None:
+        self.condition(cond.JOB_SUBMITTED, "True", "Submitted", sid)
+        self.condition(cond.COMPLETE, "False", "Running", "")
+        self.status.phase = "Running"
+        self.status.started_at = self.status.started_at or cond.now_rfc3339()
 
     def submit(self, batch: BatchTest, jobs: RayJobClient, sid: str) -> None:
         try:
@@ -477,10 +483,7 @@ class Reconcile:
                 self.event("FailedToSubmitJob", str(exc), warning=True)
             self.note(f"submitting Ray job {sid}: {exc}")
             return
-        self.condition(cond.JOB_SUBMITTED, "True", "Submitted", sid)
-        self.condition(cond.COMPLETE, "False", "Running", "")
-        self.status.phase = "Running"
-        self.status.started_at = self.status.started_at or cond.now_rfc3339()
+        self.mark_submitted(sid)
         self.status.message = f"Ray job {sid} submitted"
         self.write()
         self.event("SubmittedJob", f"submitted Ray job {sid} (attempt {self.status.job_attempts})")
