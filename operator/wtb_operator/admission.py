@@ -6,6 +6,7 @@ server."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
@@ -25,9 +26,14 @@ UNPROCESSABLE = 422
     operations=["CREATE", "UPDATE"],
     ignore_failures=True,
 )
-def validate_batchtest(body: kopf.Body, warnings: list[str], memo: Any, **kwargs: Any) -> None:
+async def validate_batchtest(
+    body: kopf.Body, warnings: list[str], memo: Any, **kwargs: Any
+) -> None:
     """Refuse a wrong spec. A change of metadata or status only is always let through, so
-    an object that became invalid (its Workflow changed) can still be labelled or deleted."""
+    an object that became invalid (its Workflow changed) can still be labelled or deleted.
+
+    Async, with its one API call on a thread of its own: the pool of sync handlers may be
+    busy with reconcile steps, and the API server waits for this answer."""
     old = kwargs.get("old")  # Kopf passes the old object on UPDATE
     if old is not None and old.get("spec") == body.get("spec"):
         return
@@ -39,7 +45,7 @@ def validate_batchtest(body: kopf.Body, warnings: list[str], memo: Any, **kwargs
     if ctx is None:
         return
     ref = batch.spec.workflow_ref.name
-    workflow_body = ctx.kube.get_workflow(batch.metadata.namespace, ref)
+    workflow_body = await asyncio.to_thread(ctx.kube.get_workflow, batch.metadata.namespace, ref)
     if workflow_body is None:
         warnings.append(f"spec.workflowRef.name: Workflow {ref!r} does not exist (yet)")
         return
