@@ -505,9 +505,17 @@ def test_ttl_deletes_the_cluster_after_the_run(
     wait_until(
         lambda: not list_rayclusters(api, kube_namespace), "the TTL deleting the cluster", 30
     )
-    conditions = {c["type"]: c for c in status_of(api, kube_namespace, "brief")["conditions"]}
-    assert conditions["ClusterReady"]["reason"] == "ClusterDeleted"
-    assert status_of(api, kube_namespace, "brief")["phase"] == "Succeeded"
+    # The condition is written just after the deletion.
+    after = wait_for_status(
+        api,
+        kube_namespace,
+        "brief",
+        lambda s: any(c.get("reason") == "ClusterDeleted" for c in s.get("conditions", [])),
+        "the ClusterDeleted condition",
+        seconds=30,
+        logs=operator.logs,
+    )
+    assert after["phase"] == "Succeeded"
 
 
 def test_a_cluster_that_never_gets_ready_times_out_with_a_condition(
