@@ -63,6 +63,7 @@ from services.postgres import wait_until
 from wtb import events
 from wtb.api.matrix import ComparisonMatrix
 from wtb.storage import ResultStore
+from wtb_operator.kubeapi import Conflict, KubeApi
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.ray, pytest.mark.slow]
 
@@ -808,3 +809,23 @@ def test_operator_killed_while_provisioning_makes_no_second_cluster_or_job(
     rc = _one_cluster(api, kube_namespace)
     assert [j["submission_id"] for j in ray_jobs(rc)] == [status["submissionId"]]
     assert _work_done(pgbouncer_url, status["runId"]) == (40, 1, 1)
+
+
+def test_a_status_write_from_an_outdated_read_is_refused(
+    kube: ControlPlane, toy: str, kube_namespace: str, api: client.ApiClient
+) -> None:
+    """What keeps a reconcile step that started from an outdated copy of the object from
+    undoing newer work: its status writes name the version it read."""
+    made = create(api, kube_namespace, toy_batchtest("versioned", 1))
+    read = made["metadata"]["resourceVersion"]
+    kube_api = KubeApi(api)
+    newer = kube_api.patch_status(
+        "batchtests", kube_namespace, "versioned", {"phase": "Pending"}, resource_version=read
+    )
+    assert newer is not None
+    assert newer != read
+    with pytest.raises(Conflict):
+        kube_api.patch_status(
+            "batchtests", kube_namespace, "versioned", {"phase": "Failed"}, resource_version=read
+        )
+    assert status_of(api, kube_namespace, "versioned")["phase"] == "Pending"

@@ -9,6 +9,7 @@ side effect, so a retried step finds what it made instead of making a second one
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import time
@@ -36,7 +37,7 @@ from wtb.kube.semantics import check_references, parse_batchtest, parse_workflow
 from wtb.kube.status import run_status
 from wtb.settings import get_settings
 from wtb_operator.context import OperatorContext
-from wtb_operator.kubeapi import Forbidden, Invalid, status_patch
+from wtb_operator.kubeapi import Conflict, Forbidden, Invalid, status_patch
 
 log = logging.getLogger("wtb.operator.batchtest")
 
@@ -107,12 +108,16 @@ def reconcile(body: kopf.Body, memo: Any, **_: Any) -> None:
     step = Reconcile(ctx, body)
     try:
         step.run()
+    except Conflict:
+        log.debug("BatchTest %s: changed while being looked at; next time", step.ident)
     except Forbidden as exc:
         log.error("BatchTest %s: %s", step.ident, exc)
-        step.fail_soft(cond.CLUSTER_READY, "PermissionDenied", str(exc))
+        with contextlib.suppress(Conflict):
+            step.fail_soft(cond.CLUSTER_READY, "PermissionDenied", str(exc))
     except StorageError as exc:
         log.warning("BatchTest %s: result store unavailable: %s", step.ident, exc)
-        step.note("the result store is unavailable (the operator's log has the error)")
+        with contextlib.suppress(Conflict):
+            step.note("the result store is unavailable (the operator's log has the error)")
 
 
 @kopf.on.delete(
@@ -158,6 +163,7 @@ class Reconcile:
         self.name: str = meta["name"]
         self.uid: str = meta["uid"]
         self.generation: int = int(meta.get("generation") or 1)
+        self.resource_version: str | None = meta.get("resourceVersion")
         self.ident = f"{self.namespace}/{self.name}"
         self.before = _status_of(body)
         self.status = self.before.model_copy(deep=True)
@@ -166,11 +172,19 @@ class Reconcile:
     # -- writing ------------------------------------------------------------------------
 
     def write(self) -> None:
-        """Patch status with what changed since the last write (nothing when equal)."""
+        """Patch status with what changed since the last write (nothing when equal), only
+        if the object is still as this step read it: a step that started from an outdated
+        copy (Kopf's view lags a write by a moment) stops instead of undoing newer work."""
         after = _dump(self.status)
         patch = status_patch(self._written, after)
         if patch:
-            self.ctx.kube.patch_status("batchtests", self.namespace, self.name, patch)
+            self.resource_version = self.ctx.kube.patch_status(
+                "batchtests",
+                self.namespace,
+                self.name,
+                patch,
+                resource_version=self.resource_version,
+            )
             self._written = after
 
     def event(self, reason: str, message: str, *, warning: bool = False) -> None:

@@ -25,6 +25,10 @@ def load_api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+class Conflict(Exception):
+    """The object changed since it was read: what was decided from it may be stale."""
+
+
 class Invalid(Exception):
     """The API server refused an object WTB built (HTTP 422): its message says why."""
 
@@ -78,22 +82,34 @@ class KubeApi:
     def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(GROUP, VERSION, "workflows", namespace, name)
 
-    def patch_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    def patch_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> str | None:
+        """Merge-patch status; with `resource_version`, only if the object has not changed
+        since that version (Conflict otherwise). The new resource version; None when the
+        object is gone."""
+        body: dict[str, Any] = {"status": patch}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
-            self._custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                plural,
-                name,
-                {"status": patch},
-                _content_type=MERGE_PATCH,
+            written = self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, body, _content_type=MERGE_PATCH
             )
         except ApiException as exc:
             if exc.status == 404:
-                return  # deleted meanwhile
+                return None  # deleted meanwhile
+            if exc.status == 409:
+                raise Conflict(f"{plural} {namespace}/{name} changed since it was read") from exc
             self._guard(exc, "patch", f"{plural}.wtb.dev/status", namespace)
             raise
+        version = (cast(dict[str, Any], written).get("metadata") or {}).get("resourceVersion")
+        return str(version) if version is not None else None
 
     def get_raycluster(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(RAY_GROUP, RAY_VERSION, RAY_PLURAL, namespace, name)
