@@ -161,36 +161,6 @@ def toy_workflow(lookup: str = "slow_lookup", *, image: str | None = TOY_IMAGE) 
     }
 
 
-def toy_batchtest(name: str, cases: int, **spec: Any) -> dict[str, Any]:
-    """A BatchTest of the toy Workflow: `original` against `v` of lookup, `cases` inline
-    cases whose answer is their question; `spec` adds to or overrides the spec."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "BatchTest",
-        "metadata": {"name": name},
-        "spec": {
-            "workflowRef": {"name": "toy"},
-            "matrix": {"lookup": ["original", "v"]},
-            "dataset": {
-                "cases": [
-                    {
-                        "id": f"c{i}",
-                        "inputs": {"question": f"q{i}"},
-                        "expected": {"answer": f"q{i}"},
-                    }
-                    for i in range(cases)
-                ]
-            },
-            "concurrency": 2,
-            "evaluators": [
-                {"name": "correct", "type": "exactMatch", "output": "answer", "expected": "answer"}
-            ],
-            "primaryMetric": "correct",
-            **spec,
-        },
-    }
-
-
 def create(api: client.ApiClient, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
     plural = {"Workflow": "workflows", "BatchTest": "batchtests"}[obj["kind"]]
     made: dict[str, Any] = client.CustomObjectsApi(api).create_namespaced_custom_object(  # type: ignore[assignment]

@@ -335,10 +335,7 @@ NEEDED = [
     ("patch", "batchtests", "wtb.dev", "status", True, ""),
     ("patch", "workflows", "wtb.dev", "status", True, ""),
     ("update", "batchtests", "wtb.dev", "finalizers", True, ""),
-    *[
-        (verb, "rayclusters", "ray.io", "", True, "")
-        for verb in ("get", "create", "delete")
-    ],
+    *[(verb, "rayclusters", "ray.io", "", True, "") for verb in ("get", "create", "delete")],
     ("create", "events", "", "", True, ""),
     ("list", "customresourcedefinitions", "apiextensions.k8s.io", "", False, ""),
     ("watch", "customresourcedefinitions", "apiextensions.k8s.io", "", False, ""),

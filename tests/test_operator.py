@@ -50,7 +50,6 @@ from operator_bed import (
     running,
     status_of,
     token_of,
-    toy_batchtest,
     toy_workflow,
     url_with_password,
     wait_for_status,
@@ -60,6 +59,7 @@ from services.kube import REPO_ROOT, ControlPlane
 from services.kuberay_standin import KubeRayStandIn
 from services.operator import OperatorProcess, start_operator
 from services.postgres import wait_until
+from toybatch import toy_batchtest
 from wtb import events
 from wtb.api.matrix import ComparisonMatrix
 from wtb.storage import ResultStore

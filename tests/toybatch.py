@@ -13,6 +13,37 @@ from wtb.manifests import load_manifests
 TOY = Path(__file__).parent / "fixtures" / "toy"
 
 
+def toy_batchtest(name: str, cases: int, **spec: Any) -> dict[str, Any]:
+    """A BatchTest manifest of the toy Workflow: `original` against variant `v` of node
+    lookup, `cases` inline cases whose answer is their question; `spec` adds to or
+    overrides the spec."""
+    return {
+        "apiVersion": "wtb.dev/v1alpha1",
+        "kind": "BatchTest",
+        "metadata": {"name": name},
+        "spec": {
+            "workflowRef": {"name": "toy"},
+            "matrix": {"lookup": ["original", "v"]},
+            "dataset": {
+                "cases": [
+                    {
+                        "id": f"c{i}",
+                        "inputs": {"question": f"q{i}"},
+                        "expected": {"answer": f"q{i}"},
+                    }
+                    for i in range(cases)
+                ]
+            },
+            "concurrency": 2,
+            "evaluators": [
+                {"name": "correct", "type": "exactMatch", "output": "answer", "expected": "answer"}
+            ],
+            "primaryMetric": "correct",
+            **spec,
+        },
+    }
+
+
 def toy_prepared(
     tmp_path: Path, name: str, lookup_variant: str, cases: int, **spec: Any
 ) -> PreparedBatch:
@@ -24,32 +55,14 @@ def toy_prepared(
     workflow["spec"]["variants"]["lookup"] = [
         {"name": "v", "path": f"toyflow.graph:{lookup_variant}"}
     ]
-    batch = {
-        "apiVersion": "wtb.dev/v1alpha1",
-        "kind": "BatchTest",
-        "metadata": {"name": name},
-        "spec": {
-            "workflowRef": {"name": "toy"},
-            "matrix": {"lookup": ["v"]},
-            "baseline": {"lookup": "v"},
-            "dataset": {
-                "cases": [
-                    {
-                        "id": f"c{i}",
-                        "inputs": {"question": f"q{i}"},
-                        "expected": {"answer": f"q{i}"},
-                    }
-                    for i in range(cases)
-                ]
-            },
-            "concurrency": 4,
-            "evaluators": [
-                {"name": "correct", "type": "exactMatch", "output": "answer", "expected": "answer"}
-            ],
-            "primaryMetric": "correct",
-            **spec,
-        },
-    }
+    batch = toy_batchtest(
+        name,
+        cases,
+        matrix={"lookup": ["v"]},
+        baseline={"lookup": "v"},
+        concurrency=4,
+        **spec,
+    )
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump_all([workflow, batch]))
     manifests = load_manifests([str(path)])

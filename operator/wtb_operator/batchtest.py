@@ -22,6 +22,7 @@ from wtb.api._base import GROUP, VERSION
 from wtb.api.batchtest import BatchTest, BatchTestStatus
 from wtb.api.workflow import Workflow
 from wtb.batch import record_unplanned_run
+from wtb.driver import EXIT_USAGE
 from wtb.errors import ManifestErrors, StorageError
 from wtb.kube import conditions as cond
 from wtb.kube.names import raycluster_name, run_key, submission_id
@@ -42,8 +43,6 @@ from wtb_operator.kubeapi import Conflict, Forbidden, Invalid, status_patch
 log = logging.getLogger("wtb.operator.batchtest")
 
 TERMINAL = ("Succeeded", "Failed")
-DRIVER_USAGE_EXIT = 2
-"""The driver's exit code for a mistake in the workflow or data set: not worth a retry."""
 
 
 def _status_of(body: kopf.Body | dict[str, Any]) -> BatchTestStatus:
@@ -54,10 +53,6 @@ def _status_of(body: kopf.Body | dict[str, Any]) -> BatchTestStatus:
 
 def _dump(status: BatchTestStatus) -> dict[str, Any]:
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def _needs_reconcile(body: kopf.Body, spec: kopf.Spec, **_: Any) -> bool:
@@ -421,7 +416,7 @@ class Reconcile:
         changed = self.condition(cond.CLUSTER_READY, "False", reason, message)
         self.status.message = message
         current = cond.find(self.status.conditions, cond.CLUSTER_READY)
-        since = _parse_time(current.last_transition_time if current else cond.now_rfc3339())
+        since = cond.parse_rfc3339(current.last_transition_time if current else cond.now_rfc3339())
         timeout = (
             batch.spec.ray.ready_timeout_seconds or self.ctx.settings.cluster_ready_timeout_seconds
         )
@@ -537,7 +532,7 @@ class Reconcile:
 
     def job_failed(self, batch: BatchTest, message: str, exit_code: int | None) -> None:
         self.progress(batch, force=True)
-        if exit_code == DRIVER_USAGE_EXIT:
+        if exit_code == EXIT_USAGE:  # a mistake the driver named: no retry mends it
             run = self.ctx.store.get_run(self.status.run_id or "")
             detail = (run.error if run and run.error else message).replace("\n  fix:", " (fix:")
             self.fail("InvalidWorkflow", detail + (")" if "(fix:" in detail else ""))
@@ -569,7 +564,10 @@ class Reconcile:
         ):
             return
         finished = self.status.finished_at
-        if finished is None or (datetime.now(UTC) - _parse_time(finished)).total_seconds() < ttl:
+        if (
+            finished is None
+            or (datetime.now(UTC) - cond.parse_rfc3339(finished)).total_seconds() < ttl
+        ):
             return
         name = self.status.ray_cluster or raycluster_name(self.name)
         rc = self.ctx.kube.get_raycluster(self.namespace, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,6 +67,18 @@ class ObjectMeta(BaseModel):
 
 
 JSONObject = dict[str, Any]
+
+
+def given_fields(model: BaseModel, names: Iterable[str] | None = None) -> set[str]:
+    """The fields (of `names`, default all) given a value other than their default. A
+    default value is no mistake, whoever wrote it: the API server fills in the CRD's
+    defaults, and a spec read back from the result store has every field."""
+    fields = type(model).model_fields
+    return {
+        f
+        for f in (model.model_fields_set if names is None else set(names) & model.model_fields_set)
+        if getattr(model, f) != fields[f].get_default(call_default_factory=True)
+    }
 
 
 def duplicates(names: list[str]) -> list[str]:

@@ -16,6 +16,7 @@ from wtb.api._base import (
     SpecModel,
     StatusModel,
     duplicates,
+    given_fields,
 )
 from wtb.api.matrix import ComparisonMatrix
 
@@ -224,14 +225,7 @@ class RaySpec(SpecModel):
 
     @model_validator(mode="after")
     def _named_or_built(self) -> RaySpec:
-        # Fields given a value other than their default: a spec read back with every field
-        # filled in (the result store's copy) is no mistake.
-        built = {
-            f
-            for f in ("ray_version", "head", "workers")
-            if f in self.model_fields_set
-            and getattr(self, f) != RaySpec.model_fields[f].get_default(call_default_factory=True)
-        }
+        built = given_fields(self, ("ray_version", "head", "workers"))
         if self.cluster_name is not None and built:
             fields = ", ".join(sorted(to_camel(f) for f in built))
             raise ValueError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from wtb.api._base import given_fields
 from wtb.api.batchtest import EvaluatorSpec
 from wtb.errors import ManifestError
 from wtb.evaluators.base import Evaluator
@@ -33,20 +34,9 @@ def _alias(field: str) -> str:
     return EvaluatorSpec.model_fields[field].alias or field
 
 
-def _given(spec: EvaluatorSpec) -> set[str]:
-    """The fields given a value other than their default. A default value is no mistake,
-    whoever wrote it: the API server fills in the CRD's defaults (`ignoreCase: false`), and a
-    spec read back from the result store has every field."""
-    return {
-        f
-        for f in spec.model_fields_set
-        if getattr(spec, f) != EvaluatorSpec.model_fields[f].get_default(call_default_factory=True)
-    }
-
-
 def _check_fields(spec: EvaluatorSpec, where: str) -> None:
     read = _FIELDS_READ[spec.type]
-    for field in sorted(_given(spec) - read - _ALWAYS):
+    for field in sorted(given_fields(spec) - read - _ALWAYS):
         reads = ", ".join(f"`{_alias(f)}`" for f in sorted(read)) or "no other field"
         raise ManifestError(
             f"evaluator {spec.name!r} of type {spec.type} does not use `{_alias(field)}`",

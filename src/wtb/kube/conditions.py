@@ -47,8 +47,16 @@ Reason = Literal[
 Status = Literal["True", "False", "Unknown"]
 
 
+_RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime(_RFC3339)
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """A time as conditions and status write it (`now_rfc3339`)."""
+    return datetime.strptime(text, _RFC3339).replace(tzinfo=UTC)
 
 
 def set_condition(

@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from wtb.errors import ClusterError
@@ -20,6 +21,11 @@ TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 
 class RayJobError(ClusterError):
     """The job API refused a request or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        """The HTTP status of a refusal; None when the API did not answer."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,15 @@ class RayJobClient:
         self._base = dashboard_url.rstrip("/")
         self._timeout = timeout
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        missing_ok: bool = False,
+    ) -> Any:
+        """The JSON reply; None for a job the cluster does not know, with `missing_ok`."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(  # noqa: S310 (the dashboard URL KubeRay publishes)
             f"{self._base}{path}",
@@ -51,8 +65,12 @@ class RayJobClient:
             with urllib.request.urlopen(request, timeout=self._timeout) as reply:  # noqa: S310
                 payload = reply.read()
         except urllib.error.HTTPError as exc:
+            if missing_ok and exc.code == HTTPStatus.NOT_FOUND:
+                return None
             detail = exc.read().decode(errors="replace")[:500]
-            raise RayJobError(f"{method} {path}: HTTP {exc.code}: {detail}") from exc
+            raise RayJobError(
+                f"{method} {path}: HTTP {exc.code}: {detail}", status=exc.code
+            ) from exc
         except (urllib.error.URLError, OSError) as exc:
             raise RayJobError(f"the Ray job API at {self._base} does not answer: {exc}") from exc
         return json.loads(payload) if payload else None
@@ -74,19 +92,18 @@ class RayJobClient:
                 },
             )
         except RayJobError as exc:
-            if "already exists" in str(exc):
+            # Submitted by someone else since `info` looked: Ray refuses a second job of
+            # that id (HTTP 400), saying so only in its message.
+            if exc.status == HTTPStatus.BAD_REQUEST and "already exists" in str(exc):
                 return False
             raise
         return True
 
     def info(self, submission_id: str) -> JobInfo | None:
         """The job's status; None when the cluster does not know it."""
-        try:
-            data = self._call("GET", f"/api/jobs/{submission_id}")
-        except RayJobError as exc:
-            if "HTTP 404" in str(exc):
-                return None
-            raise
+        data = self._call("GET", f"/api/jobs/{submission_id}", missing_ok=True)
+        if data is None:
+            return None
         code = data.get("driver_exit_code")
         return JobInfo(
             submission_id=submission_id,
@@ -97,10 +114,5 @@ class RayJobClient:
 
     def stop(self, submission_id: str) -> bool:
         """Ask Ray to stop the job; False when it was not running."""
-        try:
-            data = self._call("POST", f"/api/jobs/{submission_id}/stop")
-        except RayJobError as exc:
-            if "HTTP 404" in str(exc):
-                return False
-            raise
+        data = self._call("POST", f"/api/jobs/{submission_id}/stop", missing_ok=True)
         return bool((data or {}).get("stopped"))
