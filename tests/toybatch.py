@@ -55,14 +55,12 @@ def toy_prepared(
     workflow["spec"]["variants"]["lookup"] = [
         {"name": "v", "path": f"toyflow.graph:{lookup_variant}"}
     ]
-    batch = toy_batchtest(
-        name,
-        cases,
-        matrix={"lookup": ["v"]},
-        baseline={"lookup": "v"},
-        concurrency=4,
-        **spec,
-    )
+    defaults: dict[str, Any] = {
+        "matrix": {"lookup": ["v"]},
+        "baseline": {"lookup": "v"},
+        "concurrency": 4,
+    }
+    batch = toy_batchtest(name, cases, **{**defaults, **spec})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump_all([workflow, batch]))
     manifests = load_manifests([str(path)])
