@@ -34,7 +34,7 @@ FIXED_CASES = 1_000
 
 def child(cells: int, grow: str, concurrency: int) -> None:
     """Run one batch of `cells` cells (0: setup only) and print what it measured as JSON."""
-    from wtb.batch import run_batch
+    from wtb.pipeline.execute import run_batch
     from wtb.runners import InlineRunner
     from wtb.storage import ResultStore
 

@@ -57,7 +57,7 @@ def time_baseline(graph: Any, inputs: list[dict[str, Any]]) -> float:
 
 
 def time_wtb(cases_file: Path, workdir: Path, concurrency: int, tag: str) -> WtbTiming:
-    from wtb.batch import run_batch
+    from wtb.pipeline.execute import run_batch
     from wtb.runners import InlineRunner
     from wtb.settings import get_settings
     from wtb.storage import ResultStore

@@ -246,7 +246,7 @@ def time_wtb(
 
     `during` wraps the timed part (the connection sampler of part 3).
     """
-    from wtb.batch import run_batch
+    from wtb.pipeline.execute import run_batch
     from wtb.runners.ray_runner import RayRunner
     from wtb.settings import get_settings
     from wtb.storage import ResultStore

@@ -62,8 +62,8 @@ def prepare_workload(
     """The PreparedBatch of the BatchTest in a workload `directory` (its manifests and
     graph module) over `cases_file` (an absolute path)."""
     from wtb.api.batchtest import DatasetSpec
-    from wtb.batch import prepare
     from wtb.manifests import load_manifests
+    from wtb.pipeline.prepare import prepare
 
     _on_path(directory)
     manifests = load_manifests([str(directory)])

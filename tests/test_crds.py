@@ -30,8 +30,8 @@ from wtb.api import (
     Condition,
     ExecutionStatus,
 )
+from wtb.api.comparison import DeltaSummary, Interval, LatencySummary, MatrixRow
 from wtb.api.execution import CheckpointRef
-from wtb.api.matrix import DeltaSummary, Interval, LatencySummary, MatrixRow
 from wtb.api.workflow import NodeVariantsStatus, WorkflowStatus
 from wtb.cli.main import cli
 from wtb.crds import (

@@ -11,8 +11,8 @@ import pytest
 
 from wtb.api.batchtest import DatasetSpec
 from wtb.dataset import load_cases
+from wtb.domain import Case
 from wtb.errors import ManifestError
-from wtb.results import Case
 
 
 def spec(**fields: Any) -> DatasetSpec:

@@ -19,8 +19,7 @@ import pytest
 from services.postgres import PostgresServices, wait_until
 from services.ray_head import RayHead, cell_actor_pids, ray_environment
 from toybatch import TOY, toy_prepared
-from wtb.batch import record_run
-from wtb.results import WORKER_LOST
+from wtb.domain import WORKER_LOST
 from wtb.storage import ResultStore
 from wtb.storage.records import RunRecord
 
@@ -57,7 +56,7 @@ def _record(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: in
         baseline={"lookup": "v", "answer": "original"},
     )
     with ResultStore.open(url) as store:
-        run = record_run(store, prepared, start=False)
+        run = prepared.record(store, start=False)
     assert run.status == "pending"
     return Batch(url, run, prepared.plan.total)
 

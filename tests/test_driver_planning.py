@@ -17,16 +17,16 @@ from services.ray_head import RayHead, ray_environment
 from toybatch import TOY
 from wtb.api.batchtest import BatchTest
 from wtb.api.workflow import Workflow
-from wtb.batch import is_planned, record_unplanned_run
-from wtb.kube.names import run_key
+from wtb.errors import ExitCode
 from wtb.kube.status import run_status
+from wtb.runs.keys import generation_run_key
+from wtb.runs.record import is_planned, record_unplanned_run
 from wtb.storage import ResultStore
 from wtb.storage.records import RunRecord
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres, pytest.mark.slow]
 
 DRIVER_SECONDS = 180.0
-EXIT_USAGE = 2
 UID = "9f8e7d6c-0000-1111-2222-333344445555"
 
 
@@ -65,7 +65,7 @@ def _batchtest(variants: list[str]) -> BatchTest:
 
 
 def _record(url: str, batch: BatchTest, workflow: Workflow) -> RunRecord:
-    key = run_key("default", batch.metadata.name, UID, 1)
+    key = generation_run_key("default", batch.metadata.name, UID, 1)
     with ResultStore.open(url) as store:
         run = record_unplanned_run(store, batch, workflow, run_key=key)
     assert not is_planned(run)
@@ -127,7 +127,7 @@ def test_a_variant_that_does_not_import_fails_the_run_with_the_field(
     workflow = _workflow([{"name": "ghost", "path": "toyflow.missing:answer"}])
     run = _record(pgbouncer_url, _batchtest(["ghost"]), workflow)
     code, out = _drive(ray_head, pgbouncer_url, run, _image_dir(tmp_path))
-    assert code == EXIT_USAGE, out
+    assert code == ExitCode.USAGE, out
     assert "spec.variants.answer[0].path" in out
     with ResultStore.open(pgbouncer_url, migrate=False) as store:
         failed = store.get_run(run.run_key)

@@ -15,16 +15,15 @@ from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import BaseModel
 
 from wtb.api.batchtest import EvaluatorSpec
+from wtb.domain import Case
 from wtb.errors import ManifestError
 from wtb.evaluators import (
     EvalContext,
     Evaluator,
     PathNotFoundError,
-    build_evaluators,
-    evaluate,
     resolve_path,
 )
-from wtb.results import Case
+from wtb.evaluators.build import build_evaluators, evaluate
 
 
 def ctx(

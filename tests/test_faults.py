@@ -10,8 +10,9 @@ import pytest
 
 from services.postgres import PostgresServices
 from toybatch import TOY, toy_prepared
-from wtb.batch import PreparedBatch, run_batch
 from wtb.errors import StorageError
+from wtb.pipeline.execute import run_batch
+from wtb.pipeline.prepare import PreparedBatch
 from wtb.runners import InlineRunner
 from wtb.storage import ResultStore
 

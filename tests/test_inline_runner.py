@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 
+from services.postgres import wait_until
 from wtb import events
 from wtb.api.batchtest import BatchTestSpec
 from wtb.api.workflow import WorkflowSpec
+from wtb.domain import Case, Cell, CellResult
 from wtb.events import EventBus
-from wtb.job import BatchJob
 from wtb.plan import build_plan
-from wtb.results import Case, Cell, CellResult
 from wtb.runners import InlineRunner
+from wtb.runs.spec import RunSpec
 
 TOY = Path(__file__).parent / "fixtures" / "toy"
 _TAGS = itertools.count()
@@ -48,7 +49,7 @@ def _job(
     stuck: frozenset[int] = frozenset(),
     mode: str = "loop",
     **spec: Any,
-) -> BatchJob:
+) -> RunSpec:
     factory, suffix = MODES[mode]
     workflow = WorkflowSpec.model_validate(
         {
@@ -92,11 +93,11 @@ def _job(
         )
         for i in range(n_cases)
     )
-    return BatchJob(workflow=workflow, batch=batch, cases=cases)
+    return RunSpec(workflow=workflow, batch=batch, cases=cases)
 
 
 def _run(
-    job: BatchJob, bus: EventBus | None = None, concurrency: int | None = None
+    job: RunSpec, bus: EventBus | None = None, concurrency: int | None = None
 ) -> list[CellResult]:
     plan = build_plan(job.batch, job.cases)
     runner = InlineRunner(concurrency, backoff_scale=0)
@@ -232,6 +233,8 @@ def _start_with_two_stuck(
     it = InlineRunner(backoff_scale=0).run(job, plan.iter_cells(), bus)
     first = [next(it) for _ in range(4)]
     assert [r.status for r in first] == ["succeeded"] * 4
+    # Both stuck cells have started (a slot frees before its next cell starts).
+    wait_until(lambda: len(seen) >= 6, "cases 4 and 5 to start", seconds=30)
     return it, seen
 
 
@@ -291,9 +294,9 @@ def test_an_attempt_continues_the_history_of_a_lost_worker() -> None:
     import asyncio
     from datetime import UTC, datetime
 
-    from wtb.executor import CellExecutor, RetryLater
-    from wtb.results import WORKER_LOST, Attempt
-    from wtb.runners.threads import ElasticThreadPool
+    from wtb.cells.executor import CellExecutor, RetryLater
+    from wtb.cells.threads import ElasticThreadPool
+    from wtb.domain import WORKER_LOST, Attempt
 
     job = _job({"normalize": ["flaky"]}, n_cases=1, retry={"maxAttempts": 3})
     (cell,) = build_plan(job.batch, job.cases).iter_cells()

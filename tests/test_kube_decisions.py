@@ -21,7 +21,6 @@ from wtb.kube.names import (
     LABEL_BATCHTEST,
     label_value,
     raycluster_name,
-    run_key,
     submission_id,
 )
 from wtb.kube.raycluster import (
@@ -33,6 +32,7 @@ from wtb.kube.raycluster import (
     spec_hash,
 )
 from wtb.kube.semantics import check_references, parse_batchtest, parse_workflow, summary
+from wtb.runs.keys import generation_run_key as run_key
 from wtb_operator.kubeapi import status_patch
 
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

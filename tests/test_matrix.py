@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps  # type: ignore[import-untyped]
 
-from wtb.api.matrix import ComparisonMatrix, MatrixRow
-from wtb.matrix import build_matrix
-from wtb.plan import combination_label
-from wtb.results import CaseAggregate, Combination, ComboAggregate
+from wtb.api.comparison import ComparisonMatrix, MatrixRow
+from wtb.comparison.build import build_matrix
+from wtb.domain import CaseAggregate, Combination, ComboAggregate
+from wtb.variant_matrix import combination_label
 
 BASELINE: Combination = (("generate", "original"), ("retrieve", "original"))
 BETTER: Combination = (("generate", "long"), ("retrieve", "original"))

@@ -61,7 +61,7 @@ from services.operator import OperatorProcess, start_operator
 from services.postgres import wait_until
 from toybatch import toy_batchtest
 from wtb import events
-from wtb.api.matrix import ComparisonMatrix
+from wtb.api.comparison import ComparisonMatrix
 from wtb.storage import ResultStore
 from wtb_operator.kubeapi import Conflict, KubeApi
 

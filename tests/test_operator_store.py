@@ -20,16 +20,19 @@ from toybatch import TOY
 from wtb.api._base import GROUP, VERSION, Condition
 from wtb.api.batchtest import BatchTest, BatchTestStatus
 from wtb.api.workflow import Workflow
-from wtb.batch import is_planned, matrix_for_run, plan_recorded_run, record_unplanned_run
+from wtb.comparison.stored import matrix_for_run
+from wtb.domain import Attempt, Cell, CellResult
 from wtb.errors import ManifestError
-from wtb.job import BatchJob
 from wtb.kube import conditions as cond
-from wtb.kube.names import run_key
 from wtb.kube.status import run_status
-from wtb.plan import Plan, baseline_of, build_plan
-from wtb.results import Attempt, Cell, CellResult
+from wtb.pipeline.prepare import plan_recorded_run
+from wtb.plan import Plan, build_plan
+from wtb.runs.keys import generation_run_key
+from wtb.runs.record import is_planned, record_unplanned_run
+from wtb.runs.spec import RunSpec
 from wtb.storage import ResultStore
 from wtb.storage.records import RunRecord
+from wtb.variant_matrix import baseline_of
 
 UID = "0a1b2c3d-1111-2222-3333-444455556666"
 STATUS_LIMIT = 64 * 1024
@@ -70,7 +73,7 @@ def _batchtest(generation: int = 1, **spec: Any) -> BatchTest:
 
 
 def _key(generation: int = 1) -> str:
-    return run_key("team", "demo", UID, generation)
+    return generation_run_key("team", "demo", UID, generation)
 
 
 def _write_cases(directory: Path, count: int) -> Path:
@@ -197,7 +200,7 @@ def test_status_of_a_planned_run_counts_from_the_store(
 
 
 def _plan_of(run: RunRecord) -> Plan:
-    job = BatchJob.from_record(run.spec)
+    job = RunSpec.from_record(run.spec)
     return build_plan(job.batch, list(job.cases))
 
 

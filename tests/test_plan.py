@@ -10,9 +10,10 @@ import tracemalloc
 import pytest
 
 from wtb.api.batchtest import BatchTestSpec
+from wtb.domain import Case
 from wtb.errors import ManifestError
-from wtb.plan import as_combination, build_plan, cell_key, expand_combinations
-from wtb.results import Case
+from wtb.plan import build_plan, cell_key
+from wtb.variant_matrix import as_combination, expand_combinations
 
 
 def _spec(**over: object) -> BatchTestSpec:
@@ -73,7 +74,7 @@ def test_cell_key_is_stable_across_processes() -> None:
     combo = as_combination({"retrieve": "bm25", "generate": "short"})
     here = cell_key(combo, "case-1", 3)
     code = (
-        "from wtb.plan import cell_key, as_combination;"
+        "from wtb.plan import cell_key; from wtb.variant_matrix import as_combination;"
         "print(cell_key(as_combination({'generate': 'short', 'retrieve': 'bm25'}), 'case-1', 3))"
     )
     env_seed = {"PYTHONHASHSEED": "12345"}

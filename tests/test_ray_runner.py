@@ -20,15 +20,17 @@ from services.ray_head import RayHead, cell_actor_pids, start_ray_node
 from wtb import events
 from wtb.api.batchtest import BatchTestSpec
 from wtb.api.workflow import WorkflowSpec
-from wtb.batch import matrix_for_run, prepare, run_batch
+from wtb.comparison.stored import matrix_for_run
+from wtb.domain import WORKER_LOST, WORKER_STOPPED, Case, Cell, CellResult
 from wtb.errors import ClusterError
 from wtb.events import EventBus
-from wtb.job import BatchJob
 from wtb.manifests import load_manifests
+from wtb.pipeline.execute import run_batch
+from wtb.pipeline.prepare import prepare
 from wtb.plan import build_plan
-from wtb.results import WORKER_LOST, WORKER_STOPPED, Case, Cell, CellResult
 from wtb.runners import InlineRunner, Runner
 from wtb.runners.ray_runner import MAX_WORKER_LOSSES, RayRunner
+from wtb.runs.spec import RunSpec
 from wtb.storage import ResultStore
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -48,7 +50,7 @@ def _job(
     *,
     python_path: tuple[str, ...] = (str(TOY),),
     **spec: Any,
-) -> BatchJob:
+) -> RunSpec:
     workflow = WorkflowSpec.model_validate(
         {
             "graph": {"factory": "toyflow.graph:build"},
@@ -88,10 +90,10 @@ def _job(
         )
         for i, q in enumerate(questions)
     )
-    return BatchJob(workflow=workflow, batch=batch, cases=cases, python_path=python_path)
+    return RunSpec(workflow=workflow, batch=batch, cases=cases, python_path=python_path)
 
 
-def _run(job: BatchJob, bus: EventBus | None = None, **runner: Any) -> list[CellResult]:
+def _run(job: RunSpec, bus: EventBus | None = None, **runner: Any) -> list[CellResult]:
     plan = build_plan(job.batch, job.cases)
     return list(RayRunner(**runner).run(job, plan.iter_cells(), bus or EventBus()))
 

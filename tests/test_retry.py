@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from wtb.results import WORKER_LOST, WORKER_STOPPED, Attempt, AttemptStatus
-from wtb.retry import RetryPolicy
+from wtb.cells.retry import RetryPolicy
+from wtb.domain import WORKER_LOST, WORKER_STOPPED, Attempt, AttemptStatus
 
 _AT = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps  # type: ignore[import-untyped]
 
-from wtb.stats import (
+from wtb.comparison.stats import (
     HolmResult,
     MeanEstimate,
     holm,
@@ -221,7 +221,7 @@ def test_holm_hand_worked_example() -> None:
 
 
 def _holm_step_down(p: dict[int, float], alpha: float) -> tuple[dict[int, float], set[int]]:
-    """Holm written from its textbook definition, independently of wtb.stats."""
+    """Holm written from its textbook definition, independently of wtb.comparison.stats."""
     order = sorted(p, key=lambda k: p[k])
     m = len(order)
     rejected: set[int] = set()

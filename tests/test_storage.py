@@ -23,9 +23,9 @@ from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import StatementError
 
 from services.postgres import PostgresServices, wait_until
+from wtb.domain import Attempt, Cell, CellResult
 from wtb.errors import StorageError
 from wtb.events import BATCH_STARTED, CELL_ATTEMPT_FAILED, Event
-from wtb.results import Attempt, Cell, CellResult
 from wtb.storage import (
     ResultStore,
     RunInfo,

@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from wtb.batch import PreparedBatch, prepare
 from wtb.manifests import load_manifests
+from wtb.pipeline.prepare import PreparedBatch, prepare
 
 TOY = Path(__file__).parent / "fixtures" / "toy"
 

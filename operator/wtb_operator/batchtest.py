@@ -21,11 +21,9 @@ import kopf
 from wtb.api._base import GROUP, VERSION
 from wtb.api.batchtest import BatchTest, BatchTestStatus
 from wtb.api.workflow import Workflow
-from wtb.batch import record_unplanned_run
-from wtb.driver import EXIT_USAGE
-from wtb.errors import ManifestErrors, StorageError
+from wtb.errors import ExitCode, ManifestErrors, StorageError
 from wtb.kube import conditions as cond
-from wtb.kube.names import raycluster_name, run_key, submission_id
+from wtb.kube.names import raycluster_name, submission_id
 from wtb.kube.raycluster import (
     DatabaseSecret,
     build_raycluster,
@@ -36,6 +34,8 @@ from wtb.kube.raycluster import (
 from wtb.kube.rayjobs import RayJobClient, RayJobError
 from wtb.kube.semantics import check_references, parse_batchtest, parse_workflow, summary
 from wtb.kube.status import run_status
+from wtb.runs.keys import generation_run_key
+from wtb.runs.record import record_unplanned_run
 from wtb.settings import get_settings
 from wtb_operator.context import OperatorContext
 from wtb_operator.kubeapi import Conflict, Forbidden, Invalid, status_patch
@@ -321,7 +321,7 @@ class Reconcile:
             self.event(reason, message, warning=True)
 
     def record_run(self, batch: BatchTest, workflow: Workflow) -> None:
-        key = run_key(self.namespace, self.name, self.uid, self.generation)
+        key = generation_run_key(self.namespace, self.name, self.uid, self.generation)
         batch = batch.model_copy(
             update={
                 "metadata": batch.metadata.model_copy(
@@ -532,7 +532,7 @@ class Reconcile:
 
     def job_failed(self, batch: BatchTest, message: str, exit_code: int | None) -> None:
         self.progress(batch, force=True)
-        if exit_code == EXIT_USAGE:  # a mistake the driver named: no retry mends it
+        if exit_code == ExitCode.USAGE:  # a mistake the driver named: no retry mends it
             run = self.ctx.store.get_run(self.status.run_id or "")
             detail = (run.error if run and run.error else message).replace("\n  fix:", " (fix:")
             self.fail("InvalidWorkflow", detail + (")" if "(fix:" in detail else ""))

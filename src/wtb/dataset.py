@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
+from wtb._hashing import canonical_json
 from wtb.api.batchtest import DatasetSpec
-from wtb.canonical import canonical_json
+from wtb.domain import Case
 from wtb.errors import ManifestError, yaml_problem
-from wtb.results import Case
 
 _FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml"}
 _ROW_KEYS = frozenset({"id", "inputs", "expected"})

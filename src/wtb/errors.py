@@ -1,10 +1,45 @@
-"""Errors WTB raises for user mistakes: each names where the mistake is and how to fix it."""
+"""The errors WTB reports, what each means for the user, and the exit codes of its commands.
+
+    WtbError                 a problem WTB explains; no traceback       exit 2, not retryable
+    ├── ManifestError        a manifest, data set or referenced code is wrong, at `where`;
+    │                        `fix` says what to do
+    ├── ManifestErrors       several ManifestErrors found in one pass
+    └── UnavailableError     a service failed: running again may well succeed    exit 3, retryable
+        ├── StorageError     the result store cannot be reached or is not in shape
+        └── ClusterError     the Ray cluster cannot be reached or cannot run WTB's workers
+            └── RayJobError  (wtb.kube.rayjobs) the Ray job API refused or did not answer
+
+Each class carries what a caller decides on: `retryable` (a driver that failed with it is
+resubmitted; otherwise the BatchTest fails at once) and `exit_code`. A failure of one cell
+is never an exception here: it is a recorded result (`wtb.cells`).
+"""
 
 from __future__ import annotations
 
+import signal
+from enum import IntEnum
+from typing import ClassVar
+
+
+class ExitCode(IntEnum):
+    """Exit codes of `wtb` and the batch driver, defined once."""
+
+    OK = 0
+    INCOMPLETE = 1
+    """Cells are missing (the driver), or a --fail-on gate failed (`wtb run`)."""
+    USAGE = 2
+    """A mistake that running again will not mend: the workflow, the data set, the setup."""
+    UNAVAILABLE = 3
+    """The database or the Ray cluster failed: running again may well succeed."""
+    INTERRUPTED = 128 + signal.SIGINT
+    TERMINATED = 128 + signal.SIGTERM
+
 
 class WtbError(Exception):
-    """Base of every error WTB reports to a user (no traceback, exit code 2 in the CLI)."""
+    """Base of every error WTB reports to a user (no traceback)."""
+
+    retryable: ClassVar[bool] = False
+    exit_code: ClassVar[ExitCode] = ExitCode.USAGE
 
 
 class ManifestError(WtbError):
@@ -41,9 +76,16 @@ def yaml_problem(exc: Exception) -> tuple[str, str]:
     return line, str(getattr(exc, "problem", None) or exc)
 
 
-class StorageError(WtbError):
+class UnavailableError(WtbError):
+    """A service WTB depends on failed; nothing is wrong with the user's input."""
+
+    retryable = True
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class StorageError(UnavailableError):
     """The result store cannot be reached or is not in the expected shape."""
 
 
-class ClusterError(WtbError):
+class ClusterError(UnavailableError):
     """The Ray cluster cannot be reached, or WTB's workers cannot start on it."""

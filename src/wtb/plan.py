@@ -6,37 +6,24 @@ machine, after every restart: the store's unique constraint on it makes recordin
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from wtb._hashing import content_hash
 from wtb.api.batchtest import BatchTestSpec
 from wtb.api.workflow import ORIGINAL
-from wtb.canonical import content_hash
+from wtb.domain import Case, Cell, Combination
 from wtb.errors import ManifestError
-from wtb.results import Case, Cell, Combination
-
-
-def combo_key(combination: Combination) -> str:
-    return content_hash([list(p) for p in combination], 16)
+from wtb.variant_matrix import (
+    baseline_of,
+    combination_label,
+    combo_key,
+    expand_combinations,
+)
 
 
 def cell_key(combination: Combination, case_id: str, repeat: int) -> str:
     return content_hash([[list(p) for p in combination], case_id, repeat], 32)
-
-
-def combination_label(combination: Combination) -> str:
-    """'node=variant, node=variant' in node order, every node written out."""
-    return ", ".join(f"{node}={variant}" for node, variant in sorted(combination))
-
-
-def as_combination(mapping: Mapping[str, str]) -> Combination:
-    return tuple(sorted(mapping.items()))
-
-
-def _matches(combination: Combination, pattern: Mapping[str, str]) -> bool:
-    chosen = dict(combination)
-    return all(chosen.get(node) == variant for node, variant in pattern.items())
 
 
 @dataclass(frozen=True)
@@ -69,30 +56,10 @@ class Plan:
                     )
 
 
-def expand_combinations(spec: BatchTestSpec) -> tuple[Combination, ...]:
-    """The cartesian product of the matrix (nodes sorted by name), narrowed by
-    include/exclude."""
-    nodes = sorted(spec.matrix)
-    combos: list[Combination] = []
-    for variants in itertools.product(*(spec.matrix[n] for n in nodes)):
-        combination = tuple(zip(nodes, variants, strict=True))
-        if spec.include and not any(_matches(combination, p) for p in spec.include):
-            continue
-        if any(_matches(combination, p) for p in spec.exclude):
-            continue
-        combos.append(combination)
-    return tuple(combos)
-
-
-def baseline_of(spec: BatchTestSpec) -> Combination:
-    """The baseline combination: the spec's, every node not named there `original`."""
-    return as_combination({**{n: ORIGINAL for n in spec.matrix}, **(spec.baseline or {})})
-
-
 def build_plan(spec: BatchTestSpec, cases: Sequence[Case], *, where: str = "spec") -> Plan:
     """Check the matrix's own consistency and expand it.
 
-    That each variant exists in the workflow is checked by `wtb.batch.prepare`.
+    That each variant exists in the workflow is checked by `wtb.pipeline.prepare.prepare`.
     """
     for field, patterns in (("include", spec.include), ("exclude", spec.exclude)):
         for i, pattern in enumerate(patterns):

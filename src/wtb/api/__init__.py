@@ -9,8 +9,8 @@ from wtb.api.batchtest import (
     EvaluatorSpec,
     RetrySpec,
 )
+from wtb.api.comparison import ComparisonMatrix, MatrixRow
 from wtb.api.execution import Execution, ExecutionSpec, ExecutionStatus
-from wtb.api.matrix import ComparisonMatrix, MatrixRow
 from wtb.api.workflow import END, ORIGINAL, START, VariantSpec, Workflow, WorkflowSpec
 
 RESOURCE_KINDS: dict[str, type[Workflow] | type[BatchTest] | type[Execution]] = {

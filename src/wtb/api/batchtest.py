@@ -18,7 +18,7 @@ from wtb.api._base import (
     duplicates,
     given_fields,
 )
-from wtb.api.matrix import ComparisonMatrix
+from wtb.api.comparison import ComparisonMatrix
 
 EvaluatorType = Literal[
     "exactMatch",

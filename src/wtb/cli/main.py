@@ -16,22 +16,20 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from wtb.cli.options import ACTORS, CONCURRENCY, RAY_ADDRESS
-from wtb.errors import WtbError
+from wtb.errors import ExitCode, WtbError
 
 if TYPE_CHECKING:
-    from wtb.batch import PreparedBatch
     from wtb.manifests import ManifestSet
+    from wtb.pipeline.prepare import PreparedBatch
     from wtb.runners.base import Runner
-
-EXIT_USAGE = 2
-EXIT_GATE = 1
-EXIT_INTERRUPTED = 130
 
 
 def _fail(exc: WtbError) -> NoReturn:
+    """Report a WtbError and exit 2: at a terminal every error is for the user to act on
+    (the batch driver, run again by the operator, tells the retryable ones apart)."""
     click.secho("error: ", fg="red", bold=True, err=True, nl=False)
     click.echo(str(exc), err=True)
-    sys.exit(EXIT_USAGE)
+    sys.exit(ExitCode.USAGE)
 
 
 def _load(files: tuple[str, ...]) -> ManifestSet:
@@ -41,8 +39,8 @@ def _load(files: tuple[str, ...]) -> ManifestSet:
 
 
 def _prepare_all(manifests: ManifestSet) -> list[PreparedBatch]:
-    from wtb.batch import prepare
     from wtb.importing import extend_sys_path
+    from wtb.pipeline.prepare import prepare
 
     if not manifests.batchtests:
         from wtb.errors import ManifestError
@@ -187,11 +185,11 @@ def _run_prepared(
 ) -> int:
     from rich.console import Console
 
-    from wtb.batch import matrix_for_run
     from wtb.cli.render import as_data, dump, matrix_table
-    from wtb.plan import combination_label
+    from wtb.comparison.stored import matrix_for_run
     from wtb.settings import get_settings
     from wtb.storage import ResultStore, default_sqlite_url
+    from wtb.variant_matrix import combination_label
 
     settings = get_settings()
     url = database or settings.database_url or default_sqlite_url()
@@ -227,7 +225,7 @@ def _run_prepared(
                     f"\ninterrupted: {done}/{plan.total} cells recorded; "
                     "run the same command again to finish the rest"
                 )
-                return EXIT_INTERRUPTED
+                return ExitCode.INTERRUPTED
             matrix = matrix_for_run(store, outcome.run_id, item.batch.spec, plan.baseline)
             progress = store.progress(outcome.run_id)
             if output == "table":
@@ -261,7 +259,7 @@ def _run_prepared(
         click.echo(dump(documents, output))
     if fail_on == "worse" and gate_failed:
         err.print("[red]--fail-on worse: a combination is significantly worse than the baseline[/]")
-        return EXIT_GATE
+        return ExitCode.INCOMPLETE
     return 0
 
 
@@ -274,7 +272,7 @@ def _run_with_progress(
     every: int,
     seconds: float,
 ) -> Any:
-    from wtb.batch import run_batch
+    from wtb.pipeline.execute import run_batch
 
     if quiet:
         return run_batch(item, store, runner, flush_every=every, flush_seconds=seconds)
@@ -340,11 +338,11 @@ def results(
     from rich.console import Console
 
     from wtb.api.batchtest import BatchTestSpec
-    from wtb.batch import matrix_for_run
     from wtb.cli.render import as_data, dump, matrix_table
-    from wtb.plan import baseline_of
+    from wtb.comparison.stored import matrix_for_run
     from wtb.settings import get_settings
     from wtb.storage import ResultStore, default_sqlite_url
+    from wtb.variant_matrix import baseline_of
 
     try:
         url = database or get_settings().database_url or default_sqlite_url()
@@ -407,7 +405,7 @@ def crds(output_dir: str, reference: str | None) -> None:
 
 
 def _add_driver() -> None:
-    from wtb.driver import driver
+    from wtb.cli.driver import driver
 
     cli.add_command(driver)
 
@@ -419,7 +417,7 @@ def main() -> None:
     try:
         cli(prog_name="wtb")
     except SystemExit as done:
-        threads = sys.modules.get("wtb.runners.threads")  # not loaded: no cell ever ran
+        threads = sys.modules.get("wtb.cells.threads")  # not loaded: no cell ever ran
         if threads is not None and threads.stuck_threads():
             # Cells that timed out left threads blocked in user code; everything is
             # recorded, so do not wait for them (the interpreter would, at exit).

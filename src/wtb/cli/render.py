@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from wtb.api.matrix import ComparisonMatrix, Interval, MatrixRow
+from wtb.api.comparison import ComparisonMatrix, Interval, MatrixRow
 
 _VERDICT_STYLE = {
     "better": "bold green",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from wtb.results import Case, CellStatus
+from wtb.domain import Case, CellStatus
 
 
 @dataclass(frozen=True, slots=True)

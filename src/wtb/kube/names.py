@@ -22,12 +22,6 @@ def _short_hash(text: str, length: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def run_key(namespace: str, name: str, uid: str, generation: int) -> str:
-    """The run of one generation of one BatchTest object: a new generation (spec edit) or a
-    re-created object is a new run; re-applying an unchanged spec is the same run."""
-    return f"{namespace}/{name}:g{generation}-{uid[:8]}"
-
-
 def raycluster_name(batchtest: str) -> str:
     """The RayCluster WTB creates for a BatchTest. KubeRay refuses a name that is not a
     DNS-1035 label (a letter first, no dots), which a BatchTest's name (a DNS subdomain) may

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wtb._hashing import content_hash
 from wtb.api._base import API_VERSION
 from wtb.api.batchtest import BatchTest, ResourceRequirements
-from wtb.canonical import content_hash
 from wtb.kube.names import ANNOTATION_SPEC_HASH, LABEL_BATCHTEST, label_value, raycluster_name
 
 RAY_API_VERSION = "ray.io/v1"

@@ -12,7 +12,7 @@ from typing import Any
 from wtb.api.batchtest import BatchTest
 from wtb.api.workflow import ORIGINAL, Workflow
 from wtb.errors import ManifestError, ManifestErrors
-from wtb.evaluators import build_evaluators
+from wtb.evaluators.builtin import check_builtin_evaluators
 from wtb.manifests import Source, parse_resource
 from wtb.plan import build_plan
 
@@ -56,9 +56,7 @@ def parse_batchtest(body: dict[str, Any]) -> BatchTest:
     except ManifestError as exc:
         problems.append(exc)
     try:
-        build_evaluators(
-            [e for e in spec.evaluators if e.type != "python"], where=f"{where}: spec.evaluators"
-        )
+        check_builtin_evaluators(spec.evaluators, where=f"{where}: spec.evaluators")
     except ManifestError as exc:
         problems.append(exc)
     if problems:

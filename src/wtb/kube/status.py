@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wtb.api.batchtest import BatchTestSpec
-from wtb.api.matrix import ComparisonMatrix, MatrixRow
-from wtb.batch import is_planned, matrix_for_run
-from wtb.plan import baseline_of
+from wtb.api.comparison import ComparisonMatrix, MatrixRow
+from wtb.comparison.stored import matrix_for_run
+from wtb.runs.record import is_planned
 from wtb.storage.records import RunRecord
 from wtb.storage.store import ResultStore
+from wtb.variant_matrix import baseline_of
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
-"""The runner interface: execute a BatchJob's cells somewhere, yield their results."""
+"""The runner interface: execute a RunSpec's cells somewhere, yield their results."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
+from wtb.domain import Cell, CellResult
 from wtb.events import EventBus
-from wtb.job import BatchJob
-from wtb.results import Cell, CellResult
+from wtb.runs.spec import RunSpec
 
 
 class Runner(Protocol):
@@ -21,4 +21,4 @@ class Runner(Protocol):
 
     name: str
 
-    def run(self, job: BatchJob, cells: Iterable[Cell], bus: EventBus) -> Iterator[CellResult]: ...
+    def run(self, job: RunSpec, cells: Iterable[Cell], bus: EventBus) -> Iterator[CellResult]: ...

@@ -17,13 +17,13 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
+from wtb.cells.executor import CellExecutor
+from wtb.cells.threads import ElasticThreadPool
+from wtb.domain import Cell, CellResult
 from wtb.events import EventBus
-from wtb.executor import CellExecutor
-from wtb.job import BatchJob
-from wtb.plan import expand_combinations
-from wtb.results import Cell, CellResult
-from wtb.runners.threads import ElasticThreadPool
 from wtb.runners.workers import CellWorkers
+from wtb.runs.spec import RunSpec
+from wtb.variant_matrix import expand_combinations
 
 _STOP_GRACE_S: Final = 10.0
 
@@ -42,7 +42,7 @@ class InlineRunner:
         self._concurrency = concurrency
         self._backoff_scale = backoff_scale
 
-    def run(self, job: BatchJob, cells: Iterable[Cell], bus: EventBus) -> Iterator[CellResult]:
+    def run(self, job: RunSpec, cells: Iterable[Cell], bus: EventBus) -> Iterator[CellResult]:
         concurrency = self._concurrency or job.batch.concurrency
         results: queue.Queue[CellResult | _End] = queue.Queue(maxsize=4 * concurrency)
         stop = threading.Event()

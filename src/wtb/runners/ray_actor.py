@@ -19,12 +19,12 @@ from contextvars import ContextVar
 from typing import Any
 
 from wtb import events
+from wtb.cells.executor import CellExecutor, RetryLater
+from wtb.cells.threads import ElasticThreadPool
+from wtb.domain import Attempt, Cell, CellResult
 from wtb.errors import WtbError
-from wtb.executor import CellExecutor, RetryLater
-from wtb.job import BatchJob
-from wtb.plan import expand_combinations
-from wtb.results import Attempt, Cell, CellResult
-from wtb.runners.threads import ElasticThreadPool
+from wtb.runs.spec import RunSpec
+from wtb.variant_matrix import expand_combinations
 
 CellAttempt = tuple[Cell, tuple[Attempt, ...]]
 """A cell to attempt, with the attempts already made."""
@@ -44,7 +44,7 @@ even while a cell blocks the cells' event loop."""
 
 
 class CellActor:
-    def __init__(self, job: BatchJob, concurrency: int, backoff_scale: float) -> None:
+    def __init__(self, job: RunSpec, concurrency: int, backoff_scale: float) -> None:
         self._events: defaultdict[str, list[events.Event]] = defaultdict(list)
         self._cell_loop: asyncio.AbstractEventLoop | None = None
         self._task_cells: weakref.WeakKeyDictionary[asyncio.Future[Any], str] = (

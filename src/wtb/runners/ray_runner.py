@@ -27,13 +27,13 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from wtb import events
+from wtb.cells.executor import CellExecutor, RetryLater
+from wtb.cells.retry import RetryPolicy
+from wtb.domain import WORKER_LOST, WORKER_STOPPED, Attempt, AttemptStatus, Cell, CellResult
 from wtb.errors import ClusterError
 from wtb.events import EventBus
-from wtb.executor import CellExecutor, RetryLater
-from wtb.job import BatchJob
-from wtb.results import WORKER_LOST, WORKER_STOPPED, Attempt, AttemptStatus, Cell, CellResult
-from wtb.retry import RetryPolicy
 from wtb.runners.ray_actor import CONTROL_GROUP, AttemptOutcome, CellActor, CellAttempt
+from wtb.runs.spec import RunSpec
 
 MAX_WORKER_LOSSES: Final = 3
 """A cell whose worker is lost this many times is recorded as failed (a cell that reliably
@@ -105,7 +105,7 @@ class RayRunner:
         self._actors = actors
         self._backoff_scale = backoff_scale
 
-    def run(self, job: BatchJob, cells: Iterable[Cell], bus: EventBus) -> Iterator[CellResult]:
+    def run(self, job: RunSpec, cells: Iterable[Cell], bus: EventBus) -> Iterator[CellResult]:
         concurrency = self._concurrency or job.batch.concurrency
         dispatcher = _Dispatcher(job, concurrency, self._actors, self._backoff_scale, bus)
         try:
@@ -139,7 +139,7 @@ def default_actor_count(concurrency: int) -> int:
 class _Dispatcher:
     def __init__(
         self,
-        job: BatchJob,
+        job: RunSpec,
         concurrency: int,
         actors: int | None,
         backoff_scale: float,

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from wtb.executor import CellExecutor
-from wtb.results import Attempt, Cell, CellResult
-from wtb.runners.threads import write_off
+from wtb.cells.executor import CellExecutor
+from wtb.cells.threads import write_off
+from wtb.domain import Attempt, Cell, CellResult
 
 _TICK_S: Final = 0.05
 

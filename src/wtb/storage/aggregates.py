@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, case, func, or_, select
 
-from wtb.results import CaseAggregate, Combination, ComboAggregate
+from wtb.domain import CaseAggregate, Combination, ComboAggregate
 from wtb.storage.schema import CellRow
 
 P50 = Fraction(1, 2)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from wtb.results import CellStatus, Combination
+from wtb.domain import CellStatus, Combination
 
 RunStatus = Literal["pending", "running", "succeeded", "failed"]
 FinalStatus = Literal["succeeded", "failed"]
@@ -26,6 +26,9 @@ class RunInfo:
     uid: str | None = None
     generation: int | None = None
     workflow_id: int | None = None
+
+    def with_workflow(self, workflow_id: int) -> RunInfo:
+        return replace(self, workflow_id=workflow_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,11 @@ from sqlalchemy import Connection, Engine, Insert, Row, func, insert, select, up
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from wtb._iterables import chunked
+from wtb._jsonable import jsonable
+from wtb.domain import Attempt, CaseAggregate, CellResult, ComboAggregate
 from wtb.errors import StorageError
 from wtb.events import Event
-from wtb.iterables import chunked
-from wtb.jsonable import jsonable
-from wtb.results import Attempt, CaseAggregate, CellResult, ComboAggregate
 from wtb.storage import aggregates
 from wtb.storage.engine import make_engine, redact
 from wtb.storage.migrate import upgrade

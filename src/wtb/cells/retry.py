@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wtb.api.batchtest import RetrySpec
-from wtb.results import NOT_THE_CELLS_FAULT, Attempt
+from wtb.domain import NOT_THE_CELLS_FAULT, Attempt
 
 # Exception class names (anywhere in the MRO) that mean "try again": network and
 # provider hiccups as raised by httpx, requests, openai, anthropic, google and botocore.

@@ -15,14 +15,15 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from wtb import events
-from wtb.evaluators import EvalContext, Evaluator, build_evaluators, evaluate
+from wtb._jsonable import clean_text, jsonable
+from wtb.cells.retry import RetryPolicy
+from wtb.cells.threads import ElasticThreadPool
+from wtb.domain import Attempt, AttemptStatus, Case, Cell, CellResult, Combination
+from wtb.evaluators import EvalContext, Evaluator
+from wtb.evaluators.build import build_evaluators, evaluate
 from wtb.graphs import VariantGraphs
 from wtb.importing import extend_sys_path
-from wtb.job import BatchJob
-from wtb.jsonable import clean_text, jsonable
-from wtb.results import Attempt, AttemptStatus, Case, Cell, CellResult, Combination
-from wtb.retry import RetryPolicy
-from wtb.runners.threads import ElasticThreadPool
+from wtb.runs.spec import RunSpec
 from wtb.usage import UsageMeter, combine, metering, usage_from_state
 
 EmitEvent = Callable[[events.Event], None]
@@ -69,11 +70,11 @@ def _describe(exc: BaseException) -> tuple[str, str]:
 
 
 class CellExecutor:
-    """Executes cells of one BatchJob; builds each combination's graph once per process."""
+    """Executes cells of one RunSpec; builds each combination's graph once per process."""
 
     def __init__(
         self,
-        job: BatchJob,
+        job: RunSpec,
         *,
         emit: EmitEvent,
         backoff_scale: float = 1.0,

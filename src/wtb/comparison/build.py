@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from wtb.api.matrix import (
+from wtb.api.comparison import (
     ComparisonMatrix,
     DeltaSummary,
     Interval,
@@ -18,9 +18,7 @@ from wtb.api.matrix import (
     MatrixRow,
     Verdict,
 )
-from wtb.plan import combination_label
-from wtb.results import CaseAggregate, Combination, ComboAggregate
-from wtb.stats import (
+from wtb.comparison.stats import (
     HolmResult,
     PairedDelta,
     RunningMean,
@@ -28,6 +26,8 @@ from wtb.stats import (
     paired_delta,
     wilson_interval,
 )
+from wtb.domain import CaseAggregate, Combination, ComboAggregate
+from wtb.variant_matrix import combination_label
 
 __all__ = ["build_matrix"]
 

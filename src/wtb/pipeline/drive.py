@@ -1,0 +1,138 @@
+"""The batch driver: runs a batch recorded in the result store to completion, on Ray.
+
+The operator submits it as a Ray job (`python -m wtb.driver --run <run key>`), and anyone
+can run it by hand (`wtb driver`). It reads the database URL from `WTB_DATABASE_URL`
+(PostgreSQL's own `PGPASSWORD`, `PGUSER`... work too), never from its command line, which
+Ray job metadata and process lists show. It loads the spec and data set recorded with the
+run, skips the cells already recorded, runs the rest on Ray actors, writes their results in
+batches, and marks the run finished.
+
+A run the operator recorded has no data set yet (the operator runs no user code): the
+driver loads it, relative to its working directory (the image's), checks the workflow's code
+and records the cases and the cell count first. A mistake found there marks the run failed
+with the message, and the driver exits 2.
+
+Running it again after a crash finishes the remainder. Two drivers of the same run at once
+never record a cell twice: the store's unique key on (run, cell) refuses the second write of
+a cell, whatever the timing. (They may both run a cell; only one result is kept.)
+
+User code is imported from the driver's `PYTHONPATH` and the installed packages; actors on
+the same node get the same path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from wtb.errors import ManifestError, ManifestErrors, StorageError, WtbError
+
+log = logging.getLogger("wtb.driver")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a stopped Ray job, a deleted pod): unwinds the run like Ctrl-C, so
+    buffered results are written and the run is marked stopped before the process ends."""
+
+    def __str__(self) -> str:
+        return "SIGTERM"
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _handle_sigterm() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+_LOG_EVERY_S = 10.0
+
+
+def drive(
+    run_key: str,
+    *,
+    database_url: str,
+    ray_address: str | None,
+    actors: int | None = None,
+    concurrency: int | None = None,
+) -> bool:
+    """Run the recorded run `run_key` to completion; True when every cell is recorded."""
+    from wtb.pipeline.execute import execute_run
+    from wtb.pipeline.prepare import plan_recorded_run
+    from wtb.plan import build_plan
+    from wtb.runners.ray_runner import RayRunner
+    from wtb.runners.ray_session import ray_connection
+    from wtb.runs.record import is_planned
+    from wtb.runs.spec import RunSpec
+    from wtb.settings import get_settings
+    from wtb.storage import ResultStore
+    from wtb.storage.engine import redact
+
+    settings = get_settings()
+    python_path = tuple(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
+    with ResultStore.open(database_url, retry_seconds=settings.store_retry_seconds) as store:
+        recorded = store.get_run(run_key)
+        if recorded is None:
+            raise WtbError(
+                f"no run {run_key!r} in the result store {redact(database_url)}\n"
+                "  fix: record the run first (the operator does), or check WTB_DATABASE_URL"
+            )
+        if not is_planned(recorded):
+            try:
+                recorded = plan_recorded_run(
+                    store, recorded, base_dir=Path.cwd(), python_path=python_path
+                )
+            except (ManifestError, ManifestErrors) as exc:
+                store.finish_run(recorded.id, "failed", error=str(exc)[:2000])
+                raise
+            log.info("run %s: planned, %d cells", run_key, recorded.total_cells)
+        progress = store.progress(recorded.id)
+        if recorded.status == "succeeded" and progress.done >= recorded.total_cells:
+            log.info("run %s: already complete (%d cells)", run_key, recorded.total_cells)
+            return True
+        job = RunSpec.from_record(recorded.spec, python_path=python_path)
+        plan = build_plan(job.batch, list(job.cases), where=f"run {run_key}: spec")
+        last_log = time.monotonic()
+
+        def on_progress(done: int, total: int) -> None:
+            nonlocal last_log
+            now = time.monotonic()
+            if now - last_log >= _LOG_EVERY_S or done == total:
+                last_log = now
+                log.info("run %s: %d/%d cells", run_key, done, total)
+
+        # The run is marked running only once Ray is there to run it; from then on, a
+        # driver that stops early marks it failed (running it again resumes it).
+        with ray_connection(ray_address):
+            _handle_sigterm()  # after Ray's start-up, which installs a handler of its own
+            run = store.start_run(run_key)
+            if run is None:
+                raise StorageError(f"run {run_key!r} was deleted from the result store")
+            log.info("run %s: %d of %d cells recorded", run_key, progress.done, plan.total)
+            outcome = execute_run(
+                store,
+                run,
+                job,
+                plan,
+                RayRunner(concurrency, actors=actors, backoff_scale=settings.retry_backoff_scale),
+                on_progress=on_progress,
+                flush_every=settings.flush_every,
+                flush_seconds=settings.flush_seconds,
+            )
+        final = store.progress(run.id)
+        log.info(
+            "run %s: %d cells run in %.1f s; %d/%d recorded, %d failed",
+            run_key,
+            outcome.recorded_now,
+            outcome.seconds,
+            final.done,
+            final.total,
+            final.failed,
+        )
+        return final.done >= final.total

@@ -1,0 +1,225 @@
+"""Executing a run: its unrecorded cells through a runner, their results into the store.
+
+The same for `wtb run` (inline or on Ray) and the batch driver: the runner yields results,
+a writer records them in batches with their audit events, and the run is marked finished
+when every cell is recorded. Recording is idempotent per cell, so an interrupted run
+resumes where it stopped and no cell is recorded twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from wtb import events
+from wtb._iterables import chunked
+from wtb.domain import Cell, CellResult
+from wtb.events import EventBus
+from wtb.pipeline.prepare import PreparedBatch
+from wtb.plan import Plan
+from wtb.runners.base import Runner
+from wtb.runs.spec import RunSpec
+from wtb.storage.records import RunRecord
+
+if TYPE_CHECKING:
+    from wtb.storage.store import ResultStore
+
+_LOOKUP_CHUNK = 500
+"""Planned cells checked against the store at a time: bounds the driver's memory."""
+
+
+def pending_cells(plan: Plan, store: ResultStore, run_id: int) -> Iterator[Cell]:
+    """The plan's cells not yet recorded, looked up chunk by chunk (memory stays flat)."""
+    for chunk in chunked(plan.iter_cells(), _LOOKUP_CHUNK):
+        missing = set(store.missing_keys(run_id, [c.key for c in chunk]))
+        if missing:
+            yield from (c for c in chunk if c.key in missing)
+
+
+class ResultWriter:
+    """Buffers results and audit events and writes them in batches, by size or by age.
+
+    Writes happen in the caller's thread when a batch is full, and in a flusher thread
+    when results trickle in slowly, so a slow cell never holds others' results back.
+    Buffers are swapped under a short lock and written outside it: producers (the event
+    loop publishing audit events) never wait for the database. A write that fails leaves
+    its results in the buffer for the next one.
+    """
+
+    def __init__(self, store: ResultStore, run_id: int, *, every: int, seconds: float) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._every = every
+        self._seconds = seconds
+        self._buffer_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._results: list[CellResult] = []
+        self._events: list[events.Event] = []
+        self._closed = threading.Event()
+        self._error: BaseException | None = None
+        self.recorded = 0
+        self._flusher = threading.Thread(target=self._tick, name="wtb-writer", daemon=True)
+        self._flusher.start()
+
+    def add_event(self, event: events.Event) -> None:
+        with self._buffer_lock:
+            self._events.append(event)
+
+    def add(self, result: CellResult) -> None:
+        if self._error is not None:
+            raise self._error
+        with self._buffer_lock:
+            self._results.append(result)
+            full = len(self._results) >= self._every
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._write_lock:
+            with self._buffer_lock:
+                results, self._results = self._results, []
+                pending, self._events = self._events, []
+            if not results and not pending:
+                return
+            try:
+                self.recorded += self._store.record(self._run_id, results, pending)
+            except BaseException:
+                with self._buffer_lock:
+                    self._results[:0] = results
+                    self._events[:0] = pending
+                raise
+
+    def _tick(self) -> None:
+        while not self._closed.wait(self._seconds):
+            try:
+                self.flush()
+            except BaseException as exc:  # surfaced to the consumer on its next add/close
+                self._error = exc
+                return
+
+    def close(self) -> None:
+        self._closed.set()
+        self._flusher.join()
+        self.flush()
+
+
+def _close_and_mark(
+    store: ResultStore, run_id: int, writer: ResultWriter, failure: BaseException | None
+) -> None:
+    """Write what is buffered; when the run stopped early, say so in the run's status.
+
+    A stopped run is marked failed with the reason; running it again resumes it.
+    """
+    try:
+        writer.close()
+    finally:
+        if failure is not None:
+            with contextlib.suppress(Exception):  # the store may be what failed
+                store.finish_run(run_id, "failed", error=f"stopped: {_reason(failure)}"[:2000])
+
+
+def _reason(exc: BaseException) -> str:
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: int
+    run_key: str
+    total: int
+    recorded_before: int
+    recorded_now: int
+    seconds: float
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def run_batch(
+    prepared: PreparedBatch,
+    store: ResultStore,
+    runner: Runner,
+    *,
+    bus: EventBus | None = None,
+    on_progress: ProgressCallback | None = None,
+    flush_every: int = 200,
+    flush_seconds: float = 0.5,
+) -> RunOutcome:
+    """Run the cells of a batch that are not yet recorded and record them (resumable).
+
+    An interrupted run (Ctrl-C, a crash) keeps every result already written; running the
+    same batch again runs only the rest. Each cell is recorded at most once.
+    """
+    return execute_run(
+        store,
+        prepared.record(store),
+        prepared.job,
+        prepared.plan,
+        runner,
+        bus=bus,
+        on_progress=on_progress,
+        flush_every=flush_every,
+        flush_seconds=flush_seconds,
+    )
+
+
+def execute_run(
+    store: ResultStore,
+    run: RunRecord,
+    job: RunSpec,
+    plan: Plan,
+    runner: Runner,
+    *,
+    bus: EventBus | None = None,
+    on_progress: ProgressCallback | None = None,
+    flush_every: int = 200,
+    flush_seconds: float = 0.5,
+) -> RunOutcome:
+    """Run a started run's unrecorded cells with `runner`, record them, and mark the run
+    succeeded when every cell is recorded (by this process or a concurrent one)."""
+    bus = bus or EventBus()
+    started = time.perf_counter()
+    before = store.progress(run.id).done
+    total = plan.total
+    writer = ResultWriter(store, run.id, every=flush_every, seconds=flush_seconds)
+    unsubscribe = bus.subscribe(writer.add_event)
+    bus.publish(events.Event(events.BATCH_STARTED, None, {"run": run.run_key, "total": total}))
+    done = before
+    if on_progress:
+        on_progress(done, total)
+    results = runner.run(job, pending_cells(plan, store, run.id), bus)
+    failure: BaseException | None = None
+    try:
+        for result in results:
+            writer.add(result)
+            done += 1
+            if on_progress:
+                on_progress(done, total)
+        bus.publish(events.Event(events.BATCH_FINISHED, None, {"run": run.run_key}))
+    except BaseException as exc:
+        failure = exc
+        bus.publish(
+            events.Event(events.BATCH_FAILED, None, {"run": run.run_key, "reason": _reason(exc)})
+        )
+        raise
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+        unsubscribe()
+        _close_and_mark(store, run.id, writer, failure)
+    progress = store.progress(run.id)
+    if progress.done >= total:
+        store.finish_run(run.id, "succeeded")
+    return RunOutcome(
+        run_id=run.id,
+        run_key=run.run_key,
+        total=total,
+        recorded_before=before,
+        recorded_now=writer.recorded,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,70 @@
+"""A run's spec: the Workflow's and the BatchTest's specs and the data set, typed, in one
+picklable value. It is everything a runner needs to execute cells, and what the store keeps
+of a run (`to_record` / `from_record`), so a driver can rebuild it without the manifests.
+
+A run the operator records has no data set yet (`planned` is False): only the workflow's
+image can load it, and the batch driver plans the run there (`wtb.pipeline.prepare`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from wtb._hashing import content_hash
+from wtb.api.batchtest import BatchTestSpec
+from wtb.api.workflow import WorkflowSpec
+from wtb.domain import Case
+
+
+def _dump(model: WorkflowSpec | BatchTestSpec) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    workflow: WorkflowSpec
+    batch: BatchTestSpec
+    cases: tuple[Case, ...] = ()
+    python_path: tuple[str, ...] = ()
+    """Directories put first on sys.path before user code is imported (local runs)."""
+    planned: bool = True
+    """False for a run recorded without its data set (by the operator)."""
+
+    def case_index(self) -> dict[str, Case]:
+        return {c.id: c for c in self.cases}
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON the store keeps for this run; `from_record` reads it back."""
+        record: dict[str, Any] = {
+            "workflow": _dump(self.workflow),
+            "batchTest": _dump(self.batch),
+        }
+        if self.planned:
+            record["cases"] = [
+                {"id": c.id, "inputs": c.inputs, **({"expected": c.expected} if c.expected else {})}
+                for c in self.cases
+            ]
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], python_path: tuple[str, ...] = ()) -> RunSpec:
+        cases = record.get("cases")
+        return cls(
+            workflow=WorkflowSpec.model_validate(record["workflow"]),
+            batch=BatchTestSpec.model_validate(record["batchTest"]),
+            cases=tuple(
+                Case(id=c["id"], inputs=c["inputs"], expected=c.get("expected"))
+                for c in cases or ()
+            ),
+            python_path=python_path,
+            planned=cases is not None,
+        )
+
+    def digest(self) -> str:
+        """Content hash of workflow, batch and cases: a changed spec or data set is a new run."""
+        return content_hash(self.to_record())
+
+    def workflow_digest(self) -> str:
+        """Content hash of the Workflow's spec alone (the store keeps each version once)."""
+        return content_hash(_dump(self.workflow))
