@@ -1,9 +1,9 @@
-"""The Ray runner on a real Ray head: parity with the inline runner, overlap, back-pressure,
-timeouts, failures, and workers lost under their cells."""
+"""The Ray runner's own behaviour on a real Ray head: parity with the inline runner, overlap,
+back-pressure, cells that block their actors, and workers lost under their cells. What
+every runner promises is in test_runner_conformance."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import signal
@@ -17,11 +17,10 @@ import pytest
 
 from services.postgres import wait_until
 from services.ray_head import RayHead, cell_actor_pids, start_ray_node
+from toybatch import TOY, toy_job
 from wtb import events
-from wtb.api.batchtest import BatchTestSpec
-from wtb.api.workflow import WorkflowSpec
 from wtb.comparison.stored import matrix_for_run
-from wtb.domain import WORKER_LOST, WORKER_STOPPED, Case, Cell, CellResult
+from wtb.domain import WORKER_LOST, WORKER_STOPPED, Cell, CellResult
 from wtb.errors import ClusterError
 from wtb.events import EventBus
 from wtb.manifests import load_manifests
@@ -35,62 +34,17 @@ from wtb.storage import ResultStore
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-TOY = Path(__file__).parent / "fixtures" / "toy"
-_TAGS = itertools.count()
-
 
 @pytest.fixture(autouse=True)
 def _toy_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(TOY))
 
 
-def _job(
-    matrix: dict[str, list[str]],
-    questions: list[str],
-    *,
-    python_path: tuple[str, ...] = (str(TOY),),
-    **spec: Any,
-) -> RunSpec:
-    workflow = WorkflowSpec.model_validate(
-        {
-            "graph": {"factory": "toyflow.graph:build"},
-            "variants": {
-                "lookup": [
-                    {"name": "stamped", "path": "toyflow.graph:stamped_lookup"},
-                    {"name": "stuck", "path": "toyflow.graph:stuck_lookup"},
-                    {"name": "loop_blocking", "path": "toyflow.graph:loop_blocking_lookup"},
-                ],
-                "normalize": [
-                    {"name": "broken", "path": "toyflow.graph:normalize_broken"},
-                    {"name": "crash", "path": "toyflow.graph:crash_normalize"},
-                ],
-            },
-        }
+def _job(matrix: dict[str, list[str]], questions: list[str], **spec: Any) -> RunSpec:
+    """A toy run with short backoffs (the driver waits them out itself)."""
+    return toy_job(
+        matrix, questions, **{"retry": {"backoffSeconds": 0.05, "maxBackoffSeconds": 0.2}, **spec}
     )
-    batch = BatchTestSpec.model_validate(
-        {
-            "workflowRef": {"name": "toy"},
-            "matrix": matrix,
-            "baseline": {node: variants[0] for node, variants in matrix.items()},
-            "dataset": {"cases": [{"inputs": {"question": "x"}}]},
-            "evaluators": [
-                {"name": "correct", "type": "exactMatch", "output": "answer", "expected": "answer"}
-            ],
-            "primaryMetric": "correct",
-            "retry": {"backoffSeconds": 0.05, "maxBackoffSeconds": 0.2},
-            **spec,
-        }
-    )
-    tag = next(_TAGS)
-    cases = tuple(
-        Case(
-            id=f"q{i}",
-            inputs={"question": f"Word{tag} {q}"},
-            expected={"answer": f"word{tag} {q}"},
-        )
-        for i, q in enumerate(questions)
-    )
-    return RunSpec(workflow=workflow, batch=batch, cases=cases, python_path=python_path)
 
 
 def _run(job: RunSpec, bus: EventBus | None = None, **runner: Any) -> list[CellResult]:
@@ -191,29 +145,6 @@ def test_cells_are_pulled_as_chunks_come_back(ray_cluster: RayHead) -> None:
     assert yielded == pulled == 150
     # 2 actors x 2 chunks x about 3 cells (a few more when a chunk's cells ran quick).
     assert ahead <= 24
-
-
-def test_a_node_that_raises_is_a_recorded_failure(ray_cluster: RayHead) -> None:
-    results = _run(_job({"normalize": ["broken"]}, ["a", "b"]))
-    assert [r.status for r in results] == ["failed", "failed"]
-    for r in results:
-        assert r.error_type == "ValueError"
-        assert [a.status for a in r.attempts] == ["failed"]
-        assert r.metrics["correct"] == 0.0
-
-
-def test_a_cell_over_its_timeout_is_cancelled_and_recorded(ray_cluster: RayHead) -> None:
-    job = _job(
-        {"lookup": ["stuck"]},
-        ["stuck", "fine", "also fine"],
-        timeoutSeconds=0.5,
-        retry={"maxAttempts": 2, "backoffSeconds": 0},
-    )
-    by_case = {r.cell.case_id: r for r in _run(job)}
-    stuck = by_case["q0"]
-    assert stuck.status == "failed"
-    assert [a.status for a in stuck.attempts] == ["timeout", "timeout"]
-    assert by_case["q1"].status == by_case["q2"].status == "succeeded"
 
 
 @pytest.mark.parametrize("position", ["first", "last"])

@@ -1,16 +1,31 @@
-"""Batches of the toy workflow (tests/fixtures/toy) for tests that need a prepared batch."""
+"""The toy workflow (tests/fixtures/toy), the one BatchTest fixture of the tests: as manifests
+(`toy_batchtest`), as a prepared batch (`toy_prepared`), and as a run spec for runners
+(`toy_job`)."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from wtb.api.batchtest import BatchTestSpec
+from wtb.api.workflow import WorkflowSpec
+from wtb.domain import Case
 from wtb.manifests import load_manifests
 from wtb.pipeline.prepare import PreparedBatch, prepare
+from wtb.runs.spec import RunSpec
 
 TOY = Path(__file__).parent / "fixtures" / "toy"
+
+MODES = {
+    # An async node: cells run on the asyncio loop (inline) or an actor's loop (Ray).
+    "loop": ("toyflow.graph:build", ""),
+    # Every node and router sync: inline, cells run whole on worker threads.
+    "threads": ("toyflow.graph:build_sync", "_sync"),
+}
+_TAGS = itertools.count()
 
 
 def toy_batchtest(name: str, cases: int, **spec: Any) -> dict[str, Any]:
@@ -67,3 +82,61 @@ def toy_prepared(
     bt, source = manifests.batchtests[0]
     wf, _ = manifests.workflow_for(bt, source)
     return prepare(bt, wf, base_dir=tmp_path, where=path.name, workflow_where=path.name)
+
+
+def toy_job(
+    matrix: dict[str, list[str]],
+    questions: list[str],
+    *,
+    mode: str = "loop",
+    python_path: tuple[str, ...] = (str(TOY),),
+    **spec: Any,
+) -> RunSpec:
+    """A run of the toy workflow on `questions` (case i: question `Word<tag> <q>`, expected
+    answer `word<tag> <q>`, with a tag unique per job: the flaky node counts calls per
+    question). Variants of `lookup` and `normalize` that block, fail, crash or stall are
+    available by name; in `threads` mode the graph and the blocking lookups are sync.
+    `spec` adds to or overrides the BatchTest spec."""
+    factory, suffix = MODES[mode]
+    workflow = WorkflowSpec.model_validate(
+        {
+            "graph": {"factory": factory},
+            "variants": {
+                "lookup": [
+                    {"name": "stuck", "path": f"toyflow.graph:stuck_lookup{suffix}"},
+                    {"name": "slow", "path": f"toyflow.graph:slow_lookup{suffix}"},
+                    {"name": "stamped", "path": "toyflow.graph:stamped_lookup"},
+                    {"name": "loop_blocking", "path": "toyflow.graph:loop_blocking_lookup"},
+                ],
+                "normalize": [
+                    {"name": "blocking", "path": "toyflow.graph:blocking_normalize"},
+                    {"name": "broken", "path": "toyflow.graph:normalize_broken"},
+                    {"name": "flaky", "path": "toyflow.graph:flaky_normalize"},
+                    {"name": "stuck", "path": "toyflow.graph:stuck_normalize"},
+                    {"name": "crash", "path": "toyflow.graph:crash_normalize"},
+                ],
+            },
+        }
+    )
+    batch = BatchTestSpec.model_validate(
+        {
+            "workflowRef": {"name": "toy"},
+            "matrix": matrix,
+            "baseline": {node: variants[0] for node, variants in matrix.items()},
+            "dataset": {"cases": [{"inputs": {"question": "x"}}]},
+            "evaluators": [
+                {"name": "correct", "type": "exactMatch", "output": "answer", "expected": "answer"},
+                {"name": "tokens", "type": "tokens"},
+            ],
+            "primaryMetric": "correct",
+            **spec,
+        }
+    )
+    tag = next(_TAGS)
+    cases = tuple(
+        Case(
+            id=f"q{i}", inputs={"question": f"Word{tag} {q}"}, expected={"answer": f"word{tag} {q}"}
+        )
+        for i, q in enumerate(questions)
+    )
+    return RunSpec(workflow=workflow, batch=batch, cases=cases, python_path=python_path)

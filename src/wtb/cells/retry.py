@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wtb.api.batchtest import RetrySpec
-from wtb.domain import NOT_THE_CELLS_FAULT, Attempt
+from wtb.domain import NOT_THE_CELLS_FAULT, WORKER_LOST, WORKER_STOPPED, Attempt
 
 # Exception class names (anywhere in the MRO) that mean "try again": network and
 # provider hiccups as raised by httpx, requests, openai, anthropic, google and botocore.
@@ -67,9 +67,16 @@ class RetryPolicy:
         """Seconds before the next attempt after `attempts` (the last one failed), or None
         when the cell is done: its failure is not transient, or its attempts are used up.
 
-        Attempts lost with their worker are not the cell's fault and do not count.
+        Attempts lost with their worker are not the cell's fault and do not count: one whose
+        worker was stopped for another cell's sake is retried at once, one whose worker was
+        lost after a backoff that grows with the losses (the runner that loses workers
+        bounds how often that may happen).
         """
         last = attempts[-1]
+        if last.error_type == WORKER_STOPPED:
+            return 0.0
+        if last.error_type == WORKER_LOST:
+            return self.delay(sum(1 for a in attempts if a.error_type == WORKER_LOST))
         used = sum(1 for a in attempts if a.error_type not in NOT_THE_CELLS_FAULT)
         if last.status == "failed" or used >= self.max_attempts:
             return None

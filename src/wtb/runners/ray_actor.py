@@ -19,7 +19,8 @@ from contextvars import ContextVar
 from typing import Any
 
 from wtb import events
-from wtb.cells.executor import CellExecutor, RetryLater
+from wtb.cells.attempts import Retry
+from wtb.cells.executor import CellExecutor
 from wtb.cells.threads import ElasticThreadPool
 from wtb.domain import Attempt, Cell, CellResult
 from wtb.errors import WtbError
@@ -28,7 +29,7 @@ from wtb.variant_matrix import expand_combinations
 
 CellAttempt = tuple[Cell, tuple[Attempt, ...]]
 """A cell to attempt, with the attempts already made."""
-AttemptOutcome = tuple[CellResult | RetryLater, list[events.Event]]
+AttemptOutcome = tuple[CellResult | Retry, list[events.Event]]
 """What a call returns: the cell's result (or when to try again), and the audit events."""
 
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from wtb import events
-from wtb.cells.executor import CellExecutor, RetryLater
+from wtb.cells.attempts import AttemptProtocol, GiveUp, Retry
 from wtb.cells.retry import RetryPolicy
-from wtb.domain import WORKER_LOST, WORKER_STOPPED, Attempt, AttemptStatus, Cell, CellResult
+from wtb.cells.scoring import Scorer
+from wtb.domain import WORKER_LOST, WORKER_STOPPED, Attempt, Cell, CellResult
 from wtb.errors import ClusterError
 from wtb.events import EventBus
 from wtb.runners.ray_actor import CONTROL_GROUP, AttemptOutcome, CellActor, CellAttempt
@@ -158,7 +158,11 @@ class _Dispatcher:
         self._job = job
         self._bus = bus
         self._backoff_scale = backoff_scale
-        self._policy = RetryPolicy.from_spec(job.batch.retry, scale=backoff_scale)
+        self._protocol = AttemptProtocol(
+            RetryPolicy.from_spec(job.batch.retry, scale=backoff_scale),
+            bus.publish,
+            job.batch.timeout_seconds,
+        )
         self._timeout = job.batch.timeout_seconds
         self._budget = 2 * self._timeout + _GRACE_S
         self._cell_seconds: float | None = None
@@ -184,7 +188,7 @@ class _Dispatcher:
         self._stalls: dict[int, int] = {}
         """Per worker (by id), deadline checks in a row that found it without progress."""
         self._sequence = itertools.count()
-        self._local: CellExecutor | None = None
+        self._scorer: Scorer | None = None
         self._workers: list[_Worker] = []
         self._workers = [self._spawn(i, n) for i, n in enumerate(slots)]
         try:
@@ -350,7 +354,7 @@ class _Dispatcher:
     def _send(self, worker: _Worker, chunk: list[CellAttempt], *, isolated: bool = False) -> None:
         worker.chunks += 1
         ref = worker.handle.run.remote(chunk)
-        t0 = time.monotonic()
+        t0 = time.perf_counter()
         self._flights[ref] = _Flight(
             chunk, worker, datetime.now(UTC), t0, t0 + self._budget, isolated
         )
@@ -382,7 +386,7 @@ class _Dispatcher:
             for event in cell_events:
                 self._bus.publish(event)
             self._observe(step.attempts[-1].duration_ms / 1000)
-            if isinstance(step, RetryLater):
+            if isinstance(step, Retry):
                 self._retry_later(cell, step.attempts, step.delay)
             else:
                 yield step
@@ -402,7 +406,7 @@ class _Dispatcher:
         that is merely busy gets more time; one that cannot answer at all is replaced and
         its cells count as lost.
         """
-        now = time.monotonic()
+        now = time.perf_counter()  # the clock of flights' start times and deadlines
         overdue = [r for r, f in self._flights.items() if f.deadline <= now and f.worker.alive]
         if not overdue:
             return
@@ -470,49 +474,35 @@ class _Dispatcher:
         error_type: str,
         message: str,
     ) -> Iterator[CellResult]:
-        """Record an attempt that ended on the driver's side; yields the cell's result when
-        it is over (otherwise the cell is scheduled again)."""
-        number = len(attempts) + 1
-        status: AttemptStatus = "timeout" if error_type == "Timeout" else "transient"
-        attempt = Attempt(
-            number, status, flight.at, (time.monotonic() - flight.t0) * 1000, error_type, message
-        )
-        attempts = (*attempts, attempt)
-        self._bus.publish(
-            events.Event(
-                events.CELL_ATTEMPT_FAILED,
-                cell.key,
-                {"attempt": number, "status": status, "error": error_type, "message": message},
-            )
-        )
+        """End an attempt that ended on the driver's side (its worker lost or stopped, or
+        blocked by it); yields the cell's result when it is over (otherwise the cell is
+        scheduled again)."""
+        attempt = self._protocol.observe(cell, attempts, flight.at, flight.t0)
         if error_type == WORKER_LOST:
             # Who killed a shared worker is unknown: the cell runs alone next, and only
             # the losses it suffers alone count against it.
             alone = self._losses_alone.get(cell.key, 0) + (1 if flight.isolated else 0)
             self._losses_alone[cell.key] = alone
-            losses = sum(1 for a in attempts if a.error_type == WORKER_LOST)
-            if alone >= MAX_WORKER_LOSSES:
-                yield self._failure(cell, attempts)
+            decision = attempt.lost(error_type, message, give_up=alone >= MAX_WORKER_LOSSES)
+            if isinstance(decision, Retry):
+                heapq.heappush(
+                    self._suspects,
+                    (
+                        time.monotonic() + decision.delay,
+                        next(self._sequence),
+                        cell,
+                        decision.attempts,
+                    ),
+                )
                 return
-            backoff = self._policy.delay(losses)
-            self._announce_retry(cell, number, backoff)
-            heapq.heappush(
-                self._suspects, (time.monotonic() + backoff, next(self._sequence), cell, attempts)
-            )
-            return
-        delay = 0.0 if error_type == WORKER_STOPPED else self._policy.next_delay(attempts)
-        if delay is None:
-            yield self._failure(cell, attempts)
-            return
-        self._announce_retry(cell, number, delay)
-        self._retry_later(cell, attempts, delay)
-
-    def _announce_retry(self, cell: Cell, number: int, delay: float) -> None:
-        self._bus.publish(
-            events.Event(
-                events.CELL_ATTEMPT_RETRIED, cell.key, {"attempt": number + 1, "delay_s": delay}
-            )
-        )
+        elif error_type == WORKER_STOPPED:
+            decision = attempt.lost(error_type, message)
+        else:
+            decision = attempt.timed_out(message)
+        if isinstance(decision, GiveUp):
+            yield self._failure(cell, decision.attempts)
+        else:
+            self._retry_later(cell, decision.attempts, decision.delay)
 
     def _retry_later(self, cell: Cell, attempts: tuple[Attempt, ...], delay: float) -> None:
         heapq.heappush(
@@ -520,9 +510,7 @@ class _Dispatcher:
         )
 
     def _failure(self, cell: Cell, attempts: tuple[Attempt, ...]) -> CellResult:
-        """The failed cell's result, evaluated here (evaluators score failures too)."""
-        if self._local is None:
-            self._local = CellExecutor(
-                self._job, emit=self._bus.publish, backoff_scale=self._backoff_scale
-            )
-        return self._local.failure(cell, list(attempts))
+        """The failed cell's result, scored here (evaluators score failures too)."""
+        if self._scorer is None:
+            self._scorer = Scorer(self._job)
+        return self._scorer.failure(cell, attempts)

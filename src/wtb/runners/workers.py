@@ -13,12 +13,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Final
 
+from wtb.cells.attempts import CellAttempt, Decision
 from wtb.cells.executor import CellExecutor
 from wtb.cells.threads import write_off
-from wtb.domain import Attempt, Cell, CellResult
+from wtb.domain import Cell, CellResult
 
 _TICK_S: Final = 0.05
 
@@ -28,11 +28,7 @@ class _Watch:
     """One attempt being watched (the executor's Claim)."""
 
     owner: Deadlines
-    cell: Cell
-    attempts: list[Attempt]
-    number: int
-    at: datetime
-    t0: float
+    attempt: CellAttempt
     deadline: float
     thread: threading.Thread = field(default_factory=threading.current_thread)
     expired: bool = field(default=False)
@@ -53,10 +49,8 @@ class Deadlines:
         self._thread = threading.Thread(target=self._patrol, name="wtb-watchdog", daemon=True)
         self._thread.start()
 
-    def watch(
-        self, cell: Cell, attempts: list[Attempt], number: int, at: datetime, t0: float
-    ) -> _Watch:
-        entry = _Watch(self, cell, attempts, number, at, t0, time.monotonic() + self._timeout)
+    def watch(self, attempt: CellAttempt) -> _Watch:
+        entry = _Watch(self, attempt, time.monotonic() + self._timeout)
         with self._lock:
             self._watches.add(entry)
         return entry
@@ -121,7 +115,7 @@ class CellWorkers:
     def _going(self) -> bool:
         return not (self._stop.is_set() or self._halt.is_set())
 
-    def _start_thread(self, carry: _Watch | None) -> None:
+    def _start_thread(self, carry: CellAttempt | None) -> None:
         """A worker thread for a slot already counted in `_live`."""
         with self._lock:
             self._numbered += 1
@@ -134,11 +128,12 @@ class CellWorkers:
             raise
 
     def _take_over(self, entry: _Watch) -> None:
-        """An attempt overran: its worker is written off; a replacement takes its slot and
-        carries the cell on. A stopped run starts nothing: the slot just ends."""
+        """An attempt overran: its worker is written off; a replacement takes its slot, ends
+        the attempt as timed out and carries the cell on. A stopped run starts nothing: the
+        slot just ends."""
         write_off(entry.thread)
         if self._going():
-            self._start_thread(entry)
+            self._start_thread(entry.attempt)
         else:
             self._retire()
 
@@ -148,34 +143,23 @@ class CellWorkers:
                 return None
             return next(self._cells, None)
 
-    def _work(self, carry: _Watch | None) -> None:
+    def _work(self, carry: CellAttempt | None) -> None:
         try:
-            if carry is not None and not self._carry_on(carry):
+            if carry is not None and not self._run(carry.cell, carry.timed_out()):
                 return
             while (cell := self._next()) is not None:
-                result = self._executor.run_sync(cell, self._deadlines, keep_going=self._going)
-                if result is None:
-                    return  # written off: a replacement carries this cell on
-                self._put(result)
+                if not self._run(cell, None):
+                    return
         except BaseException as exc:  # a bug, not a cell failure: end the run loudly
             if self.failure is None:
                 self.failure = exc
             self._halt.set()
         self._retire()
 
-    def _carry_on(self, entry: _Watch) -> bool:
-        """Finish the cell of a timed-out attempt; False when this worker is written off too."""
-        executor = self._executor
-        attempts = [
-            *entry.attempts,
-            executor.timed_out(entry.cell, entry.number, entry.at, entry.t0),
-        ]
-        delay = executor.retry_delay(entry.cell, attempts)
-        if delay is None or not self._going():
-            self._put(executor.failure(entry.cell, attempts))
-            return True
-        time.sleep(delay)
-        result = executor.run_sync(entry.cell, self._deadlines, attempts, keep_going=self._going)
+    def _run(self, cell: Cell, after: Decision | None) -> bool:
+        """Run the cell to its result (from `after`, the decision on an attempt that timed
+        out); False when this worker is written off meanwhile (a replacement carries on)."""
+        result = self._executor.run_sync(cell, self._deadlines, after, keep_going=self._going)
         if result is None:
             return False
         self._put(result)

@@ -1,0 +1,165 @@
+"""The attempt protocol: numbering, events, the retry budget and the decision "done, or try
+again in N s", in one place for whoever runs an attempt (a worker thread, the asyncio loop,
+a Ray actor) and whoever sees it end (the runner, or the Ray driver when a worker is lost).
+
+    protocol = AttemptProtocol(policy, emit, timeout_seconds)
+    attempt = protocol.begin(cell, history)      # numbered after `history`; "started" event
+    ... run the graph ...
+    history = attempt.succeeded()                # or:
+    decision = attempt.raised(exc)               # transient or not, by the retry policy
+    decision = attempt.timed_out()               # the attempt overran its deadline
+    decision = attempt.lost(WORKER_LOST, why)    # its worker died or was stopped
+    # decision: Retry(attempts, delay) or GiveUp(attempts); "failed"/"retried" events sent
+
+An attempt ends once: a second ending (a watchdog and the worker racing) is refused.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+from wtb import events
+from wtb._jsonable import clean_text
+from wtb.cells.retry import RetryPolicy
+from wtb.domain import Attempt, AttemptStatus, Cell
+
+EmitEvent = Callable[[events.Event], None]
+
+TIMEOUT: Final = "Timeout"
+"""`error_type` of an attempt that overran its deadline."""
+MAX_MESSAGE: Final = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """The cell's last attempt failed transiently: try again after `delay` seconds."""
+
+    attempts: tuple[Attempt, ...]
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """The cell's last attempt failed and there will be no other: the cell has failed."""
+
+    attempts: tuple[Attempt, ...]
+
+
+Decision = Retry | GiveUp
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """(error type, message) of an exception, the message bounded and printable."""
+    message = clean_text(str(exc) or repr(exc))
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + "..."
+    return type(exc).__name__, message
+
+
+class AttemptProtocol:
+    """Makes the attempts of one process's cells: one per executor or Ray dispatcher."""
+
+    def __init__(self, policy: RetryPolicy, emit: EmitEvent, timeout: float) -> None:
+        self.policy = policy
+        self.timeout = timeout
+        self._emit = emit
+
+    def begin(self, cell: Cell, history: Sequence[Attempt] = ()) -> CellAttempt:
+        """Start the cell's next attempt after `history` (its numbering and retry budget
+        continue from there)."""
+        attempt = self.observe(cell, history, datetime.now(UTC), time.perf_counter())
+        self._emit(events.Event(events.CELL_ATTEMPT_STARTED, cell.key, {"attempt": attempt.number}))
+        return attempt
+
+    def observe(
+        self, cell: Cell, history: Sequence[Attempt], started_at: datetime, t0: float
+    ) -> CellAttempt:
+        """An attempt that started elsewhere (its "started" event sent there), at
+        `started_at`, `t0` by `time.perf_counter`: for ending it from here."""
+        return CellAttempt(self, cell, tuple(history), len(history) + 1, started_at, t0)
+
+    def _end(self, attempt: CellAttempt, record: Attempt, *, retry: bool) -> Decision:
+        self._emit(
+            events.Event(
+                events.CELL_ATTEMPT_FAILED,
+                attempt.cell.key,
+                {
+                    "attempt": record.number,
+                    "status": record.status,
+                    "error": record.error_type,
+                    "message": record.error_message,
+                },
+            )
+        )
+        history = (*attempt.history, record)
+        delay = self.policy.next_delay(history) if retry else None
+        if delay is None:
+            return GiveUp(history)
+        self._emit(
+            events.Event(
+                events.CELL_ATTEMPT_RETRIED,
+                attempt.cell.key,
+                {"attempt": record.number + 1, "delay_s": delay},
+            )
+        )
+        return Retry(history, delay)
+
+
+@dataclass(eq=False)
+class CellAttempt:
+    """One attempt of one cell, from its start to its one ending."""
+
+    protocol: AttemptProtocol
+    cell: Cell
+    history: tuple[Attempt, ...]
+    """The cell's attempts before this one."""
+    number: int
+    started_at: datetime
+    t0: float
+    _ended: bool = field(default=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.t0) * 1000
+
+    def _claim(self) -> None:
+        with self._lock:
+            if self._ended:
+                raise RuntimeError(f"attempt {self.number} of cell {self.cell.key} ended twice")
+            self._ended = True
+
+    def _record(self, status: AttemptStatus, error_type: str, message: str) -> Attempt:
+        self._claim()
+        return Attempt(self.number, status, self.started_at, self.elapsed_ms(), error_type, message)
+
+    def succeeded(self) -> tuple[Attempt, ...]:
+        """The cell's attempts, this successful one last."""
+        self._claim()
+        self.protocol._emit(
+            events.Event(events.CELL_ATTEMPT_SUCCEEDED, self.cell.key, {"attempt": self.number})
+        )
+        record = Attempt(self.number, "succeeded", self.started_at, self.elapsed_ms())
+        return (*self.history, record)
+
+    def raised(self, exc: BaseException) -> Decision:
+        """The graph raised `exc`: retried when the policy calls it transient."""
+        status: AttemptStatus = "transient" if self.protocol.policy.is_transient(exc) else "failed"
+        error_type, message = describe(exc)
+        return self.protocol._end(self, self._record(status, error_type, message), retry=True)
+
+    def timed_out(self, message: str | None = None) -> Decision:
+        """The attempt overran its deadline (`message` says how, when not the plain case)."""
+        text = message or f"attempt exceeded {self.protocol.timeout:g} s"
+        return self.protocol._end(self, self._record("timeout", TIMEOUT, text), retry=True)
+
+    def lost(self, error_type: str, message: str, *, give_up: bool = False) -> Decision:
+        """The attempt's worker was lost or stopped (`error_type` WORKER_LOST or
+        WORKER_STOPPED): not the cell's fault, so it costs none of its budget; `give_up`
+        when the runner will not try it again all the same."""
+        record = self._record("transient", error_type, message[:MAX_MESSAGE])
+        return self.protocol._end(self, record, retry=not give_up)
