@@ -36,10 +36,19 @@ class ExitCode(IntEnum):
 
 
 class WtbError(Exception):
-    """Base of every error WTB reports to a user (no traceback)."""
+    """Base of every error WTB reports to a user (no traceback): what is wrong, and `fix`,
+    what to do about it, rendered on a line of its own."""
 
     retryable: ClassVar[bool] = False
     exit_code: ClassVar[ExitCode] = ExitCode.USAGE
+
+    def __init__(self, message: str, *, fix: str = "") -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
 
 
 class ManifestError(WtbError):
@@ -49,16 +58,12 @@ class ManifestError(WtbError):
     """
 
     def __init__(self, message: str, *, where: str = "", fix: str = "") -> None:
-        self.message = message
         self.where = where
-        self.fix = fix
-        super().__init__(self.render())
+        super().__init__(message, fix=fix)
 
     def render(self) -> str:
         text = f"{self.where}: {self.message}" if self.where else self.message
-        if self.fix:
-            text += f"\n  fix: {self.fix}"
-        return text
+        return f"{text}\n  fix: {self.fix}" if self.fix else text
 
 
 class ManifestErrors(WtbError):

@@ -33,8 +33,8 @@ def driver(
         url = get_settings().database_url
         if not url:
             raise WtbError(
-                "WTB_DATABASE_URL is not set\n"
-                "  fix: set it to the result store's URL (credentials may go in PGPASSWORD)"
+                "WTB_DATABASE_URL is not set",
+                fix="set it to the result store's URL (credentials may go in PGPASSWORD)",
             )
         complete = drive(
             run_key,

@@ -80,8 +80,8 @@ def drive(
         recorded = store.get_run(run_key)
         if recorded is None:
             raise WtbError(
-                f"no run {run_key!r} in the result store {redact(database_url)}\n"
-                "  fix: record the run first (the operator does), or check WTB_DATABASE_URL"
+                f"no run {run_key!r} in the result store {redact(database_url)}",
+                fix="record the run first (the operator does), or check WTB_DATABASE_URL",
             )
         if not is_planned(recorded):
             try:

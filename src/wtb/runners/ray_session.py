@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from wtb.errors import ClusterError
+from wtb.errors import ClusterError, WtbError
 
 RAY_ENV_DEFAULTS = {
     # Left unset, a local ray.init() turns token authentication on and writes a token that
@@ -42,9 +42,10 @@ def _check_reachable(address: str) -> None:
             return
     except OSError as exc:
         raise ClusterError(
-            f"no Ray cluster answers at {address}: {exc.strerror or exc}\n  fix: check "
-            "--ray-address (or RAY_ADDRESS): the head's GCS address (host:port, port 6379 by "
-            "default) or ray://host:10001 for Ray Client; leave it out to start Ray locally"
+            f"no Ray cluster answers at {address}: {exc.strerror or exc}",
+            fix="check --ray-address (or RAY_ADDRESS): the head's GCS address (host:port, "
+            "port 6379 by default) or ray://host:10001 for Ray Client; leave it out to start "
+            "Ray locally",
         ) from exc
 
 
@@ -60,8 +61,9 @@ def ray_connection(address: str | None) -> Iterator[None]:
     try:
         import ray
     except ImportError as exc:
-        raise ClusterError(
-            "the Ray runner needs Ray, which is not installed\n  fix: pip install 'wtb[ray]'"
+        # A setup mistake, not an outage: running again will not install it.
+        raise WtbError(
+            "the Ray runner needs Ray, which is not installed", fix="pip install 'wtb[ray]'"
         ) from exc
 
     if ray.is_initialized():
@@ -84,8 +86,9 @@ def ray_connection(address: str | None) -> Iterator[None]:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {address}" if address else "a local Ray instance"
             raise ClusterError(
-                f"cannot connect to {where}: {exc}\n  fix: check --ray-address (or "
-                "RAY_ADDRESS), or leave it out to start Ray locally for the run"
+                f"cannot connect to {where}: {exc}",
+                fix="check --ray-address (or RAY_ADDRESS), or leave it out to start Ray "
+                "locally for the run",
             ) from exc
         try:
             yield
