@@ -46,11 +46,13 @@ class EventBus:
 
     Handlers run in the publisher's thread and must be quick and thread-safe (the store's
     audit sink only appends to a buffer that is flushed with the next batch of results).
+    The handlers are an immutable tuple, replaced on (un)subscribe: publishing, once per
+    attempt event on the hot path, takes no lock.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._handlers: list[tuple[Handler, frozenset[str] | None]] = []
+        self._handlers: tuple[tuple[Handler, frozenset[str] | None], ...] = ()
 
     def subscribe(
         self, handler: Handler, kinds: frozenset[str] | None = None
@@ -58,18 +60,15 @@ class EventBus:
         """Call `handler` for events of `kinds` (all when None); returns an unsubscribe."""
         entry = (handler, kinds)
         with self._lock:
-            self._handlers.append(entry)
+            self._handlers = (*self._handlers, entry)
 
         def unsubscribe() -> None:
             with self._lock:
-                if entry in self._handlers:
-                    self._handlers.remove(entry)
+                self._handlers = tuple(h for h in self._handlers if h is not entry)
 
         return unsubscribe
 
     def publish(self, event: Event) -> None:
-        with self._lock:
-            handlers = list(self._handlers)
-        for handler, kinds in handlers:
+        for handler, kinds in self._handlers:
             if kinds is None or event.kind in kinds:
                 handler(event)

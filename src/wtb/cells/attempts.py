@@ -16,7 +16,6 @@ An attempt ends once: a second ending (a watchdog and the worker racing) is refu
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -122,16 +121,16 @@ class CellAttempt:
     started_at: datetime
     t0: float
     _ended: bool = field(default=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000
 
     def _claim(self) -> None:
-        with self._lock:
-            if self._ended:
-                raise RuntimeError(f"attempt {self.number} of cell {self.cell.key} ended twice")
-            self._ended = True
+        # Who may end an attempt is settled before (a watchdog's claim, one driver thread):
+        # this catches a bug, it does not arbitrate a race.
+        if self._ended:
+            raise RuntimeError(f"attempt {self.number} of cell {self.cell.key} ended twice")
+        self._ended = True
 
     def _record(self, status: AttemptStatus, error_type: str, message: str) -> Attempt:
         self._claim()
