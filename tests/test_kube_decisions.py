@@ -23,17 +23,17 @@ from wtb.kube.names import (
     raycluster_name,
     submission_id,
 )
+from wtb.kube.observed import ClusterView
 from wtb.kube.raycluster import (
     DATABASE_URL_ENV,
     DatabaseSecret,
     build_raycluster,
     cluster_state,
-    owned_by,
     spec_hash,
 )
 from wtb.kube.semantics import check_references, parse_batchtest, parse_workflow, summary
+from wtb.kube.status_copy import status_patch
 from wtb.runs.keys import generation_run_key as run_key
-from wtb_operator.kubeapi import status_patch
 
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -269,9 +269,9 @@ def test_raycluster_is_owned_by_its_batchtest_and_labelled() -> None:
             "blockOwnerDeletion": True,
         }
     ]
-    assert owned_by(rc, UID)
-    assert not owned_by(rc, "someone-else")
-    assert not owned_by({"metadata": {}}, UID)
+    assert ClusterView.of(rc).owned_by(UID)
+    assert not ClusterView.of(rc).owned_by("someone-else")
+    assert not ClusterView.of({"metadata": {}}).owned_by(UID)
     assert meta["labels"][LABEL_BATCHTEST] == "demo"
     head = rc["spec"]["headGroupSpec"]
     assert head["template"]["metadata"]["labels"][LABEL_BATCHTEST] == "demo"

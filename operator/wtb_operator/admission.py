@@ -12,8 +12,8 @@ from typing import Any
 import kopf
 
 from wtb.api._base import GROUP, VERSION
-from wtb.errors import ManifestErrors
-from wtb.kube.semantics import check_references, parse_batchtest, parse_workflow, summary
+from wtb.kube.checks import admission_answer, check_batchtest
+from wtb_operator.context import OperatorContext
 
 UNPROCESSABLE = 422
 
@@ -29,31 +29,22 @@ UNPROCESSABLE = 422
 async def validate_batchtest(
     body: kopf.Body, warnings: list[str], memo: Any, **kwargs: Any
 ) -> None:
-    """Refuse a wrong spec. A change of metadata or status only is always let through, so
-    an object that became invalid (its Workflow changed) can still be labelled or deleted.
+    """Refuse a wrong spec; warn of a Workflow that is missing or itself wrong (the same
+    check as the reconcile step's, `wtb.kube.checks`). A change of metadata or status only
+    is always let through, so an object that became invalid (its Workflow changed) can still
+    be labelled or deleted.
 
-    Async, with its one API call on a thread of its own: the pool of sync handlers may be
-    busy with reconcile steps, and the API server waits for this answer."""
+    Async, with the check (and its one API call) on a thread of its own: the pool of sync
+    handlers may be busy with reconcile steps, and the API server waits for this answer.
+    Kopf serves admission requests only once the start-up handlers ran, so the operator's
+    context is there."""
     old = kwargs.get("old")  # Kopf passes the old object on UPDATE
     if old is not None and old.get("spec") == body.get("spec"):
         return
-    try:
-        batch = parse_batchtest(dict(body))
-    except ManifestErrors as exc:
-        raise kopf.AdmissionError(summary(exc.errors), code=UNPROCESSABLE) from exc
-    ctx = getattr(memo, "ctx", None)
-    if ctx is None:
-        return
-    ref = batch.spec.workflow_ref.name
-    workflow_body = await asyncio.to_thread(ctx.kube.get_workflow, batch.metadata.namespace, ref)
-    if workflow_body is None:
-        warnings.append(f"spec.workflowRef.name: Workflow {ref!r} does not exist (yet)")
-        return
-    try:
-        workflow = parse_workflow(workflow_body)
-    except ManifestErrors:
-        warnings.append(f"spec.workflowRef.name: Workflow {ref!r} is invalid")
-        return
-    problems = check_references(batch, workflow)
-    if problems:
-        raise kopf.AdmissionError(summary(problems), code=UNPROCESSABLE)
+    ctx: OperatorContext = memo.ctx
+    checked = await asyncio.to_thread(check_batchtest, dict(body), ctx.kube.get_workflow)
+    answer = admission_answer(checked)
+    if answer.refusal is not None:
+        raise kopf.AdmissionError(answer.refusal, code=UNPROCESSABLE)
+    if answer.warning is not None:
+        warnings.append(answer.warning)

@@ -1,17 +1,17 @@
 """BatchTest handlers: one reconcile step per tick, from what status, the cluster, Ray and the
 result store say now (level-triggered, so an operator restart resumes where things are).
 
-Steps: validate → record the run → RayCluster ready → submit the batch driver as a Ray job
-→ progress from the database → Succeeded or Failed. Every name a step creates (run key,
-RayCluster, Ray submission id) is derived from the object and written to status before the
-side effect, so a retried step finds what it made instead of making a second one.
+Each stage of a step observes (the Workflow, the RayCluster, the Ray job, the stored run),
+asks `wtb.kube.decide` what that means, and performs the verdict: status computed on a copy
+(`wtb.kube.transitions`), written when it differs, then the event. Every name a step
+creates (run key, RayCluster, Ray submission id) is written to status before the side
+effect, so a retried step finds what it made instead of making a second one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import shlex
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -21,74 +21,63 @@ import kopf
 from wtb.api._base import GROUP, VERSION
 from wtb.api.batchtest import BatchTest, BatchTestStatus
 from wtb.api.workflow import Workflow
-from wtb.errors import ExitCode, ManifestErrors, StorageError
+from wtb.errors import StorageError
 from wtb.kube import conditions as cond
-from wtb.kube.names import raycluster_name, submission_id
-from wtb.kube.raycluster import (
-    DatabaseSecret,
-    build_raycluster,
-    cluster_state,
-    owned_by,
-    spec_hash,
+from wtb.kube.checks import check_batchtest
+from wtb.kube.decide import (
+    ClusterReady,
+    CreateCluster,
+    DeleteForTtl,
+    Finish,
+    JobFailed,
+    MarkRunning,
+    NewGeneration,
+    ReplaceCluster,
+    Resubmit,
+    Stage,
+    StopJob,
+    Submission,
+    Submit,
+    Succeed,
+    Validated,
+    cluster_name_for,
+    cluster_refused,
+    decide_cluster,
+    decide_failed_job,
+    decide_finish,
+    decide_job,
+    decide_ttl,
+    decide_validation,
+    driver_entrypoint,
+    job_metadata,
+    job_to_stop,
+    needs_reconcile,
+    new_generation,
+    run_to_record,
+    stage_of,
+    submission_of,
 )
+from wtb.kube.observed import ClusterView, JobApiDown, JobSeen, recorded_workflow
+from wtb.kube.raycluster import DatabaseSecret
 from wtb.kube.rayjobs import RayJobClient, RayJobError
-from wtb.kube.semantics import check_references, parse_batchtest, parse_workflow, summary
-from wtb.kube.status import run_status
-from wtb.runs.keys import generation_run_key
+from wtb.kube.semantics import parse_batchtest
+from wtb.kube.status import RunStatus, run_status
+from wtb.kube.status_copy import read_status
+from wtb.kube.transitions import BatchTestStatusCopy
+from wtb.kube.verdicts import Event, Fail, Note, Wait
 from wtb.runs.record import record_unplanned_run
 from wtb.settings import get_settings
+from wtb.storage.records import RunRecord
 from wtb_operator.context import OperatorContext
-from wtb_operator.kubeapi import Conflict, Forbidden, Invalid, status_patch
+from wtb_operator.kubeapi import Conflict, Forbidden, Invalid
 
 log = logging.getLogger("wtb.operator.batchtest")
 
-TERMINAL = ("Succeeded", "Failed")
-
-
-def _status_of(body: kopf.Body | dict[str, Any]) -> BatchTestStatus:
-    raw = dict(body.get("status") or {})
-    raw.pop("kopf", None)
-    return BatchTestStatus.model_validate(raw)
-
-
-def _dump(status: BatchTestStatus) -> dict[str, Any]:
-    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
-
 
 def _needs_reconcile(body: kopf.Body, spec: kopf.Spec, **_: Any) -> bool:
-    """Finished objects of the current generation need nothing more, unless a TTL will
-    delete their RayCluster."""
-    status = _status_of(body)
-    if status.observed_generation != body["metadata"].get("generation"):
-        return True
-    if status.phase not in TERMINAL:
-        return True
-    ray = spec.get("ray") or {}
-    return (
-        spec.get("ttlSecondsAfterFinished") is not None
-        and not ray.get("clusterName")
-        and not _cluster_deleted(status)
+    return needs_reconcile(
+        read_status(body, BatchTestStatus), body["metadata"].get("generation"), spec
     )
-
-
-def _first_line(message: str) -> str:
-    """Ray's message without the driver's log tail it appends (user output has no place in
-    status: `ray job logs` shows it)."""
-    return message.split("\n", 1)[0].split(", last available logs", 1)[0][:300]
-
-
-def _deleting(raycluster: dict[str, Any]) -> bool:
-    return bool((raycluster.get("metadata") or {}).get("deletionTimestamp"))
-
-
-def _owned_by_batchtest_named(raycluster: dict[str, Any], name: str) -> bool:
-    refs = (raycluster.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("kind") == "BatchTest" and r.get("name") == name for r in refs)
-
-
-def _cluster_deleted(status: BatchTestStatus) -> bool:
-    found = cond.find(status.conditions, cond.CLUSTER_READY)
-    return found is not None and found.reason == "ClusterDeleted"
 
 
 @kopf.timer(
@@ -108,11 +97,11 @@ def reconcile(body: kopf.Body, memo: Any, **_: Any) -> None:
     except Forbidden as exc:
         log.error("BatchTest %s: %s", step.ident, exc)
         with contextlib.suppress(Conflict):
-            step.fail_soft(cond.CLUSTER_READY, "PermissionDenied", str(exc))
+            step.fail_soft(Wait(cond.CLUSTER_READY, "PermissionDenied", str(exc)))
     except StorageError as exc:
         log.warning("BatchTest %s: result store unavailable: %s", step.ident, exc)
         with contextlib.suppress(Conflict):
-            step.note("the result store is unavailable (the operator's log has the error)")
+            step.note(Note("the result store is unavailable (the operator's log has the error)"))
 
 
 @kopf.on.delete(
@@ -126,28 +115,34 @@ def stop_on_shared_cluster(body: kopf.Body, memo: Any, **_: Any) -> None:
     """A job on a shared cluster outlives its BatchTest unless stopped; a RayCluster WTB
     created goes with the BatchTest (garbage collection), and its job with it."""
     ctx: OperatorContext = memo.ctx
-    status = _status_of(body)
     meta = body["metadata"]
     ctx.forget(meta["uid"])
-    if not status.submission_id or not status.ray_cluster or status.phase in TERMINAL:
-        return
-    rc = ctx.kube.get_raycluster(meta["namespace"], status.ray_cluster)
-    state = cluster_state(rc) if rc else None
-    if state is None or state.dashboard_url is None:
+    stop = job_to_stop(read_status(body, BatchTestStatus))
+    url = _dashboard(ctx, meta["namespace"], stop.cluster) if stop else None
+    if stop is None or url is None:
         return
     try:
-        stopped = RayJobClient(state.dashboard_url).stop(status.submission_id)
+        stopped = RayJobClient(url).stop(stop.submission_id)
     except RayJobError as exc:
         raise kopf.TemporaryError(
-            f"cannot stop Ray job {status.submission_id}: {exc}", delay=5
+            f"cannot stop Ray job {stop.submission_id}: {exc}", delay=5
         ) from exc
     if stopped:
-        kopf.info(body, reason="StoppedJob", message=f"stopped Ray job {status.submission_id}")
+        kopf.info(body, reason="StoppedJob", message=f"stopped Ray job {stop.submission_id}")
+
+
+def _dashboard(ctx: OperatorContext, namespace: str, cluster: str) -> str | None:
+    """The job API of a RayCluster, when it has one (and the cluster is there)."""
+    rc = ctx.kube.get_raycluster(namespace, cluster)
+    return ClusterView.of(rc).dashboard_url if rc else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Reconcile:
-    """One reconcile step of one BatchTest: computes status on a copy, writes it when it
-    differs, and posts an event for every transition."""
+    """One reconcile step of one BatchTest: observe, decide (`wtb.kube.decide`), act."""
 
     def __init__(self, ctx: OperatorContext, body: kopf.Body) -> None:
         self.ctx = ctx
@@ -160,18 +155,21 @@ class Reconcile:
         self.generation: int = int(meta.get("generation") or 1)
         self.resource_version: str | None = meta.get("resourceVersion")
         self.ident = f"{self.namespace}/{self.name}"
-        self.before = _status_of(body)
-        self.status = self.before.model_copy(deep=True)
-        self._written = _dump(self.before)
+        self.copy = BatchTestStatusCopy(
+            read_status(body, BatchTestStatus), generation=self.generation
+        )
 
-    # -- writing ------------------------------------------------------------------------
+    @property
+    def status(self) -> BatchTestStatus:
+        return self.copy.status
+
+    # -- acting -------------------------------------------------------------------------
 
     def write(self) -> None:
         """Patch status with what changed since the last write (nothing when equal), only
         if the object is still as this step read it: a step that started from an outdated
         copy (Kopf's view lags a write by a moment) stops instead of undoing newer work."""
-        after = _dump(self.status)
-        patch = status_patch(self._written, after)
+        patch = self.copy.patch()
         if patch:
             self.resource_version = self.ctx.kube.patch_status(
                 "batchtests",
@@ -180,401 +178,262 @@ class Reconcile:
                 patch,
                 resource_version=self.resource_version,
             )
-            self._written = after
+            self.copy.mark_written()
 
-    def event(self, reason: str, message: str, *, warning: bool = False) -> None:
-        (kopf.warn if warning else kopf.info)(self.kopf_body, reason=reason, message=message)
-        (log.warning if warning else log.info)("BatchTest %s: %s: %s", self.ident, reason, message)
-
-    def condition(
-        self, type_: str, status: cond.Status, reason: cond.Reason, message: str = ""
-    ) -> bool:
-        """Set a condition; True when its status or reason changed (worth an event)."""
-        old = cond.find(self.status.conditions, type_)
-        self.status.conditions = cond.set_condition(
-            self.status.conditions, type_, status, reason, message, generation=self.generation
+    def post(self, event: Event) -> None:
+        (kopf.warn if event.warning else kopf.info)(
+            self.kopf_body, reason=event.reason, message=event.message
         )
-        return old is None or old.status != status or old.reason != reason
+        (log.warning if event.warning else log.info)(
+            "BatchTest %s: %s: %s", self.ident, event.reason, event.message
+        )
 
-    def note(self, message: str) -> None:
-        self.status.message = message
+    def note(self, verdict: Note) -> None:
+        self.status.message = verdict.message
         self.write()
 
-    def fail(self, reason: cond.Reason, message: str) -> None:
-        self.status.phase = "Failed"
-        self.status.message = message
-        self.status.finished_at = cond.now_rfc3339()
-        self.condition(cond.COMPLETE, "False", reason, message)
-        self.condition(cond.FAILED, "True", reason, message)
+    def fail(self, verdict: Fail) -> None:
+        self.copy.fail(verdict, _now())
         self.write()
-        self.event(reason, message, warning=True)
+        self.post(verdict.event)
 
-    def fail_soft(self, type_: str, reason: cond.Reason, message: str) -> None:
+    def wait(self, verdict: Wait) -> None:
+        changed = self.copy.wait(verdict, _now())
+        self.write()
+        if changed and verdict.warn:
+            self.post(verdict.event)
+
+    def fail_soft(self, verdict: Wait) -> None:
         """A problem that may go away (a permission granted later): said, not terminal."""
-        changed = self.condition(type_, "False", reason, message)
-        self.status.message = message
+        changed = self.copy.wait(verdict, _now())
         try:
             self.write()
         except Forbidden:
-            log.error("BatchTest %s: cannot write status either: %s", self.ident, message)
+            log.error("BatchTest %s: cannot write status either: %s", self.ident, verdict.message)
         if changed:
-            self.event(reason, message, warning=True)
+            self.post(verdict.event)
 
-    # -- the steps ----------------------------------------------------------------------
+    # -- the stages ---------------------------------------------------------------------
 
     def run(self) -> None:
-        if self.status.observed_generation != self.generation:
-            self.new_generation()
-            return
-        if self.status.phase in TERMINAL:
-            self.after_finish()
-            return
-        if self.status.run_id is None:
-            valid = self.validate()
-            if valid is None:
+        match stage_of(self.status, self.generation):
+            case Stage.NEW_GENERATION:
+                self.new_generation(new_generation(self.copy.before, self.generation))
                 return
-            batch, workflow = valid
-            self.record_run(batch, workflow)
-        else:
-            # From here on the run is what was recorded: a Workflow edited or deleted
-            # meanwhile changes nothing about it.
-            batch, workflow = self.recorded()
+            case Stage.FINISHED:
+                self.after_finish()
+                return
+            case Stage.UNRECORDED:
+                valid = self.validate()
+                if valid is None:
+                    return
+                self.record_run(valid)
+                batch, workflow = valid.batch, valid.workflow
+            case Stage.RECORDED:
+                batch, workflow = self.recorded()
         dashboard = self.cluster(batch, workflow)
         if dashboard is None:
             return
         self.job(batch, dashboard)
 
-    def new_generation(self) -> None:
-        old = self.before
-        if old.submission_id and old.phase not in TERMINAL and old.ray_cluster:
-            self.stop_job(old.ray_cluster, old.submission_id)
-        first = old.observed_generation is None
-        self.status = BatchTestStatus(phase="Pending", observed_generation=self.generation)
+    def new_generation(self, verdict: NewGeneration) -> None:
+        if verdict.stop is not None:
+            self.stop_job(verdict.stop)
+        self.copy.restart(verdict)
         self.write()
         self.ctx.forget(self.uid)
-        if first:
-            self.event("Accepted", f"generation {self.generation}: accepted")
-        else:
-            self.event("NewGeneration", f"spec changed (generation {self.generation}): a new run")
+        self.post(verdict.event)
 
-    def stop_job(self, cluster: str, job: str) -> None:
-        rc = self.ctx.kube.get_raycluster(self.namespace, cluster)
-        url = cluster_state(rc).dashboard_url if rc else None
+    def stop_job(self, stop: StopJob) -> None:
+        url = _dashboard(self.ctx, self.namespace, stop.cluster)
         if url is None:
             return
+        job = stop.submission_id
         try:
             if RayJobClient(url).stop(job):
-                self.event("StoppedJob", f"stopped Ray job {job} of an earlier generation")
+                self.post(Event("StoppedJob", f"stopped Ray job {job} of an earlier generation"))
         except RayJobError as exc:
             log.warning("BatchTest %s: cannot stop Ray job %s: %s", self.ident, job, exc)
 
-    def validate(self) -> tuple[BatchTest, Workflow] | None:
-        try:
-            batch = parse_batchtest(self.body)
-        except ManifestErrors as exc:
-            self.condition(cond.VALIDATED, "False", "InvalidSpec", summary(exc.errors))
-            self.fail("InvalidSpec", summary(exc.errors))
-            return None
-        ref = batch.spec.workflow_ref.name
-        workflow_body = self.ctx.kube.get_workflow(self.namespace, ref)
-        if workflow_body is None:
-            message = (
-                f"spec.workflowRef.name: no Workflow {ref!r} in namespace {self.namespace!r} (yet)"
-            )
-            self.wait(cond.VALIDATED, "WorkflowNotFound", message)
-            return None
-        try:
-            workflow = parse_workflow(workflow_body)
-        except ManifestErrors as exc:
-            message = f"spec.workflowRef.name: Workflow {ref!r} is invalid: {summary(exc.errors)}"
-            self.wait(cond.VALIDATED, "WorkflowMismatch", message)
-            return None
-        problems = check_references(batch, workflow)
-        if problems:
-            self.wait(cond.VALIDATED, "WorkflowMismatch", summary(problems))
-            return None
-        if self.condition(cond.VALIDATED, "True", "Valid", "spec and references are valid"):
-            self.write()
-            self.event("Validated", f"valid; runs Workflow {ref!r}")
-        return batch, workflow
+    def validate(self) -> Validated | None:
+        checked = check_batchtest(self.body, self.ctx.kube.get_workflow)
+        verdict = decide_validation(checked)
+        match verdict:
+            case Fail():
+                self.fail(verdict)
+                return None
+            case Wait():
+                self.wait(verdict)
+                return None
+            case Validated():
+                if self.copy.validated(verdict, _now()):
+                    self.write()
+                    self.post(verdict.event)
+                return verdict
+
+    def record_run(self, valid: Validated) -> None:
+        verdict = run_to_record(valid, uid=self.uid, generation=self.generation)
+        record_unplanned_run(
+            self.ctx.store, verdict.batch, verdict.workflow, run_key=verdict.run_key
+        )
+        self.copy.recorded(verdict)
+        self.write()
 
     def recorded(self) -> tuple[BatchTest, Workflow]:
-        """The BatchTest and the Workflow as the run recorded them."""
+        """The BatchTest, and the Workflow as the run recorded it."""
+        run = self.stored_run()
+        batch = parse_batchtest(self.body)
+        return batch, recorded_workflow(batch, run)
+
+    def stored_run(self) -> RunRecord:
         run = self.ctx.store.get_run(self.status.run_id or "")
         if run is None:
             raise StorageError(f"run {self.status.run_id!r} is not in the result store")
-        batch = parse_batchtest(self.body)
-        workflow = Workflow.model_validate(
-            {
-                "metadata": {"name": batch.spec.workflow_ref.name, "namespace": self.namespace},
-                "spec": run.spec["workflow"],
-            }
-        )
-        return batch, workflow
-
-    def wait(self, type_: str, reason: cond.Reason, message: str) -> None:
-        """Not ready to go on, and it may come right by itself (an object applied later)."""
-        changed = self.condition(type_, "False", reason, message)
-        self.status.message = message
-        self.write()
-        if changed:
-            self.event(reason, message, warning=True)
-
-    def record_run(self, batch: BatchTest, workflow: Workflow) -> None:
-        key = generation_run_key(self.namespace, self.name, self.uid, self.generation)
-        batch = batch.model_copy(
-            update={
-                "metadata": batch.metadata.model_copy(
-                    update={"uid": self.uid, "generation": self.generation}
-                )
-            }
-        )
-        record_unplanned_run(self.ctx.store, batch, workflow, run_key=key)
-        self.status.run_id = key
-        self.status.phase = "Provisioning"
-        self.write()
+        return run
 
     def cluster(self, batch: BatchTest, workflow: Workflow) -> str | None:
         """The dashboard URL of a ready RayCluster; None while waiting."""
-        ray = batch.spec.ray
-        name = ray.cluster_name or raycluster_name(self.name)
-        if self.status.ray_cluster != name:
-            self.status.ray_cluster = name
+        name = cluster_name_for(batch)
+        if self.copy.cluster_named(name):
             self.write()
         rc = self.ctx.kube.get_raycluster(self.namespace, name)
-        if ray.cluster_name is None:
-            image = workflow.spec.image
-            if image is None:
-                self.fail(
-                    "InvalidSpec",
-                    f"Workflow {batch.spec.workflow_ref.name!r}: spec.image is not set; a "
-                    "RayCluster runs the workflow's image (fix: set spec.image, or name an "
-                    "existing cluster in the BatchTest's spec.ray.clusterName)",
-                )
-                return None
-            secret = DatabaseSecret(
-                self.ctx.settings.cluster_database_secret,
-                self.ctx.settings.cluster_database_secret_key,
-            )
-            wanted = build_raycluster(batch, uid=self.uid, image=image, secret=secret)
-            if rc is None:
-                self.create_cluster(batch, name, wanted)
-                return None
-            if _deleting(rc):
-                self.not_ready(batch, "Provisioning", f"RayCluster {name} is being deleted")
-                return None
-            if not owned_by(rc, self.uid):
-                if _owned_by_batchtest_named(rc, self.name):
-                    # A BatchTest of this name was deleted and made again: the garbage
-                    # collector has its cluster to delete first.
-                    self.not_ready(batch, "Provisioning", f"an earlier {name} is being deleted")
-                    return None
-                self.fail(
-                    "ClusterNotFound",
-                    f"RayCluster {name} exists and is not this BatchTest's (fix: delete it, or "
-                    "name it in spec.ray.clusterName to use it as a shared cluster)",
-                )
-                return None
-            if spec_hash(rc) != spec_hash(wanted) and self.status.submission_id is None:
+        settings = self.ctx.settings
+        verdict = decide_cluster(
+            batch,
+            uid=self.uid,
+            image=workflow.spec.image,
+            secret=DatabaseSecret(
+                settings.cluster_database_secret, settings.cluster_database_secret_key
+            ),
+            cluster=ClusterView.of(rc) if rc is not None else None,
+            status=self.status,
+            default_timeout_seconds=settings.cluster_ready_timeout_seconds,
+            now=_now(),
+        )
+        match verdict:
+            case Fail():
+                self.fail(verdict)
+            case Wait():
+                self.wait(verdict)
+            case CreateCluster():
+                self.create_cluster(verdict)
+            case ReplaceCluster(name):
                 self.ctx.kube.delete_raycluster(self.namespace, name)
-                self.event("DeletedRayCluster", f"RayCluster {name} changed: replacing it")
-                return None
-        elif rc is None:
-            self.not_ready(
-                batch, "ClusterNotFound", f"no RayCluster {name!r} in {self.namespace!r}"
-            )
-            return None
-        state = cluster_state(rc)
-        if _deleting(rc) or not state.ready or state.dashboard_url is None:
-            detail = "being deleted" if _deleting(rc) else state.message
-            self.not_ready(batch, "Provisioning", f"RayCluster {name}: {detail}")
-            return None
-        if self.condition(
-            cond.CLUSTER_READY, "True", "ClusterReady", f"RayCluster {name} is ready"
-        ):
-            self.write()
-            self.event("ClusterReady", f"RayCluster {name} is ready")
-        return state.dashboard_url
+                self.post(verdict.event)
+            case ClusterReady():
+                if self.copy.cluster_ready(verdict, _now()):
+                    self.write()
+                    self.post(verdict.event)
+                return verdict.dashboard_url
+        return None
 
-    def create_cluster(self, batch: BatchTest, name: str, wanted: dict[str, Any]) -> None:
-        self.condition(cond.CLUSTER_READY, "False", "Provisioning", f"creating {name}")
-        self.status.message = f"creating RayCluster {name}"
+    def create_cluster(self, verdict: CreateCluster) -> None:
+        self.copy.creating(verdict, _now())
         self.write()
         try:
-            created = self.ctx.kube.create_raycluster(self.namespace, wanted)
+            created = self.ctx.kube.create_raycluster(self.namespace, verdict.body)
         except Invalid as exc:
-            self.condition(cond.CLUSTER_READY, "False", "InvalidSpec", str(exc))
-            self.fail("InvalidSpec", f"spec.ray: the RayCluster was refused: {exc}")
+            self.fail(cluster_refused(str(exc)))
             return
         if created:
-            self.event("CreatedRayCluster", f"created RayCluster {name}")
-
-    def not_ready(self, batch: BatchTest, reason: cond.Reason, message: str) -> None:
-        """Waiting for the cluster. Before the job is submitted this has a deadline; after,
-        the job's own status decides (a head that restarted comes back without the job,
-        which is then submitted again)."""
-        changed = self.condition(cond.CLUSTER_READY, "False", reason, message)
-        self.status.message = message
-        current = cond.find(self.status.conditions, cond.CLUSTER_READY)
-        since = cond.parse_rfc3339(current.last_transition_time if current else cond.now_rfc3339())
-        timeout = (
-            batch.spec.ray.ready_timeout_seconds or self.ctx.settings.cluster_ready_timeout_seconds
-        )
-        submitted = cond.is_true(self.status.conditions, cond.JOB_SUBMITTED)
-        if not submitted and (datetime.now(UTC) - since).total_seconds() > timeout:
-            self.condition(cond.CLUSTER_READY, "False", "ClusterTimeout", message)
-            self.fail("ClusterTimeout", f"not ready after {timeout:.0f} s: {message}")
-            return
-        self.write()
-        if changed and reason != "Provisioning":
-            self.event(reason, message, warning=True)
-
-    def entrypoint(self, batch: BatchTest) -> str:
-        argv = ["python", "-m", "wtb.driver", "--run", self.status.run_id or ""]
-        if batch.spec.ray.actors:
-            argv += ["--actors", str(batch.spec.ray.actors)]
-        return shlex.join(argv)
+            self.post(verdict.event)
 
     def job(self, batch: BatchTest, dashboard: str) -> None:
         jobs = RayJobClient(dashboard)
-        if self.status.submission_id is None:
-            self.status.job_attempts = 1
-            self.status.submission_id = submission_id(self.uid, self.generation, 1)
-            self.condition(cond.JOB_SUBMITTED, "False", "Submitting", self.status.submission_id)
+        submission = submission_of(self.status, uid=self.uid, generation=self.generation)
+        if not submission.recorded:
+            self.copy.attempt(submission, _now())
             self.write()  # recorded before the side effect
-        sid = self.status.submission_id
+        verdict = decide_job(submission, self.status, self.job_info(jobs, submission))
+        if isinstance(verdict, MarkRunning | Finish | JobFailed) and verdict.mark_submitted:
+            # Submitted by an earlier step that stopped before saying so.
+            self.copy.submitted(submission.submission_id, _now())
+        match verdict:
+            case Note():
+                self.note(verdict)
+            case Submit():
+                self.submit(batch, jobs, verdict)
+            case MarkRunning():
+                self.copy.running(verdict)
+                if self.ctx.progress_due(self.uid, time.monotonic()):
+                    self.progress(self.stored_run())
+                self.write()
+            case Finish():
+                run = self.stored_run()
+                finished = decide_finish(self.progress(run))
+                if isinstance(finished, Succeed):
+                    self.succeed(finished)
+                else:
+                    self.job_failed(batch, finished, run)
+            case JobFailed():
+                run = self.stored_run()
+                self.progress(run)
+                self.job_failed(batch, verdict, run)
+
+    def job_info(self, jobs: RayJobClient, submission: Submission) -> JobSeen:
         try:
-            info = jobs.info(sid)
+            return jobs.info(submission.submission_id)
         except RayJobError as exc:
-            self.note(f"Ray job API: {exc}")
-            return
-        submitted = cond.is_true(self.status.conditions, cond.JOB_SUBMITTED)
-        if info is None and not submitted:
-            self.submit(batch, jobs, sid)
-            return
-        if info is None:
-            self.job_failed(batch, f"the Ray cluster no longer knows job {sid}", None)
-            return
-        if not submitted:  # submitted by an earlier step that stopped before saying so
-            self.mark_submitted(sid)
-        if info.status == "SUCCEEDED":
-            self.finish(batch)
-        elif info.finished:
-            self.job_failed(
-                batch,
-                f"Ray job {sid} {info.status}: {_first_line(info.message)}",
-                info.driver_exit_code,
-            )
-        else:
-            self.status.phase = "Running"
-            self.status.message = f"Ray job {sid} {info.status.lower()}"
-            self.progress(batch, force=False)
-            self.write()
+            return JobApiDown(str(exc))
 
-    def mark_submitted(self, sid: str) -> None:
-        self.condition(cond.JOB_SUBMITTED, "True", "Submitted", sid)
-        self.condition(cond.COMPLETE, "False", "Running", "")
-        self.status.phase = "Running"
-        self.status.started_at = self.status.started_at or cond.now_rfc3339()
-
-    def submit(self, batch: BatchTest, jobs: RayJobClient, sid: str) -> None:
+    def submit(self, batch: BatchTest, jobs: RayJobClient, verdict: Submit) -> None:
+        sid = verdict.submission.submission_id
         try:
             jobs.submit(
                 sid,
-                self.entrypoint(batch),
-                metadata={
-                    "wtb.dev/batchtest": self.ident,
-                    "wtb.dev/generation": str(self.generation),
-                },
+                driver_entrypoint(self.status.run_id or "", batch),
+                metadata=job_metadata(batch, self.generation),
             )
         except RayJobError as exc:
-            if self.condition(cond.JOB_SUBMITTED, "False", "SubmitFailed", str(exc)):
-                self.event("FailedToSubmitJob", str(exc), warning=True)
-            self.note(f"submitting Ray job {sid}: {exc}")
+            if self.copy.submit_failed(str(exc), _now()):
+                self.post(Event("FailedToSubmitJob", str(exc), warning=True))
+            self.note(Note(f"submitting Ray job {sid}: {exc}"))
             return
-        self.mark_submitted(sid)
-        self.status.message = f"Ray job {sid} submitted"
+        self.copy.submitted(sid, _now())
+        self.status.message = verdict.message
         self.write()
-        self.event("SubmittedJob", f"submitted Ray job {sid} (attempt {self.status.job_attempts})")
+        self.post(verdict.event)
 
-    def progress(self, batch: BatchTest, *, force: bool) -> bool:
-        """Counts and matrix from the result store (at a bounded rate unless `force`);
-        True when every cell is recorded."""
-        if not force and not self.ctx.progress_due(self.uid, time.monotonic()):
-            return False
-        run = self.ctx.store.get_run(self.status.run_id or "")
-        if run is None:
-            raise StorageError(f"run {self.status.run_id!r} is not in the result store")
+    def progress(self, run: RunRecord) -> RunStatus:
+        """Counts and matrix of `run` from the result store, into status."""
         now = run_status(self.ctx.store, run, max_rows=self.ctx.settings.status_top_rows)
-        self.status.total = now.total
-        self.status.completed = now.completed
-        self.status.failed = now.failed
-        self.status.progress = now.progress
-        self.status.best = now.best
-        self.status.score = now.score
-        self.status.matrix = now.matrix
-        return now.total is not None and now.completed >= now.total
+        self.copy.progress(now)
+        return now
 
-    def finish(self, batch: BatchTest) -> None:
-        if not self.progress(batch, force=True):
-            self.job_failed(batch, "the Ray job succeeded but cells are missing", None)
-            return
-        self.status.phase = "Succeeded"
-        self.status.finished_at = cond.now_rfc3339()
-        self.status.message = f"{self.status.completed} cells recorded"
-        self.condition(cond.COMPLETE, "True", "Succeeded", self.status.message)
-        self.condition(cond.FAILED, "False", "Succeeded", "")
+    def succeed(self, verdict: Succeed) -> None:
+        self.copy.succeed(verdict, _now())
         self.write()
-        self.event(
-            "Succeeded",
-            f"{self.status.progress} cells; best: {self.status.best} ({self.status.score})",
-        )
+        self.post(verdict.event)
 
-    def job_failed(self, batch: BatchTest, message: str, exit_code: int | None) -> None:
-        self.progress(batch, force=True)
-        if exit_code == ExitCode.USAGE:  # a mistake the driver named: no retry mends it
-            run = self.ctx.store.get_run(self.status.run_id or "")
-            detail = (run.error if run and run.error else message).replace("\n  fix:", " (fix:")
-            self.fail("InvalidWorkflow", detail + (")" if "(fix:" in detail else ""))
-            return
-        attempts = self.status.job_attempts or 1
-        if attempts > batch.spec.backoff_limit:
-            self.fail(
-                "BackoffLimitExceeded",
-                f"{message}; {attempts} attempt(s), backoffLimit {batch.spec.backoff_limit}",
-            )
-            return
-        self.event(
-            "JobFailed", f"{message}; submitting again (attempt {attempts + 1})", warning=True
+    def job_failed(self, batch: BatchTest, failed: JobFailed, run: RunRecord) -> None:
+        verdict = decide_failed_job(
+            failed,
+            attempts=self.status.job_attempts,
+            backoff_limit=batch.spec.backoff_limit,
+            run_error=run.error,
+            uid=self.uid,
+            generation=self.generation,
         )
-        self.status.job_attempts = attempts + 1
-        self.status.submission_id = submission_id(self.uid, self.generation, attempts + 1)
-        self.condition(cond.JOB_SUBMITTED, "False", "Submitting", self.status.submission_id)
-        self.status.message = message
-        self.write()
+        if isinstance(verdict, Fail):
+            self.fail(verdict)
+            return
+        self.resubmit(verdict)
+
+    def resubmit(self, verdict: Resubmit) -> None:
+        self.post(verdict.event)
+        self.copy.resubmit(verdict, _now())
+        self.write()  # the next attempt's submission id, before it is submitted
 
     def after_finish(self) -> None:
         """ttlSecondsAfterFinished: delete the RayCluster WTB created, once."""
-        spec = self.body.get("spec") or {}
-        ttl = spec.get("ttlSecondsAfterFinished")
-        if (
-            ttl is None
-            or (spec.get("ray") or {}).get("clusterName")
-            or _cluster_deleted(self.status)
-        ):
-            return
-        finished = self.status.finished_at
-        if (
-            finished is None
-            or (datetime.now(UTC) - cond.parse_rfc3339(finished)).total_seconds() < ttl
-        ):
-            return
-        name = self.status.ray_cluster or raycluster_name(self.name)
-        rc = self.ctx.kube.get_raycluster(self.namespace, name)
-        if rc is not None and owned_by(rc, self.uid):
-            self.ctx.kube.delete_raycluster(self.namespace, name)
-            self.event(
-                "DeletedRayCluster", f"deleted RayCluster {name} (ttlSecondsAfterFinished {ttl})"
-            )
-        self.condition(cond.CLUSTER_READY, "False", "ClusterDeleted", f"RayCluster {name} deleted")
+        verdict = decide_ttl(self.body.get("spec") or {}, self.status, name=self.name, now=_now())
+        if verdict is not None:
+            self.delete_for_ttl(verdict)
+
+    def delete_for_ttl(self, verdict: DeleteForTtl) -> None:
+        rc = self.ctx.kube.get_raycluster(self.namespace, verdict.cluster)
+        if verdict.deletes(ClusterView.of(rc) if rc is not None else None, self.uid):
+            self.ctx.kube.delete_raycluster(self.namespace, verdict.cluster)
+            self.post(verdict.event)
+        self.copy.cluster_deleted(verdict, _now())
         self.write()

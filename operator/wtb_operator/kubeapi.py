@@ -1,5 +1,5 @@
 """The operator's Kubernetes client: the custom objects it reads and writes, and status
-written as a merge patch of what changed."""
+written as a merge patch (computed by `wtb.kube.status_copy`), with typed errors."""
 
 from __future__ import annotations
 
@@ -146,25 +146,3 @@ class KubeApi:
             self._guard(exc, "delete", "rayclusters.ray.io", namespace)
             raise
         return True
-
-
-def status_patch(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """A merge patch (RFC 7386) turning status `before` into `after`; Kopf's own `kopf` key
-    is left alone."""
-    return _merge_patch({k: v for k, v in before.items() if k != "kopf"}, after)
-
-
-def _merge_patch(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The API server merges nested objects key by key, so a key gone from a nested object
-    (the matrix's) must be sent as null there too; lists are replaced whole."""
-    patch: dict[str, Any] = {}
-    for key, value in after.items():
-        old = before.get(key)
-        if isinstance(old, dict) and isinstance(value, dict):
-            nested = _merge_patch(old, value)
-            if nested:
-                patch[key] = nested
-        elif old != value:
-            patch[key] = value
-    patch.update({k: None for k in before if k not in after})
-    return patch

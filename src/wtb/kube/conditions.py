@@ -50,8 +50,13 @@ Status = Literal["True", "False", "Unknown"]
 _RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 
 
+def rfc3339(when: datetime) -> str:
+    """`when` as conditions and status write times (to the second, UTC)."""
+    return when.astimezone(UTC).strftime(_RFC3339)
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime(_RFC3339)
+    return rfc3339(datetime.now(UTC))
 
 
 def parse_rfc3339(text: str) -> datetime:

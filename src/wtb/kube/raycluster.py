@@ -1,4 +1,5 @@
-"""The RayCluster WTB creates for a BatchTest (a pure builder), and what its status says.
+"""The RayCluster WTB creates for a BatchTest (a pure builder), and what its status says
+(`wtb.kube.observed.ClusterView` gives the whole view of one).
 
 The cluster runs the Workflow's image. The database URL reaches the pods from a Secret
 through the pod template (`secretKeyRef`), resolved by the kubelet: it never passes through
@@ -113,11 +114,6 @@ def build_raycluster(
         },
         "spec": spec,
     }
-
-
-def owned_by(raycluster: dict[str, Any], uid: str) -> bool:
-    refs = (raycluster.get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("uid") == uid for ref in refs)
 
 
 def spec_hash(raycluster: dict[str, Any]) -> str | None:

@@ -25,6 +25,11 @@ class RunStatus:
     score: str | None
     matrix: ComparisonMatrix | None
 
+    @property
+    def all_recorded(self) -> bool:
+        """Every cell of a planned run has a result."""
+        return self.total is not None and self.completed >= self.total
+
 
 def _score(row: MatrixRow, metric: str) -> str | None:
     interval = row.metrics.get(metric)

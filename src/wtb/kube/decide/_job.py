@@ -1,0 +1,187 @@
+"""The Ray job of a recorded run on a ready cluster: submit it, follow it, finish, or
+submit it again (KubeRay's backoff-limit guard)."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from wtb.api.batchtest import BatchTest, BatchTestStatus
+from wtb.errors import ExitCode
+from wtb.kube import conditions as cond
+from wtb.kube.names import LABEL_BATCHTEST, LABEL_GENERATION, submission_id
+from wtb.kube.observed import JobApiDown, JobSeen
+from wtb.kube.status import RunStatus
+from wtb.kube.verdicts import Event, Fail, Note
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One attempt's Ray submission id. `recorded` False: it is the first, not yet in status,
+    and is written there before anything is submitted."""
+
+    attempt: int
+    submission_id: str
+    recorded: bool = True
+
+
+def submission_of(status: BatchTestStatus, *, uid: str, generation: int) -> Submission:
+    """The attempt whose job this step looks at."""
+    if status.submission_id is None:
+        return Submission(1, submission_id(uid, generation, 1), recorded=False)
+    return Submission(status.job_attempts or 1, status.submission_id)
+
+
+@dataclass(frozen=True)
+class Submit:
+    submission: Submission
+
+    @property
+    def message(self) -> str:
+        return f"Ray job {self.submission.submission_id} submitted"
+
+    @property
+    def event(self) -> Event:
+        sub = self.submission
+        return Event(
+            "SubmittedJob", f"submitted Ray job {sub.submission_id} (attempt {sub.attempt})"
+        )
+
+
+@dataclass(frozen=True)
+class MarkRunning:
+    """The job runs: phase Running, progress at a bounded rate. `mark_submitted`: it was
+    submitted by an earlier step that stopped before saying so."""
+
+    submission_id: str
+    job_status: str
+    mark_submitted: bool = False
+
+    @property
+    def message(self) -> str:
+        return f"Ray job {self.submission_id} {self.job_status.lower()}"
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The job succeeded: read the final progress (`decide_finish`)."""
+
+    mark_submitted: bool = False
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """The job failed, stopped or was lost: read the final progress, then
+    `decide_failed_job`. `exit_code` is the driver's, when Ray knows it."""
+
+    message: str
+    exit_code: int | None = None
+    mark_submitted: bool = False
+
+
+JobVerdict = Note | Submit | MarkRunning | Finish | JobFailed
+
+
+def _first_line(message: str) -> str:
+    """Ray's message without the driver's log tail it appends (user output has no place in
+    status: `ray job logs` shows it)."""
+    return message.split("\n", 1)[0].split(", last available logs", 1)[0][:300]
+
+
+def decide_job(submission: Submission, status: BatchTestStatus, job: JobSeen) -> JobVerdict:
+    """What the job API's answer about `submission` means. Whether it was submitted is the
+    JobSubmitted condition: a job unknown before that is submitted; unknown after it, lost
+    (a head that restarted forgets its jobs)."""
+    sid = submission.submission_id
+    submitted = cond.is_true(status.conditions, cond.JOB_SUBMITTED)
+    if isinstance(job, JobApiDown):
+        return Note(f"Ray job API: {job.error}")
+    if job is None:
+        if not submitted:
+            return Submit(submission)
+        return JobFailed(f"the Ray cluster no longer knows job {sid}")
+    mark = not submitted
+    if job.status == "SUCCEEDED":
+        return Finish(mark_submitted=mark)
+    if job.finished:
+        return JobFailed(
+            f"Ray job {sid} {job.status}: {_first_line(job.message)}",
+            job.driver_exit_code,
+            mark_submitted=mark,
+        )
+    return MarkRunning(sid, job.status, mark_submitted=mark)
+
+
+@dataclass(frozen=True)
+class Succeed:
+    message: str
+    event: Event
+
+
+def decide_finish(progress: RunStatus) -> Succeed | JobFailed:
+    """A job that succeeded without every cell recorded has failed (it is submitted again,
+    and recorded cells are not run again)."""
+    if not progress.all_recorded:
+        return JobFailed("the Ray job succeeded but cells are missing")
+    return Succeed(
+        message=f"{progress.completed} cells recorded",
+        event=Event(
+            "Succeeded", f"{progress.progress} cells; best: {progress.best} ({progress.score})"
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """Submit again as the next attempt; its submission id is written to status first."""
+
+    submission: Submission
+    message: str
+
+    @property
+    def event(self) -> Event:
+        return Event(
+            "JobFailed",
+            f"{self.message}; submitting again (attempt {self.submission.attempt})",
+            warning=True,
+        )
+
+
+def decide_failed_job(
+    failed: JobFailed,
+    *,
+    attempts: int | None,
+    backoff_limit: int,
+    run_error: str | None,
+    uid: str,
+    generation: int,
+) -> Fail | Resubmit:
+    """A driver that exits with ExitCode.USAGE named a mistake in the workflow or data set
+    (the run's recorded error says which): no retry mends it. Anything else is submitted
+    again until `backoff_limit` more attempts have failed."""
+    if failed.exit_code == ExitCode.USAGE:
+        detail = (run_error or failed.message).replace("\n  fix:", " (fix:")
+        return Fail("InvalidWorkflow", detail + (")" if "(fix:" in detail else ""))
+    attempts = attempts or 1
+    if attempts > backoff_limit:
+        return Fail(
+            "BackoffLimitExceeded",
+            f"{failed.message}; {attempts} attempt(s), backoffLimit {backoff_limit}",
+        )
+    return Resubmit(
+        Submission(attempts + 1, submission_id(uid, generation, attempts + 1)), failed.message
+    )
+
+
+def driver_entrypoint(run_key: str, batch: BatchTest) -> str:
+    """The batch driver's command line, run by Ray in the workflow's image."""
+    argv = ["python", "-m", "wtb.driver", "--run", run_key]
+    if batch.spec.ray.actors:
+        argv += ["--actors", str(batch.spec.ray.actors)]
+    return shlex.join(argv)
+
+
+def job_metadata(batch: BatchTest, generation: int) -> dict[str, str]:
+    """What the Ray job says of where it comes from (`ray job list` shows it)."""
+    meta = batch.metadata
+    return {LABEL_BATCHTEST: f"{meta.namespace}/{meta.name}", LABEL_GENERATION: str(generation)}
