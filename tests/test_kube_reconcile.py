@@ -46,6 +46,7 @@ from wtb.kube.decide import (
     decide_ttl,
     decide_validation,
     driver_entrypoint,
+    found_submitted,
     job_metadata,
     job_to_stop,
     needs_reconcile,
@@ -791,6 +792,15 @@ def test_a_submitted_job_marks_the_run_running() -> None:
     assert conditions_of(copy.status)["Complete"] == ("False", "Running")
     copy.submitted(SID1, NOW + timedelta(minutes=5))
     assert copy.status.started_at == cond.rfc3339(NOW), "the first start is kept"
+
+
+def test_a_job_found_submitted_is_told_as_submitted() -> None:
+    """An earlier step submitted it and stopped before saying so (its write refused, or the
+    submit call timed out after Ray took the job): the SubmittedJob event is not lost."""
+    assert found_submitted(SUB1) == Event(
+        "SubmittedJob", f"Ray job {SID1} (attempt 1) was submitted"
+    )
+    assert not found_submitted(SUB1).warning
 
 
 def test_a_refused_submission_is_said_once() -> None:

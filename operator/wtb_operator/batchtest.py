@@ -49,6 +49,7 @@ from wtb.kube.decide import (
     decide_ttl,
     decide_validation,
     driver_entrypoint,
+    found_submitted,
     job_metadata,
     job_to_stop,
     needs_reconcile,
@@ -346,8 +347,10 @@ class Reconcile:
             self.write()  # recorded before the side effect
         verdict = decide_job(submission, self.status, self.job_info(jobs, submission))
         if isinstance(verdict, MarkRunning | Finish | JobFailed) and verdict.mark_submitted:
-            # Submitted by an earlier step that stopped before saying so.
+            # Submitted by an earlier step that stopped before saying so: said now.
             self.copy.submitted(submission.submission_id, _now())
+            self.write()
+            self.post(found_submitted(submission))
         match verdict:
             case Note():
                 self.note(verdict)

@@ -35,6 +35,7 @@ from wtb.kube.decide._job import (
     decide_finish,
     decide_job,
     driver_entrypoint,
+    found_submitted,
     job_metadata,
     submission_of,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "decide_ttl",
     "decide_validation",
     "driver_entrypoint",
+    "found_submitted",
     "job_metadata",
     "job_to_stop",
     "needs_reconcile",

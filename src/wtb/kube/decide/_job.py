@@ -48,6 +48,15 @@ class Submit:
         )
 
 
+def found_submitted(submission: Submission) -> Event:
+    """The event of a job an earlier step submitted but stopped before saying so (its status
+    write refused, the submit call timed out after Ray took the job): told when found."""
+    return Event(
+        "SubmittedJob",
+        f"Ray job {submission.submission_id} (attempt {submission.attempt}) was submitted",
+    )
+
+
 @dataclass(frozen=True)
 class MarkRunning:
     """The job runs: phase Running, progress at a bounded rate. `mark_submitted`: it was
