@@ -15,7 +15,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from services.postgres import ServiceError, wait_until
+from services.support import ServiceError, wait_until
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "wtb"
 RELEASE = "wtb"

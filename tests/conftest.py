@@ -17,8 +17,9 @@ import pytest
 
 from services.kube import REPO_ROOT, ControlPlane, namespace, start_control_plane
 from services.kuberay_standin import KubeRayStandIn
-from services.postgres import PostgresServices, ServiceError, start_services
+from services.postgres import PostgresServices, start_services
 from services.ray_head import RayHead, start_ray_head
+from services.support import ServiceError
 from wtb.runners.ray_session import RAY_ENV_DEFAULTS
 
 _DATABASES = itertools.count()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from services.kube import REPO_ROOT, ControlPlane
-from services.postgres import wait_until
+from services.support import wait_until
 from wtb.api._base import GROUP, VERSION
 
 SECRET_PASSWORD = "not-for-logs-7c1e"
@@ -214,16 +212,6 @@ def running(status: dict[str, Any], at_least: int = 1) -> bool:
 
 def finished(status: dict[str, Any]) -> bool:
     return status.get("phase") in ("Succeeded", "Failed")
-
-
-def holds(check: Callable[[], bool], *, seconds: float) -> bool:
-    """True when `check` stays true for `seconds` (polled): to see that nothing happens."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not check():
-            return False
-        threading.Event().wait(0.2)
-    return check()
 
 
 def driver_pids(run_key: str) -> list[int]:

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from services.support import wait_until
 from wtb.cli.main import cli
 
 TOY = Path(__file__).parent / "fixtures" / "toy"
@@ -169,11 +169,11 @@ def _start(tmp_path: Path, db: Path) -> subprocess.Popen[str]:
 
 
 def _wait_for_cells(db: Path, proc: subprocess.Popen[str], at_least: int) -> None:
-    deadline = time.monotonic() + 60
-    while _count(db) < at_least:
+    def recorded() -> bool:
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no progress"
-        time.sleep(0.05)
+        return _count(db) >= at_least
+
+    wait_until(recorded, f"{at_least} cells recorded", seconds=60)
 
 
 @pytest.mark.slow

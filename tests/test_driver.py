@@ -16,8 +16,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.postgres import PostgresServices, wait_until
+from services.postgres import PostgresServices
 from services.ray_head import RayHead, cell_actor_pids, ray_environment
+from services.support import wait_until
 from toybatch import TOY, toy_prepared
 from wtb.domain import WORKER_LOST
 from wtb.storage import ResultStore

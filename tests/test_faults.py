@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from services.postgres import PostgresServices
+from services.support import wait_until
 from toybatch import TOY, toy_prepared
 from wtb.errors import StorageError
 from wtb.pipeline.execute import run_batch
@@ -43,13 +43,15 @@ def test_postgres_restart_behind_pgbouncer_mid_run(
 
         worker = threading.Thread(target=work)
         worker.start()
-        run_id = None
-        deadline = time.monotonic() + 60
-        while run_id is None or store.progress(run_id).done < 20:
-            assert time.monotonic() < deadline, "no progress before the restart"
+
+        def progressed() -> bool:
             found = store.get_run(prepared.run_info.run_key)
-            run_id = found.id if found else None
-            time.sleep(0.02)
+            return found is not None and store.progress(found.id).done >= 20
+
+        wait_until(progressed, "20 cells recorded before the restart", seconds=60)
+        found = store.get_run(prepared.run_info.run_key)
+        assert found is not None
+        run_id = found.id
         postgres_services.restart_postgres()
         worker.join(120)
         assert not worker.is_alive()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from services.postgres import wait_until
+from services.support import wait_until
 from toybatch import MODES, TOY, toy_job
 from wtb import events
 from wtb.domain import Cell, CellResult

@@ -41,7 +41,6 @@ from operator_bed import (
     get_raycluster,
     get_workflow,
     has_event,
-    holds,
     kubectl,
     list_rayclusters,
     patch_spec,
@@ -58,7 +57,7 @@ from operator_bed import (
 from services.kube import REPO_ROOT, ControlPlane
 from services.kuberay_standin import KubeRayStandIn
 from services.operator import OperatorProcess, start_operator
-from services.postgres import wait_until
+from services.support import holds, wait_until
 from toybatch import toy_batchtest
 from wtb import events
 from wtb.api.comparison import ComparisonMatrix

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from services.postgres import wait_until
 from services.ray_head import RayHead, cell_actor_pids, start_ray_node
+from services.support import wait_until
 from toybatch import TOY, toy_job
 from wtb import events
 from wtb.comparison.stored import matrix_for_run

@@ -15,7 +15,7 @@ from kubernetes import client
 
 from services.kube import ControlPlane
 from services.kuberay_standin import CONFIG_ERROR, IMAGE_PULL_BACK_OFF, KubeRayStandIn
-from services.postgres import wait_until
+from services.support import wait_until
 
 pytestmark = pytest.mark.kube
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import kopf
 
-from services.postgres import free_port
+from services.support import free_port
 from wtb.settings import Settings
 from wtb_operator.webhook_server import webhook_server
 

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from kubernetes import client, config
 
-from services.postgres import ServiceError, free_port, wait_until
+from services.support import ServiceError, free_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KUBECONFIG_ENV = "WTB_TEST_KUBECONFIG"

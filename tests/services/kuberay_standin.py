@@ -43,8 +43,8 @@ from typing import Any, Literal, cast
 import urllib3
 from kubernetes import client
 
-from services.postgres import ServiceError
 from services.ray_head import RayHead, start_ray_head
+from services.support import ServiceError
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
 POLL_SECONDS = 0.2

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.postgres import free_port
+from services.support import free_port
 
 STOP_SECONDS = 15.0
 WEBHOOK_HOST_ENV = "WTB_TEST_WEBHOOK_HOST"

@@ -12,23 +12,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
+from services.support import ServiceError, free_port, wait_until
+
 POSTGRES_LIB = Path("/usr/lib/postgresql")
-READY_SECONDS = 30.0
 SUPERUSER = "postgres"
-
-
-class ServiceError(RuntimeError):
-    """A test service cannot be started; the message says what to install or check."""
 
 
 def find_postgres_bin() -> Path:
@@ -49,22 +43,6 @@ def find_pgbouncer() -> Path:
     if found is None:
         raise ServiceError("no pgbouncer binary: install the Debian package 'pgbouncer'")
     return Path(found)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(check: Callable[[], bool], what: str, seconds: float = READY_SECONDS) -> None:
-    """Poll `check` until it returns True, or fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise ServiceError(f"timed out after {seconds:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _as_service_user(argv: list[str]) -> list[str]:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.postgres import ServiceError, free_port, wait_until
+from services.support import ServiceError, free_port, wait_until
 from wtb.runners.ray_session import RAY_ENV_DEFAULTS
 
 START_SECONDS = 90.0
