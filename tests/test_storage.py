@@ -22,7 +22,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import StatementError
 
-from services.postgres import PostgresServices, wait_until
+from services.postgres import PostgresServices
+from services.support import wait_until
 from wtb.domain import Attempt, Cell, CellResult
 from wtb.errors import StorageError
 from wtb.events import BATCH_STARTED, CELL_ATTEMPT_FAILED, Event
