@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from trivial_workload import Spread, table
@@ -41,17 +42,38 @@ def commands() -> dict[str, list[str]]:
     }
 
 
-def wall(command: list[str]) -> float:
+def wall(command: list[str], expect: str = "") -> float:
+    """Seconds `command` takes as a fresh process; stops the benchmark when it fails or
+    its output (stdout and stderr) lacks `expect`: its time would not be comparable."""
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, check=False)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr.decode()}")
+    if expect not in done.stdout.decode() + done.stderr.decode():
+        raise SystemExit(f"{' '.join(command)} did not print {expect!r}:\n{done.stderr.decode()}")
     return elapsed
 
 
-def import_times(command: list[str]) -> dict[str, int]:
-    """Self import time in microseconds per top-level package, from -X importtime."""
+def timer(command: list[str], expect: str = "") -> Callable[[int], float]:
+    """A measure for `interleaved`: the same command every round."""
+    return lambda _round: wall(command, expect)
+
+
+def interleaved(measures: dict[str, Callable[[int], float]], rounds: int) -> dict[str, list[float]]:
+    """Each measure once per round (given the round's number), the order rotated round by
+    round so that none always runs first or right after the same one."""
+    names = list(measures)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(measures[name](r))
+    return times
+
+
+def imported_modules(command: list[str]) -> dict[str, int]:
+    """Self import time in microseconds of every module `python <command>` imports, from
+    -X importtime."""
     done = subprocess.run(
         [sys.executable, "-X", "importtime", *command],
         cwd=REPO,
@@ -59,12 +81,20 @@ def import_times(command: list[str]) -> dict[str, int]:
         text=True,
         check=True,
     )
-    totals: dict[str, int] = defaultdict(int)
+    modules: dict[str, int] = {}
     for line in done.stderr.splitlines():
         if not line.startswith("import time:") or "imported package" in line:
             continue
         self_us, _, name = line.removeprefix("import time:").split("|")
-        totals[name.strip().split(".")[0]] += int(self_us)
+        modules[name.strip()] = int(self_us)
+    return modules
+
+
+def import_times(command: list[str]) -> dict[str, int]:
+    """Self import time in microseconds per top-level package, from -X importtime."""
+    totals: dict[str, int] = defaultdict(int)
+    for name, self_us in imported_modules(command).items():
+        totals[name.split(".")[0]] += self_us
     return dict(totals)
 
 
@@ -77,10 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     names = list(runs)
     for name in names:  # warm the file system cache; not counted
         wall(runs[name])
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(args.rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            times[name].append(wall(runs[name]))
+    times = interleaved({name: timer(runs[name]) for name in names}, args.rounds)
     median = {name: statistics.median(values) for name, values in times.items()}
 
     print(f"CLI start-up, wall time of a fresh process, {args.rounds} interleaved rounds")

@@ -19,9 +19,10 @@ TRIVIAL_DIR = Path(__file__).resolve().parent / "trivial"
 GRAPH_FACTORY = "trivial_graph:build_graph"
 
 
-def case_rows(n: int) -> Iterator[dict[str, Any]]:
-    """n deterministic cases; the expected answer is what the graph computes."""
-    for i in range(n):
+def case_rows(n: int, first: int = 0) -> Iterator[dict[str, Any]]:
+    """n deterministic cases, numbered from `first`; the expected answer is what the graph
+    computes."""
+    for i in range(first, first + n):
         words = i % 7 + 1
         text = " ".join(f"w{i}-{j}" for j in range(words))
         yield {
@@ -31,9 +32,9 @@ def case_rows(n: int) -> Iterator[dict[str, Any]]:
         }
 
 
-def write_cases(path: Path, n: int) -> Path:
+def write_cases(path: Path, n: int, first: int = 0) -> Path:
     with path.open("w", encoding="utf-8") as f:
-        for row in case_rows(n):
+        for row in case_rows(n, first):
             f.write(json.dumps(row) + "\n")
     return path
 

@@ -19,7 +19,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy import Engine, Table, func, inspect, select, text
 from sqlalchemy.exc import StatementError
 
 from services.postgres import PostgresServices
@@ -34,10 +34,25 @@ from wtb.storage import (
     default_sqlite_url,
     downgrade,
     make_engine,
+    sqlite_schema,
     upgrade,
 )
-from wtb.storage.migrate import MIGRATION_LOCK_ID, alembic_config, include_object_for
-from wtb.storage.schema import POSTGRESQL_ONLY_INDEXES, AttemptRow, Base, BatchRunRow, CellRow
+from wtb.storage.migrate import (
+    HEAD_REVISION,
+    MIGRATION_LOCK_ID,
+    alembic_config,
+    current_revision,
+    include_object_for,
+    is_current,
+    sqlite_statements,
+)
+from wtb.storage.schema import (
+    POSTGRESQL_ONLY_INDEXES,
+    attempts,
+    batch_runs,
+    cells,
+    with_postgresql_indexes,
+)
 
 T = TypeVar("T")
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -130,9 +145,9 @@ def _grid(combos: int, cases: int, repeats: int, seed: int = 7) -> list[CellResu
     ]
 
 
-def _count(engine: Engine, model: type[Base]) -> int:
+def _count(engine: Engine, table: Table) -> int:
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(model)).scalar_one()
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
 
 
 def _in_threads(count: int, work: Callable[[int], T]) -> list[T]:
@@ -174,6 +189,64 @@ def test_migrating_twice_is_a_no_op(store: ResultStore) -> None:
         assert again.progress(run.id).done == 1
     assert _revision(store.engine) == _head(store.engine) == "0001"
     assert set(inspect(store.engine).get_table_names()) >= TABLES
+
+
+def test_head_revision_is_alembics_head(store: ResultStore) -> None:
+    """Opening a store compares the version table with HEAD_REVISION, without Alembic."""
+    assert _head(store.engine) == HEAD_REVISION
+    assert current_revision(store.engine) == _revision(store.engine)
+    assert is_current(store.engine)
+
+
+def _sqlite_schema(engine: Engine) -> tuple[list[tuple[str, ...]], list[str]]:
+    with engine.connect() as conn:
+        master = conn.exec_driver_sql(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid"
+        )
+        versions = conn.exec_driver_sql("SELECT version_num FROM alembic_version")
+        return [tuple(row) for row in master], list(versions.scalars())
+
+
+def test_a_new_sqlite_store_has_the_schema_alembic_makes(tmp_path: Path) -> None:
+    """A new SQLite store is created from wtb.storage.sqlite_schema, not by Alembic: it must
+    be exactly what Alembic's migrations make (if not: python -m wtb.storage.sqlite_schema)."""
+    migrated = make_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
+    try:
+        upgrade(migrated)
+        with ResultStore.open(f"sqlite:///{tmp_path / 'created.db'}") as created:
+            assert _sqlite_schema(created.engine) == _sqlite_schema(migrated)
+            assert sqlite_statements(created.engine) == list(sqlite_schema.STATEMENTS)
+    finally:
+        migrated.dispose()
+    assert sqlite_schema.REVISION == HEAD_REVISION
+
+
+def test_new_sqlite_stores_opened_by_threads_at_once(tmp_path: Path) -> None:
+    """While one thread writes a new database's schema, the others' switch to the WAL
+    journal fails at once (SQLite does not wait for that lock): they must wait all the same.
+    A race, so tried on many new databases."""
+
+    def open_at_once(url: str) -> list[ResultStore]:
+        return _in_threads(4, lambda _: ResultStore.open(url))
+
+    for attempt in range(20):
+        for opened in open_at_once(f"sqlite:///{tmp_path / str(attempt) / 'wtb.db'}"):
+            assert opened.get_run("none") is None
+            opened.close()
+
+
+def test_a_sqlite_database_holding_other_tables_is_migrated(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE notes (body TEXT)")
+        with ResultStore.open(url) as store:
+            assert store.get_run("none") is None
+        assert set(inspect(engine).get_table_names()) >= {*TABLES, "notes"}
+        assert _revision(engine) == HEAD_REVISION
+    finally:
+        engine.dispose()
 
 
 def test_concurrent_migrations_of_a_fresh_database(store_url: str) -> None:
@@ -256,7 +329,7 @@ def test_models_and_migration_agree(store: ResultStore) -> None:
                 "compare_type": True,
             },
         )
-        assert compare_metadata(context, Base.metadata) == []
+        assert compare_metadata(context, with_postgresql_indexes()) == []
 
 
 def test_downgrade_removes_the_tables_and_upgrade_restores_them(store: ResultStore) -> None:
@@ -323,7 +396,7 @@ def test_begin_run_race_makes_one_row(store_url: str) -> None:
         runs = _in_threads(8, lambda i: (one if i % 2 else two).begin_run(_info("race")))
         assert [r.created for r in runs].count(True) == 1
         assert {r.id for r in runs} == {runs[0].id}
-        assert _count(one.engine, BatchRunRow) == 1
+        assert _count(one.engine, batch_runs) == 1
 
 
 def test_finish_and_resume_runs(store: ResultStore) -> None:
@@ -415,6 +488,9 @@ def test_record_writes_cells_attempts_and_audit(store: ResultStore) -> None:
         "boom",
     )
     assert (bad.tokens, bad.cost) == (None, None)
+    with store.engine.connect() as conn:  # no output is SQL NULL, not a JSON null
+        outputs = text("SELECT cell_key FROM cells WHERE output IS NULL")
+        assert conn.execute(outputs).scalars().all() == ["cell-1-0-0"]
     history = store.attempts(run.id, "cell-0-0-0")
     assert [(a.number, a.status, a.error_type) for a in history] == [
         (1, "transient", "TimeoutError"),
@@ -437,13 +513,13 @@ def test_recording_again_inserts_nothing(store: ResultStore) -> None:
     run = store.begin_run(_info())
     batch = _grid(2, 3, 2)
     assert store.record(run.id, batch[:6]) == 6
-    attempts_before = _count(store.engine, AttemptRow)
+    attempts_before = _count(store.engine, attempts)
     assert store.record(run.id, batch[:6]) == 0
-    assert _count(store.engine, AttemptRow) == attempts_before
+    assert _count(store.engine, attempts) == attempts_before
     # A batch that overlaps the recorded cells, and repeats a cell within itself.
     assert store.record(run.id, [*batch[4:], batch[8]]) == len(batch) - 6
-    assert _count(store.engine, CellRow) == len(batch)
-    assert _count(store.engine, AttemptRow) == sum(len(r.attempts) for r in batch)
+    assert _count(store.engine, cells) == len(batch)
+    assert _count(store.engine, attempts) == sum(len(r.attempts) for r in batch)
     other = store.begin_run(_info("default/demo:other"))
     assert store.record(other.id, batch[:1]) == 1
 
@@ -641,8 +717,8 @@ def test_many_threads_recording_stay_exactly_once(store_url: str) -> None:
         inserted = _in_threads(20, work)
         assert sum(inserted) == len(results)
         engine = stores[0].engine
-        assert _count(engine, CellRow) == len(results)
-        assert _count(engine, AttemptRow) == sum(len(r.attempts) for r in results)
+        assert _count(engine, cells) == len(results)
+        assert _count(engine, attempts) == sum(len(r.attempts) for r in results)
         assert stores[1].missing_keys(run.id, [r.cell.key for r in results]) == []
     finally:
         for store in stores:

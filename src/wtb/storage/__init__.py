@@ -1,4 +1,4 @@
-"""The result store: SQLAlchemy models, Alembic migrations, and the ResultStore interface.
+"""The result store: SQLAlchemy Core tables, Alembic migrations, and the ResultStore interface.
 
 SQLite is the embedded default (one file per project); PostgreSQL, reached through
 PgBouncer in transaction pooling mode, is the shared store of the operator and Ray jobs.
@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from wtb.storage.migrate import downgrade, upgrade
     from wtb.storage.store import ResultStore
 
-# SQLAlchemy and Alembic load on first use, not with `wtb.storage.records`: validating
-# manifests needs the records but never a database.
+# SQLAlchemy loads on first use, not with `wtb.storage.records`: validating manifests needs
+# the records but never a database. Alembic loads only to migrate (wtb.storage.migrate).
 _LAZY = {
     "ResultStore": "wtb.storage.store",
     "make_engine": "wtb.storage.engine",

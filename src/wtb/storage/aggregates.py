@@ -16,14 +16,15 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Row, case, func, or_, select
 
 from wtb.domain import CaseAggregate, Combination, ComboAggregate
-from wtb.storage.schema import CellRow
+from wtb.storage.schema import cells
 
 P50 = Fraction(1, 2)
 P95 = Fraction(19, 20)
 STREAM_ROWS = 1000
 """Rows fetched per round trip when aggregates are streamed."""
 
-_SUCCEEDED = func.sum(case((CellRow.status == "succeeded", 1), else_=0))
+_CELLS = cells.c
+_SUCCEEDED = func.sum(case((_CELLS.status == "succeeded", 1), else_=0))
 
 
 def combination_of(stored: dict[str, str]) -> Combination:
@@ -42,18 +43,18 @@ RankedLatencies = tuple[int, Combination, dict[int, float]]
 def _latency_ranks(conn: Connection, run_id: int) -> dict[str, RankedLatencies]:
     ranked = (
         select(
-            CellRow.combo_key,
-            CellRow.combination,
-            CellRow.latency_ms,
+            _CELLS.combo_key,
+            _CELLS.combination,
+            _CELLS.latency_ms,
             (
                 func.row_number().over(
-                    partition_by=CellRow.combo_key, order_by=(CellRow.latency_ms, CellRow.id)
+                    partition_by=_CELLS.combo_key, order_by=(_CELLS.latency_ms, _CELLS.id)
                 )
                 - 1
             ).label("rank"),
-            func.count().over(partition_by=CellRow.combo_key).label("n"),
+            func.count().over(partition_by=_CELLS.combo_key).label("n"),
         )
-        .where(CellRow.run_id == run_id)
+        .where(_CELLS.run_id == run_id)
         .subquery()
     )
     wanted = []
@@ -85,15 +86,15 @@ def combo_aggregates(conn: Connection, run_id: int) -> list[ComboAggregate]:
     ranks = _latency_ranks(conn, run_id)
     totals = conn.execute(
         select(
-            CellRow.combo_key,
+            _CELLS.combo_key,
             func.count(),
             _SUCCEEDED,
-            func.sum(CellRow.tokens),
-            func.sum(CellRow.cost),
+            func.sum(_CELLS.tokens),
+            func.sum(_CELLS.cost),
         )
-        .where(CellRow.run_id == run_id)
-        .group_by(CellRow.combo_key)
-        .order_by(CellRow.combo_key)
+        .where(_CELLS.run_id == run_id)
+        .group_by(_CELLS.combo_key)
+        .order_by(_CELLS.combo_key)
     )
     aggregates = []
     for combo_key, runs, succeeded, tokens, cost in totals:
@@ -126,23 +127,23 @@ def iter_case_aggregates(
     Repeats disagree when their statuses differ, or their primary scores differ, or only
     some of them have a primary score (its evaluator failed on the others).
     """
-    score = CellRow.metrics[primary].as_float()
-    means = [func.avg(CellRow.metrics[name].as_float()) for name in metrics]
+    score = _CELLS.metrics[primary].as_float()
+    means = [func.avg(_CELLS.metrics[name].as_float()) for name in metrics]
     stmt = (
         select(
-            CellRow.combo_key,
-            CellRow.case_id,
+            _CELLS.combo_key,
+            _CELLS.case_id,
             func.count(),
             _SUCCEEDED,
-            func.min(CellRow.status) != func.max(CellRow.status),
+            func.min(_CELLS.status) != func.max(_CELLS.status),
             func.min(score),
             func.max(score),
             func.count(score),
             *means,
         )
-        .where(CellRow.run_id == run_id)
-        .group_by(CellRow.combo_key, CellRow.case_id)
-        .order_by(CellRow.combo_key, CellRow.case_id)
+        .where(_CELLS.run_id == run_id)
+        .group_by(_CELLS.combo_key, _CELLS.case_id)
+        .order_by(_CELLS.combo_key, _CELLS.case_id)
     )
     for row in conn.execution_options(yield_per=STREAM_ROWS).execute(stmt):
         yield _case_aggregate(row, metrics)

@@ -9,6 +9,7 @@ engine keeps no session state: no `SET`, no server-side prepared statements
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -92,8 +93,30 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: ConnectionP
     try:
         # busy_timeout first: switching to WAL needs a lock another connection may hold.
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _journal_in_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+
+
+def _journal_in_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch to the WAL journal, waiting as busy_timeout would.
+
+    While another connection writes a new database's first transaction (the schema, see
+    wtb.storage.migrate), the database is not in WAL mode yet, and the switch needs a lock
+    SQLite does not wait for (waiting could deadlock): it fails at once with SQLITE_BUSY.
+    Once that transaction is committed the database is in WAL mode and the switch is a
+    no-op, so try again until then.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)

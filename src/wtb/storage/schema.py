@@ -1,4 +1,7 @@
-"""The result store's tables as SQLAlchemy 2 typed models, portable across SQLite and PostgreSQL.
+"""The result store's tables as SQLAlchemy Core tables, portable across SQLite and PostgreSQL.
+
+Core, not the ORM: the store only runs statements, and the ORM's import alone would cost
+every `wtb run` more than its cells. Importing this module loads no database dialect.
 
 The initial Alembic revision creates exactly these tables; a test checks that they agree.
 Indexes follow the access paths: B-tree for lookups by run, status, combination and case;
@@ -7,6 +10,7 @@ on PostgreSQL also GIN on the JSON metrics and BRIN on the append-only time colu
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +18,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
+    Column,
     DateTime,
     Dialect,
     Float,
@@ -22,12 +27,11 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
 NAMING_CONVENTION = {
@@ -42,8 +46,25 @@ RUN_STATUSES = ("pending", "running", "succeeded", "failed")
 CELL_STATUSES = ("succeeded", "failed")
 ATTEMPT_STATUSES = ("succeeded", "failed", "timeout", "transient")
 
-Json: TypeEngine[Any] = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
-"""JSON everywhere, JSONB on PostgreSQL (indexable, compact); Python None is SQL NULL."""
+
+class Json(TypeDecorator[Any]):
+    """JSON everywhere, JSONB on PostgreSQL (indexable, compact); Python None is SQL NULL.
+
+    A decorator rather than `JSON().with_variant(JSONB(), "postgresql")`: building JSONB
+    imports SQLAlchemy's whole PostgreSQL dialect, which a SQLite store never needs. JSON's
+    operators (`column["key"].as_float()`) are those of the JSON type it decorates.
+    """
+
+    impl = JSON(none_as_null=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB(none_as_null=True))
+        return dialect.type_descriptor(JSON(none_as_null=True))
+
 
 BigId: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
 """64-bit ids; SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY."""
@@ -74,138 +95,137 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-POSTGRESQL_ONLY_INDEXES = frozenset(
-    {
-        "ix_cells_metrics_gin",
-        "ix_cells_finished_at_brin",
-        "ix_attempts_started_at_brin",
-        "ix_audit_log_at_brin",
-    }
-)
-
-
-def _postgresql_only(name: str, column: str, using: str) -> Index:
-    if name not in POSTGRESQL_ONLY_INDEXES:
-        raise ValueError(f"list {name!r} in POSTGRESQL_ONLY_INDEXES")
-    return Index(name, column, postgresql_using=using).ddl_if(dialect="postgresql")
-
-
 def _one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
     allowed = ", ".join(f"'{v}'" for v in values)
     return CheckConstraint(f"{column} IN ({allowed})", name=name)
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("namespace", String(253), nullable=False),
+    Column("name", String(253), nullable=False),
+    Column("spec_digest", String(128), nullable=False),
+    Column("spec", Json, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("namespace", "name", "spec_digest"),
+)
+"""A workflow spec as it was when a batch ran (one row per distinct spec)."""
+
+batch_runs = Table(
+    "batch_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_key", String(512), nullable=False, unique=True),
+    Column("namespace", String(253), nullable=False),
+    Column("name", String(253), nullable=False),
+    Column("uid", String(64)),
+    Column("generation", BigInteger),
+    Column("spec_digest", String(128), nullable=False),
+    # The full resolved job: a driver can reload and resume the run from it alone.
+    Column("spec", Json, nullable=False),
+    Column("workflow_id", Integer, ForeignKey("workflows.id")),
+    Column("status", String(16), nullable=False),
+    Column("total_cells", BigInteger, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("error", Text),
+    _one_of("status", RUN_STATUSES, "status"),
+    Index("ix_batch_runs_namespace_name", "namespace", "name"),
+)
+"""One run of a BatchTest generation; `run_key` makes begin_run idempotent."""
 
 
-class WorkflowRow(Base):
-    """A workflow spec as it was when a batch ran (one row per distinct spec)."""
-
-    __tablename__ = "workflows"
-    __table_args__ = (UniqueConstraint("namespace", "name", "spec_digest"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    namespace: Mapped[str] = mapped_column(String(253))
-    name: Mapped[str] = mapped_column(String(253))
-    spec_digest: Mapped[str] = mapped_column(String(128))
-    spec: Mapped[dict[str, Any]] = mapped_column(Json)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-
-
-class BatchRunRow(Base):
-    """One run of a BatchTest generation; `run_key` makes begin_run idempotent."""
-
-    __tablename__ = "batch_runs"
-    __table_args__ = (
-        _one_of("status", RUN_STATUSES, "status"),
-        Index("ix_batch_runs_namespace_name", "namespace", "name"),
+def _run_id(*, nullable: bool) -> Column[int]:
+    """The run a row belongs to; rows go with their run."""
+    return Column(
+        "run_id", Integer, ForeignKey("batch_runs.id", ondelete="CASCADE"), nullable=nullable
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_key: Mapped[str] = mapped_column(String(512), unique=True)
-    namespace: Mapped[str] = mapped_column(String(253))
-    name: Mapped[str] = mapped_column(String(253))
-    uid: Mapped[str | None] = mapped_column(String(64))
-    generation: Mapped[int | None] = mapped_column(BigInteger)
-    spec_digest: Mapped[str] = mapped_column(String(128))
-    spec: Mapped[dict[str, Any]] = mapped_column(Json)
-    """The full resolved job: a driver can reload and resume the run from it alone."""
-    workflow_id: Mapped[int | None] = mapped_column(ForeignKey("workflows.id"))
-    status: Mapped[str] = mapped_column(String(16))
-    total_cells: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    error: Mapped[str | None] = mapped_column(Text)
+
+cells = Table(
+    "cells",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    _run_id(nullable=False),
+    Column("cell_key", String(128), nullable=False),
+    Column("combo_key", String(128), nullable=False),
+    Column("combination", Json, nullable=False),
+    Column("case_id", String(512), nullable=False),
+    Column("repeat", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("output", Json),
+    Column("metrics", Json, nullable=False),
+    Column("evaluator_errors", Json, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("tokens", BigInteger),
+    Column("cost", Float),
+    Column("error_type", String(256)),
+    Column("error_message", Text),
+    Column("attempts", Integer, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=False),
+    UniqueConstraint("run_id", "cell_key"),
+    _one_of("status", CELL_STATUSES, "status"),
+    Index("ix_cells_run_id_status", "run_id", "status"),
+    Index("ix_cells_run_id_combo_key_case_id", "run_id", "combo_key", "case_id"),
+)
+"""One recorded cell; UNIQUE(run_id, cell_key) is what makes recording exactly-once."""
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    _run_id(nullable=False),
+    Column("cell_key", String(128), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error_type", String(256)),
+    Column("error_message", Text),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    UniqueConstraint("run_id", "cell_key", "number"),
+    _one_of("status", ATTEMPT_STATUSES, "status"),
+)
+"""One attempt at a cell; written with its cell, so a cell's history is complete or absent."""
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+    _run_id(nullable=True),
+    Column("kind", String(64), nullable=False),
+    Column("subject", String(512)),
+    Column("data", Json, nullable=False),
+    Index("ix_audit_log_run_id_kind", "run_id", "kind"),
+)
+"""Every event of the bus, append-only."""
+
+_POSTGRESQL_ONLY = {
+    # name: (table, column, index method)
+    "ix_cells_metrics_gin": (cells, "metrics", "gin"),
+    "ix_cells_finished_at_brin": (cells, "finished_at", "brin"),
+    "ix_attempts_started_at_brin": (attempts, "started_at", "brin"),
+    "ix_audit_log_at_brin": (audit_log, "at", "brin"),
+}
+POSTGRESQL_ONLY_INDEXES = frozenset(_POSTGRESQL_ONLY)
+_DECLARING = threading.Lock()
 
 
-class CellRow(Base):
-    """One recorded cell; UNIQUE(run_id, cell_key) is what makes recording exactly-once."""
+def with_postgresql_indexes() -> MetaData:
+    """The metadata with the PostgreSQL-only indexes (GIN, BRIN) declared too: the whole
+    schema the migrations create, for comparing with a migrated database.
 
-    __tablename__ = "cells"
-    __table_args__ = (
-        UniqueConstraint("run_id", "cell_key"),
-        _one_of("status", CELL_STATUSES, "status"),
-        Index("ix_cells_run_id_status", "run_id", "status"),
-        Index("ix_cells_run_id_combo_key_case_id", "run_id", "combo_key", "case_id"),
-        _postgresql_only("ix_cells_metrics_gin", "metrics", "gin"),
-        _postgresql_only("ix_cells_finished_at_brin", "finished_at", "brin"),
-    )
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("batch_runs.id", ondelete="CASCADE"))
-    cell_key: Mapped[str] = mapped_column(String(128))
-    combo_key: Mapped[str] = mapped_column(String(128))
-    combination: Mapped[dict[str, str]] = mapped_column(Json)
-    case_id: Mapped[str] = mapped_column(String(512))
-    repeat: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))
-    output: Mapped[dict[str, Any] | None] = mapped_column(Json)
-    metrics: Mapped[dict[str, float | None]] = mapped_column(Json)
-    evaluator_errors: Mapped[dict[str, str]] = mapped_column(Json)
-    latency_ms: Mapped[float] = mapped_column(Float)
-    tokens: Mapped[int | None] = mapped_column(BigInteger)
-    cost: Mapped[float | None] = mapped_column(Float)
-    error_type: Mapped[str | None] = mapped_column(String(256))
-    error_message: Mapped[str | None] = mapped_column(Text)
-    attempts: Mapped[int] = mapped_column(Integer)
-    finished_at: Mapped[datetime] = mapped_column(UtcDateTime)
-
-
-class AttemptRow(Base):
-    """One attempt at a cell; written with its cell, so a cell's history is complete or absent."""
-
-    __tablename__ = "attempts"
-    __table_args__ = (
-        UniqueConstraint("run_id", "cell_key", "number"),
-        _one_of("status", ATTEMPT_STATUSES, "status"),
-        _postgresql_only("ix_attempts_started_at_brin", "started_at", "brin"),
-    )
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("batch_runs.id", ondelete="CASCADE"))
-    cell_key: Mapped[str] = mapped_column(String(128))
-    number: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))
-    error_type: Mapped[str | None] = mapped_column(String(256))
-    error_message: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    duration_ms: Mapped[float] = mapped_column(Float)
-
-
-class AuditRow(Base):
-    """Every event of the bus, append-only."""
-
-    __tablename__ = "audit_log"
-    __table_args__ = (
-        Index("ix_audit_log_run_id_kind", "run_id", "kind"),
-        _postgresql_only("ix_audit_log_at_brin", "at", "brin"),
-    )
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    at: Mapped[datetime] = mapped_column(UtcDateTime)
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("batch_runs.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(64))
-    subject: Mapped[str | None] = mapped_column(String(512))
-    data: Mapped[dict[str, Any]] = mapped_column(Json)
+    They are declared on the first call, not on import: an index's `postgresql_using`
+    option loads SQLAlchemy's PostgreSQL dialect, and statements never need them.
+    """
+    with _DECLARING:
+        for name, (table, column, using) in _POSTGRESQL_ONLY.items():
+            if name not in {index.name for index in table.indexes}:
+                index = Index(name, table.c[column], postgresql_using=using)
+                index.ddl_if(dialect="postgresql")
+    return metadata

@@ -7,6 +7,10 @@ worker) adds nothing the second time.
 
 Every statement is a plain statement in a short transaction: the store works unchanged
 through PgBouncer in transaction pooling mode.
+
+Opening a store costs little beyond SQLAlchemy Core and the database's own dialect:
+Alembic loads only when the schema needs migrating, and the PostgreSQL dialect only for
+a PostgreSQL store.
 """
 
 from __future__ import annotations
@@ -19,9 +23,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, Insert, Row, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, Insert, Row, Table, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from wtb._iterables import chunked
@@ -31,9 +33,9 @@ from wtb.errors import StorageError
 from wtb.events import Event
 from wtb.storage import aggregates
 from wtb.storage.engine import make_engine, redact
-from wtb.storage.migrate import upgrade
+from wtb.storage.migrate import create_sqlite_schema, is_current, upgrade
 from wtb.storage.records import FinalStatus, RunInfo, RunProgress, RunRecord, StoredCell
-from wtb.storage.schema import AttemptRow, AuditRow, Base, BatchRunRow, CellRow, WorkflowRow
+from wtb.storage.schema import attempts, audit_log, batch_runs, cells, workflows
 
 T = TypeVar("T")
 
@@ -41,10 +43,11 @@ MAX_KEYS_PER_QUERY = 500
 """Keys per IN list in missing_keys: bounded statements, well under SQLite's variable limit."""
 
 _FINAL_STATUSES = ("succeeded", "failed")
-_RUNS = BatchRunRow.__table__
-_CELLS = CellRow.__table__
-_ATTEMPTS = AttemptRow.__table__
-_AUDIT = AuditRow.__table__
+_WORKFLOWS = workflows
+_RUNS = batch_runs
+_CELLS = cells
+_ATTEMPTS = attempts
+_AUDIT = audit_log
 
 
 class ResultStore:
@@ -72,13 +75,19 @@ class ResultStore:
 
     def _prepare(self, *, migrate: bool) -> None:
         try:
-            if migrate:
-                upgrade(self._engine)
-            else:
+            if not migrate:
                 with self._connect() as conn:
                     conn.execute(select(1))
+            elif not (is_current(self._engine) or create_sqlite_schema(self._engine)):
+                self._migrate()
         except DBAPIError as exc:
             raise self._unreachable(exc) from exc
+
+    def _migrate(self) -> None:
+        from alembic.util import CommandError
+
+        try:
+            upgrade(self._engine)
         except CommandError as exc:
             raise StorageError(
                 f"the schema of {redact(self._engine.url)} is not one this WTB knows: {exc}\n"
@@ -126,11 +135,16 @@ class ResultStore:
         with self._connect() as conn, conn.begin():
             yield conn
 
-    def _insert_new(self, model: type[Base], conflict: list[str]) -> Insert:
-        """INSERT .. ON CONFLICT (conflict) DO NOTHING, in this database's dialect."""
+    def _insert_new(self, table: Table, conflict: list[str]) -> Insert:
+        """INSERT .. ON CONFLICT (conflict) DO NOTHING, in this database's dialect (whose
+        module the engine has loaded already)."""
         if self._engine.dialect.name == "postgresql":
-            return postgresql.insert(model).on_conflict_do_nothing(index_elements=conflict)
-        return sqlite.insert(model).on_conflict_do_nothing(index_elements=conflict)
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict)
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict)
 
     # -- runs -------------------------------------------------------------------------
 
@@ -140,7 +154,7 @@ class ResultStore:
         """The id of this workflow spec, inserting it the first time it is seen."""
         with self._transaction() as conn:
             conn.execute(
-                self._insert_new(WorkflowRow, ["namespace", "name", "spec_digest"]).values(
+                self._insert_new(_WORKFLOWS, ["namespace", "name", "spec_digest"]).values(
                     namespace=namespace,
                     name=name,
                     spec_digest=spec_digest,
@@ -148,13 +162,14 @@ class ResultStore:
                     created_at=datetime.now(UTC),
                 )
             )
-            return conn.execute(
-                select(WorkflowRow.id).where(
-                    WorkflowRow.namespace == namespace,
-                    WorkflowRow.name == name,
-                    WorkflowRow.spec_digest == spec_digest,
+            workflow_id: int = conn.execute(
+                select(_WORKFLOWS.c.id).where(
+                    _WORKFLOWS.c.namespace == namespace,
+                    _WORKFLOWS.c.name == name,
+                    _WORKFLOWS.c.spec_digest == spec_digest,
                 )
             ).scalar_one()
+            return workflow_id
 
     def begin_run(self, info: RunInfo, *, start: bool = True) -> RunRecord:
         """Get or create the run of `info.run_key`; safe under races.
@@ -166,7 +181,7 @@ class ResultStore:
         now = datetime.now(UTC)
         with self._transaction() as conn:
             inserted = conn.execute(
-                self._insert_new(BatchRunRow, ["run_key"])
+                self._insert_new(_RUNS, ["run_key"])
                 .values(
                     run_key=info.run_key,
                     namespace=info.namespace,
@@ -181,7 +196,7 @@ class ResultStore:
                     created_at=now,
                     started_at=now if start else None,
                 )
-                .returning(BatchRunRow.id)
+                .returning(_RUNS.c.id)
             ).scalar_one_or_none()
             if inserted is None and start:
                 self._start(conn, info.run_key, now)
@@ -196,8 +211,8 @@ class ResultStore:
             raise ValueError(f"a planned run has at least one cell, got {total_cells}")
         with self._transaction() as conn:
             conn.execute(
-                update(BatchRunRow)
-                .where(BatchRunRow.run_key == run_key, BatchRunRow.total_cells == 0)
+                update(_RUNS)
+                .where(_RUNS.c.run_key == run_key, _RUNS.c.total_cells == 0)
                 .values(spec=spec, total_cells=total_cells)
             )
             row = conn.execute(select(_RUNS).where(_RUNS.c.run_key == run_key)).one_or_none()
@@ -214,14 +229,14 @@ class ResultStore:
     @staticmethod
     def _start(conn: Connection, run_key: str, now: datetime) -> None:
         conn.execute(
-            update(BatchRunRow)
+            update(_RUNS)
             .where(
-                BatchRunRow.run_key == run_key,
-                BatchRunRow.status.in_(("pending", "failed")),
+                _RUNS.c.run_key == run_key,
+                _RUNS.c.status.in_(("pending", "failed")),
             )
             .values(
                 status="running",
-                started_at=func.coalesce(BatchRunRow.started_at, now),
+                started_at=func.coalesce(_RUNS.c.started_at, now),
                 finished_at=None,
                 error=None,
             )
@@ -234,13 +249,13 @@ class ResultStore:
             raise ValueError(f"a run finishes 'succeeded' or 'failed', not {status!r}")
         with self._transaction() as conn:
             exists = conn.execute(
-                select(BatchRunRow.status).where(BatchRunRow.id == run_id)
+                select(_RUNS.c.status).where(_RUNS.c.id == run_id)
             ).scalar_one_or_none()
             if exists is None:
                 raise StorageError(f"no run with id {run_id} in the result store")
-            stmt = update(BatchRunRow).where(BatchRunRow.id == run_id)
+            stmt = update(_RUNS).where(_RUNS.c.id == run_id)
             if status == "failed":
-                stmt = stmt.where(BatchRunRow.status != "succeeded")
+                stmt = stmt.where(_RUNS.c.status != "succeeded")
             conn.execute(stmt.values(status=status, finished_at=datetime.now(UTC), error=error))
 
     def get_run(self, run_key: str) -> RunRecord | None:
@@ -257,23 +272,23 @@ class ResultStore:
         """Runs matching the filters, newest first."""
         stmt = select(_RUNS).order_by(_RUNS.c.created_at.desc(), _RUNS.c.id.desc())
         if namespace is not None:
-            stmt = stmt.where(BatchRunRow.namespace == namespace)
+            stmt = stmt.where(_RUNS.c.namespace == namespace)
         if name is not None:
-            stmt = stmt.where(BatchRunRow.name == name)
+            stmt = stmt.where(_RUNS.c.name == name)
         with self._transaction() as conn:
             return [_run_record(row) for row in conn.execute(stmt)]
 
     def progress(self, run_id: int) -> RunProgress:
         with self._transaction() as conn:
             total = conn.execute(
-                select(BatchRunRow.total_cells).where(BatchRunRow.id == run_id)
+                select(_RUNS.c.total_cells).where(_RUNS.c.id == run_id)
             ).scalar_one_or_none()
             if total is None:
                 raise StorageError(f"no run with id {run_id} in the result store")
             rows = conn.execute(
-                select(CellRow.status, func.count())
-                .where(CellRow.run_id == run_id)
-                .group_by(CellRow.status)
+                select(_CELLS.c.status, func.count())
+                .where(_CELLS.c.run_id == run_id)
+                .group_by(_CELLS.c.status)
             )
             counts = {status: count for status, count in rows}
         succeeded, failed = counts.get("succeeded", 0), counts.get("failed", 0)
@@ -291,8 +306,8 @@ class ResultStore:
                 for chunk in chunked(keys, MAX_KEYS_PER_QUERY):
                     recorded.update(
                         conn.execute(
-                            select(CellRow.cell_key).where(
-                                CellRow.run_id == run_id, CellRow.cell_key.in_(chunk)
+                            select(_CELLS.c.cell_key).where(
+                                _CELLS.c.run_id == run_id, _CELLS.c.cell_key.in_(chunk)
                             )
                         ).scalars()
                     )
@@ -340,8 +355,8 @@ class ResultStore:
             if unique:
                 inserted.update(
                     conn.execute(
-                        self._insert_new(CellRow, ["run_id", "cell_key"]).returning(
-                            CellRow.cell_key
+                        self._insert_new(_CELLS, ["run_id", "cell_key"]).returning(
+                            _CELLS.c.cell_key
                         ),
                         [_cell_values(run_id, r) for r in unique],
                     ).scalars()
@@ -353,14 +368,14 @@ class ResultStore:
                 for a in r.attempts
             ]
             if attempts:
-                conn.execute(insert(AttemptRow), attempts)
+                conn.execute(insert(_ATTEMPTS), attempts)
             self._insert_events(conn, run_id, events)
         return len(inserted)
 
     def _insert_events(self, conn: Connection, run_id: int | None, events: Sequence[Event]) -> None:
         if events:
             conn.execute(
-                insert(AuditRow),
+                insert(_AUDIT),
                 [
                     {
                         "at": e.at,

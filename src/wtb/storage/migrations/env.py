@@ -13,7 +13,7 @@ from alembic import context
 from sqlalchemy import Connection, text
 
 from wtb.storage.migrate import MIGRATION_LOCK_ID, include_object_for
-from wtb.storage.schema import Base
+from wtb.storage.schema import with_postgresql_indexes
 
 
 def _serialize(connection: Connection) -> None:
@@ -30,7 +30,7 @@ def run_migrations_online() -> None:
         raise RuntimeError("run migrations through wtb.storage.migrate.upgrade(engine)")
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=with_postgresql_indexes(),
         include_object=include_object_for(connection.dialect.name),
     )
     with context.begin_transaction():
