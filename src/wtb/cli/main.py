@@ -376,9 +376,9 @@ def results(
     """Print a stored run's matrix (the newest run of NAME), or list the runs."""
     from rich.console import Console
 
-    from wtb.api.batchtest import BatchTestSpec
     from wtb.cli.render import as_data, dump, matrix_table
     from wtb.comparison.stored import matrix_for_run
+    from wtb.runs.record import recorded_spec
     from wtb.settings import get_settings
     from wtb.storage import ResultStore, default_sqlite_url
     from wtb.variant_matrix import baseline_of
@@ -403,7 +403,7 @@ def results(
                     )
                 return
             chosen = runs[0]
-            spec = BatchTestSpec.model_validate(chosen.spec["batchTest"])
+            spec = recorded_spec(chosen).batch
             matrix = matrix_for_run(store, chosen.id, spec, baseline_of(spec))
             p = store.progress(chosen.id)
             if output == "table":

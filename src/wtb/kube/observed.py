@@ -13,6 +13,7 @@ from wtb.api.batchtest import BatchTest
 from wtb.api.workflow import Workflow
 from wtb.kube.raycluster import cluster_state, spec_hash
 from wtb.kube.rayjobs import JobInfo
+from wtb.runs.record import recorded_spec
 from wtb.storage.records import RunRecord
 
 
@@ -83,6 +84,6 @@ def recorded_workflow(batch: BatchTest, run: RunRecord) -> Workflow:
                 "name": batch.spec.workflow_ref.name,
                 "namespace": batch.metadata.namespace,
             },
-            "spec": run.spec["workflow"],
+            "spec": recorded_spec(run).workflow,
         }
     )

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wtb.api.batchtest import BatchTestSpec
 from wtb.api.comparison import ComparisonMatrix, MatrixRow
 from wtb.comparison.stored import matrix_for_run
-from wtb.runs.record import is_planned
+from wtb.runs.record import recorded_spec
 from wtb.storage.records import RunRecord
 from wtb.storage.store import ResultStore
 from wtb.variant_matrix import baseline_of
@@ -43,10 +42,11 @@ def _score(row: MatrixRow, metric: str) -> str | None:
 
 def run_status(store: ResultStore, run: RunRecord, *, max_rows: int) -> RunStatus:
     """Counts, the best combination and the matrix of `run` as recorded now."""
-    if not is_planned(run):
+    recorded = recorded_spec(run)
+    if not recorded.planned:
         return RunStatus(None, 0, 0, "0/?", None, None, None)
     progress = store.progress(run.id)
-    spec = BatchTestSpec.model_validate(run.spec["batchTest"])
+    spec = recorded.batch
     matrix = None
     best = score = None
     if progress.done:
