@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from services.ray_head import RayHead, ray_environment
-from toybatch import TOY
+from toybatch import TOY, stored_batchtest
 from wtb.api.batchtest import BatchTest
 from wtb.api.workflow import Workflow
 from wtb.errors import ExitCode
@@ -39,28 +39,22 @@ def _workflow(variants: list[dict[str, str]]) -> Workflow:
 def _batchtest(variants: list[str]) -> BatchTest:
     """As the API server stores it: the CRD's defaults filled in (ignoreCase, strip)."""
     defaults: dict[str, Any] = {"ignoreCase": False, "strip": False}
-    return BatchTest.model_validate(
-        {
-            "metadata": {"name": "toy-answers", "uid": UID, "generation": 1},
-            "spec": {
-                "workflowRef": {"name": "toy"},
-                "matrix": {"answer": ["original", *variants]},
-                "dataset": {"path": "cases.jsonl"},
-                "concurrency": 4,
-                "evaluators": [
-                    {
-                        "name": "correct",
-                        "type": "exactMatch",
-                        "output": "answer",
-                        "expected": "answer",
-                        **defaults,
-                    },
-                    {"name": "latency", "type": "latency", **defaults},
-                ],
-                "primaryMetric": "correct",
+    return stored_batchtest(
+        name="toy-answers",
+        namespace=None,
+        uid=UID,
+        matrix={"answer": ["original", *variants]},
+        concurrency=4,
+        evaluators=[
+            {
+                "name": "correct",
+                "type": "exactMatch",
+                "output": "answer",
+                "expected": "answer",
+                **defaults,
             },
-        },
-        by_alias=True,
+            {"name": "latency", "type": "latency", **defaults},
+        ],
     )
 
 

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from services.kube import RAYCLUSTER_CRD_FILE, kuberay_crds_dir
+from toybatch import STORED_UID as UID
+from toybatch import stored_batchtest, stored_batchtest_body
 from wtb.api.batchtest import BatchTest
 from wtb.errors import ManifestErrors
 from wtb.kube import conditions as cond
@@ -37,7 +39,6 @@ from wtb.runs.keys import generation_run_key as run_key
 
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-UID = "6f1c2d3e-aaaa-bbbb-cccc-0123456789ab"
 SECRET = DatabaseSecret("wtb-database", "url")
 IMAGE = "registry.example/wtb-toy:1.0"
 T1, T2 = "2025-01-02T03:04:05Z", "2025-01-02T03:09:00Z"
@@ -195,23 +196,6 @@ def _schema_errors(validator: jsonschema.protocols.Validator, obj: Json) -> list
     ]
 
 
-def _batchtest(name: str = "demo", **spec: Any) -> BatchTest:
-    return BatchTest.model_validate(
-        {
-            "metadata": {"name": name, "namespace": "team", "uid": UID, "generation": 1},
-            "spec": {
-                "workflowRef": {"name": "toy"},
-                "matrix": {"answer": ["original", "reversed"]},
-                "dataset": {"path": "cases.jsonl"},
-                "evaluators": [{"name": "correct", "type": "exactMatch", "output": "answer"}],
-                "primaryMetric": "correct",
-                **spec,
-            },
-        },
-        by_alias=True,
-    )
-
-
 RAY: Json = {
     "rayVersion": "2.60.0",
     "head": {
@@ -233,7 +217,11 @@ def _containers(rc: Json) -> list[Json]:
 
 
 def test_raycluster_fits_kuberays_schema(raycluster_schema: jsonschema.protocols.Validator) -> None:
-    for batch in (_batchtest(), _batchtest(ray=RAY), _batchtest(ray={"workers": {"replicas": 0}})):
+    for batch in (
+        stored_batchtest(),
+        stored_batchtest(ray=RAY),
+        stored_batchtest(ray={"workers": {"replicas": 0}}),
+    ):
         rc = build_raycluster(batch, uid=UID, image=IMAGE, secret=SECRET)
         assert _schema_errors(raycluster_schema, rc) == []
 
@@ -241,7 +229,7 @@ def test_raycluster_fits_kuberays_schema(raycluster_schema: jsonschema.protocols
 def test_the_schema_check_catches_what_the_api_server_would_refuse_or_prune(
     raycluster_schema: jsonschema.protocols.Validator,
 ) -> None:
-    rc = build_raycluster(_batchtest(ray=RAY), uid=UID, image=IMAGE, secret=SECRET)
+    rc = build_raycluster(stored_batchtest(ray=RAY), uid=UID, image=IMAGE, secret=SECRET)
     wrong_type = copy.deepcopy(rc)
     wrong_type["spec"]["workerGroupSpecs"][0]["replicas"] = "3"
     misspelled = copy.deepcopy(rc)
@@ -255,7 +243,7 @@ def test_the_schema_check_catches_what_the_api_server_would_refuse_or_prune(
 
 
 def test_raycluster_is_owned_by_its_batchtest_and_labelled() -> None:
-    rc = build_raycluster(_batchtest(), uid=UID, image=IMAGE, secret=SECRET)
+    rc = build_raycluster(stored_batchtest(), uid=UID, image=IMAGE, secret=SECRET)
     meta = rc["metadata"]
     assert (rc["apiVersion"], rc["kind"]) == ("ray.io/v1", "RayCluster")
     assert (meta["name"], meta["namespace"]) == ("demo-ray", "team")
@@ -279,7 +267,7 @@ def test_raycluster_is_owned_by_its_batchtest_and_labelled() -> None:
 
 def test_a_long_batchtest_name_still_gives_valid_names_and_labels() -> None:
     name = "rag-" + "x" * 120
-    rc = build_raycluster(_batchtest(name), uid=UID, image=IMAGE, secret=SECRET)
+    rc = build_raycluster(stored_batchtest(name=name), uid=UID, image=IMAGE, secret=SECRET)
     meta = rc["metadata"]
     assert DNS_1035_LABEL.match(meta["name"])
     assert meta["ownerReferences"][0]["name"] == name
@@ -288,7 +276,7 @@ def test_a_long_batchtest_name_still_gives_valid_names_and_labels() -> None:
 
 
 def test_the_database_url_comes_from_the_secret_in_every_container() -> None:
-    rc = build_raycluster(_batchtest(ray=RAY), uid=UID, image=IMAGE, secret=SECRET)
+    rc = build_raycluster(stored_batchtest(ray=RAY), uid=UID, image=IMAGE, secret=SECRET)
     containers = _containers(rc)
     assert len(containers) == 2
     for container in containers:
@@ -302,7 +290,7 @@ def test_the_database_url_comes_from_the_secret_in_every_container() -> None:
 
 
 def test_head_and_workers_come_from_spec_ray() -> None:
-    rc = build_raycluster(_batchtest(ray=RAY), uid=UID, image=IMAGE, secret=SECRET)
+    rc = build_raycluster(stored_batchtest(ray=RAY), uid=UID, image=IMAGE, secret=SECRET)
     spec = rc["spec"]
     assert spec["rayVersion"] == "2.60.0"
     head = spec["headGroupSpec"]
@@ -315,12 +303,12 @@ def test_head_and_workers_come_from_spec_ray() -> None:
 
 
 def test_defaults_give_one_worker_and_no_resources() -> None:
-    spec = build_raycluster(_batchtest(), uid=UID, image=IMAGE, secret=SECRET)["spec"]
+    spec = build_raycluster(stored_batchtest(), uid=UID, image=IMAGE, secret=SECRET)["spec"]
     assert "rayVersion" not in spec
     assert [g["replicas"] for g in spec["workerGroupSpecs"]] == [1]
     assert all("resources" not in c for c in _containers({"spec": spec}))
     no_workers = build_raycluster(
-        _batchtest(ray={"workers": {"replicas": 0}}), uid=UID, image=IMAGE, secret=SECRET
+        stored_batchtest(ray={"workers": {"replicas": 0}}), uid=UID, image=IMAGE, secret=SECRET
     )
     assert "workerGroupSpecs" not in no_workers["spec"]
 
@@ -329,14 +317,14 @@ def test_spec_hash_follows_the_cluster_spec_only() -> None:
     def hash_of(batch: BatchTest, image: str = IMAGE) -> str | None:
         return spec_hash(build_raycluster(batch, uid=UID, image=image, secret=SECRET))
 
-    base = hash_of(_batchtest(ray=RAY))
+    base = hash_of(stored_batchtest(ray=RAY))
     assert base is not None
-    assert hash_of(_batchtest(ray=RAY)) == base
-    assert hash_of(_batchtest(ray=RAY, repeats=5)) == base, "the batch is not the cluster"
-    assert hash_of(_batchtest(ray=RAY), image="registry.example/wtb-toy:2.0") != base
+    assert hash_of(stored_batchtest(ray=RAY)) == base
+    assert hash_of(stored_batchtest(ray=RAY, repeats=5)) == base, "the batch is not the cluster"
+    assert hash_of(stored_batchtest(ray=RAY), image="registry.example/wtb-toy:2.0") != base
     more = copy.deepcopy(RAY)
     more["workers"]["replicas"] = 4
-    assert hash_of(_batchtest(ray=more)) != base
+    assert hash_of(stored_batchtest(ray=more)) != base
     assert spec_hash({"metadata": {}}) is None
 
 
@@ -432,22 +420,15 @@ def _workflow_body(**graph: Any) -> Json:
 
 
 def _batchtest_body(change: Callable[[Json], None] = lambda _: None) -> Json:
-    body: Json = {
-        "apiVersion": "wtb.dev/v1alpha1",
-        "kind": "BatchTest",
-        "metadata": {"name": "demo", "namespace": "team", "uid": UID, "generation": 1},
-        "spec": {
-            "workflowRef": {"name": "toy"},
-            "matrix": {"answer": ["original", "reversed"]},
-            "dataset": {"path": "cases.jsonl"},
-            "evaluators": [
-                {"name": "correct", "type": "exactMatch", "output": "answer"},
-                {"name": "says_yes", "type": "regex", "output": "answer", "value": "^y(es)?$"},
-            ],
-            "primaryMetric": "correct",
-        },
-        "status": {"phase": "Pending", "kopf": {"progress": {}}},
-    }
+    """The stored BatchTest with a second evaluator (`says_yes`) and a status; `change`
+    edits its spec in place."""
+    body = stored_batchtest_body(
+        evaluators=[
+            {"name": "correct", "type": "exactMatch", "output": "answer"},
+            {"name": "says_yes", "type": "regex", "output": "answer", "value": "^y(es)?$"},
+        ]
+    )
+    body["status"] = {"phase": "Pending", "kopf": {"progress": {}}}
     change(body["spec"])
     return body
 

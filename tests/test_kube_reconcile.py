@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from toybatch import STORED_UID as UID
+from toybatch import stored_batchtest, stored_batchtest_body
 from wtb.api._base import Condition
 from wtb.api.batchtest import BatchTest, BatchTestStatus
 from wtb.kube import conditions as cond
@@ -59,7 +61,6 @@ from wtb.kube.names import raycluster_name, submission_id
 from wtb.kube.observed import ClusterView, JobApiDown, JobSeen
 from wtb.kube.raycluster import DatabaseSecret, build_raycluster
 from wtb.kube.rayjobs import JobInfo
-from wtb.kube.semantics import parse_batchtest
 from wtb.kube.status import RunStatus
 from wtb.kube.status_copy import read_status
 from wtb.kube.transitions import BatchTestStatusCopy
@@ -68,7 +69,6 @@ from wtb.runs.keys import generation_run_key
 
 Json = dict[str, Any]
 
-UID = "6f1c2d3e-aaaa-bbbb-cccc-0123456789ab"
 OTHER_UID = "0badc0de-aaaa-bbbb-cccc-0123456789ab"
 IMAGE = "registry.example/wtb-toy:1.0"
 SECRET = DatabaseSecret("wtb-database", "url")
@@ -82,26 +82,6 @@ def ago(seconds: float) -> str:
 
 
 # --- what a step reads --------------------------------------------------------------------
-
-
-def batchtest_body(**spec: Any) -> Json:
-    return {
-        "apiVersion": "wtb.dev/v1alpha1",
-        "kind": "BatchTest",
-        "metadata": {"name": "demo", "namespace": "team", "uid": UID, "generation": 1},
-        "spec": {
-            "workflowRef": {"name": "toy"},
-            "matrix": {"answer": ["original", "reversed"]},
-            "dataset": {"path": "cases.jsonl"},
-            "evaluators": [{"name": "correct", "type": "exactMatch", "output": "answer"}],
-            "primaryMetric": "correct",
-            **spec,
-        },
-    }
-
-
-def batchtest(**spec: Any) -> BatchTest:
-    return parse_batchtest(batchtest_body(**spec))
 
 
 def workflow_body(**spec: Any) -> Json:
@@ -163,7 +143,7 @@ def raycluster(
     change: Callable[[Json], None] = lambda _: None,
 ) -> ClusterView:
     """The RayCluster WTB builds for `batch`, as KubeRay reports it."""
-    rc = build_raycluster(batch or batchtest(), uid=uid, image=image, secret=SECRET)
+    rc = build_raycluster(batch or stored_batchtest(), uid=uid, image=image, secret=SECRET)
     rc["status"] = (
         {"state": "ready", "head": {"serviceIP": "10.0.0.7"}, "endpoints": {"dashboard": "8265"}}
         if ready
@@ -313,9 +293,9 @@ def _reader(found: Json | None) -> Callable[[str, str], Json | None]:
     return read
 
 
-BAD_SPEC = batchtest_body(primaryMetric="speed")
+BAD_SPEC = stored_batchtest_body(primaryMetric="speed")
 BAD_WORKFLOW = workflow_body(variants={"answer": [{"name": "x", "path": "not a path"}]})
-MISMATCH = batchtest_body(matrix={"answer": ["original", "shiny"]})
+MISMATCH = stored_batchtest_body(matrix={"answer": ["original", "shiny"]})
 
 
 @pytest.mark.parametrize(
@@ -330,7 +310,7 @@ MISMATCH = batchtest_body(matrix={"answer": ["original", "shiny"]})
             id="invalid spec",
         ),
         pytest.param(
-            batchtest_body(),
+            stored_batchtest_body(),
             _reader(None),
             WorkflowNotFound,
             Wait(
@@ -342,7 +322,7 @@ MISMATCH = batchtest_body(matrix={"answer": ["original", "shiny"]})
             id="workflow not found",
         ),
         pytest.param(
-            batchtest_body(),
+            stored_batchtest_body(),
             _reader(BAD_WORKFLOW),
             WorkflowInvalid,
             Wait,
@@ -358,7 +338,7 @@ MISMATCH = batchtest_body(matrix={"answer": ["original", "shiny"]})
             id="mismatch",
         ),
         pytest.param(
-            batchtest_body(), _reader(workflow_body()), Valid, Validated, None, id="valid"
+            stored_batchtest_body(), _reader(workflow_body()), Valid, Validated, None, id="valid"
         ),
     ],
 )
@@ -409,8 +389,13 @@ def test_an_invalid_spec_fails_the_run_with_validated_false() -> None:
 @pytest.mark.parametrize(
     ("body", "workflow", "reason", "detail"),
     [
-        (batchtest_body(), None, "WorkflowNotFound", "no Workflow 'toy'"),
-        (batchtest_body(), BAD_WORKFLOW, "WorkflowMismatch", "is invalid: Workflow team/toy"),
+        (stored_batchtest_body(), None, "WorkflowNotFound", "no Workflow 'toy'"),
+        (
+            stored_batchtest_body(),
+            BAD_WORKFLOW,
+            "WorkflowMismatch",
+            "is invalid: Workflow team/toy",
+        ),
         (MISMATCH, workflow_body(), "WorkflowMismatch", "no variant 'shiny'"),
     ],
 )
@@ -432,7 +417,7 @@ def test_a_workflow_problem_is_waited_for_and_said_once(
 
 
 def test_a_valid_batchtest_is_recorded_as_a_run_of_its_generation() -> None:
-    verdict = decide_validation(check_batchtest(batchtest_body(), _reader(workflow_body())))
+    verdict = decide_validation(check_batchtest(stored_batchtest_body(), _reader(workflow_body())))
     assert isinstance(verdict, Validated)
     assert verdict.event == Event("Validated", "valid; runs Workflow 'toy'")
     copy = copy_of(status(phase="Pending", run_id=None))
@@ -461,7 +446,7 @@ def _cluster(
     **spec: Any,
 ) -> object:
     return decide_cluster(
-        batchtest(**spec),
+        stored_batchtest(**spec),
         uid=UID,
         image=image,
         secret=SECRET,
@@ -597,7 +582,7 @@ def test_what_to_do_about_the_cluster(
 
 def test_a_missing_cluster_is_created_as_built_for_the_workflows_image() -> None:
     verdict = _cluster(None)
-    wanted = build_raycluster(batchtest(), uid=UID, image=IMAGE, secret=SECRET)
+    wanted = build_raycluster(stored_batchtest(), uid=UID, image=IMAGE, secret=SECRET)
     assert verdict == CreateCluster("demo-ray", wanted)
     assert isinstance(verdict, CreateCluster)
     assert verdict.event == Event("CreatedRayCluster", "created RayCluster demo-ray")
@@ -965,13 +950,13 @@ def test_a_job_that_keeps_failing_runs_backoff_limit_plus_one_attempts(limit: in
 
 
 def test_the_driver_job_names_its_run_and_origin() -> None:
-    assert driver_entrypoint("team/demo:g1-6f1c2d3e", batchtest()) == (
+    assert driver_entrypoint("team/demo:g1-6f1c2d3e", stored_batchtest()) == (
         "python -m wtb.driver --run team/demo:g1-6f1c2d3e"
     )
-    assert driver_entrypoint("k", batchtest(ray={"actors": 4})) == (
+    assert driver_entrypoint("k", stored_batchtest(ray={"actors": 4})) == (
         "python -m wtb.driver --run k --actors 4"
     )
-    assert job_metadata(batchtest(), 3) == {
+    assert job_metadata(stored_batchtest(), 3) == {
         "wtb.dev/batchtest": "team/demo",
         "wtb.dev/generation": "3",
     }

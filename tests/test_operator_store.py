@@ -8,6 +8,7 @@ import json
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import yaml
 from kubernetes import client
 
 from services.kube import ControlPlane
-from toybatch import TOY
+from toybatch import TOY, stored_batchtest
 from wtb.api._base import GROUP, VERSION, Condition
 from wtb.api.batchtest import BatchTest, BatchTestStatus
 from wtb.api.workflow import Workflow
@@ -55,21 +56,8 @@ def _workflow(variants: dict[str, list[str]] | None = None) -> Workflow:
     return Workflow.model_validate(body, by_alias=True)
 
 
-def _batchtest(generation: int = 1, **spec: Any) -> BatchTest:
-    return BatchTest.model_validate(
-        {
-            "metadata": {"name": "demo", "namespace": "team", "uid": UID, "generation": generation},
-            "spec": {
-                "workflowRef": {"name": "toy"},
-                "matrix": {"answer": ["original", "reversed"]},
-                "dataset": {"path": "cases.jsonl"},
-                "evaluators": EVALUATORS,
-                "primaryMetric": "correct",
-                **spec,
-            },
-        },
-        by_alias=True,
-    )
+# The stored toy BatchTest (tests/toybatch.py) with this module's uid and evaluators.
+_batchtest = partial(stored_batchtest, uid=UID, evaluators=EVALUATORS)
 
 
 def _key(generation: int = 1) -> str:
@@ -118,7 +106,9 @@ def test_an_unplanned_run_is_recorded_once_per_run_key(store: ResultStore) -> No
     assert not is_planned(again)
     assert set(again.spec) == {"workflow", "batchTest"}
     assert again.spec["batchTest"]["dataset"]["path"] == "cases.jsonl"
-    edited = record_unplanned_run(store, _batchtest(2, repeats=2), workflow, run_key=_key(2))
+    edited = record_unplanned_run(
+        store, _batchtest(generation=2, repeats=2), workflow, run_key=_key(2)
+    )
     assert edited.created
     assert edited.id != first.id
     assert edited.spec["batchTest"]["repeats"] == 2

@@ -1,6 +1,6 @@
 """The toy workflow (tests/fixtures/toy), the one BatchTest fixture of the tests: as manifests
-(`toy_batchtest`), as a prepared batch (`toy_prepared`), and as a run spec for runners
-(`toy_job`)."""
+(`toy_batchtest`), as a prepared batch (`toy_prepared`), as a run spec for runners
+(`toy_job`), and as the API server stores it (`stored_batchtest_body`, `stored_batchtest`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from wtb.api.batchtest import BatchTestSpec
+from wtb.api.batchtest import BatchTest, BatchTestSpec
 from wtb.api.workflow import WorkflowSpec
 from wtb.domain import Case
 from wtb.manifests import load_manifests
@@ -26,6 +26,8 @@ MODES = {
     "threads": ("toyflow.graph:build_sync", "_sync"),
 }
 _TAGS = itertools.count()
+# The uid of `stored_batchtest` unless told otherwise.
+STORED_UID = "6f1c2d3e-aaaa-bbbb-cccc-0123456789ab"
 
 
 def toy_batchtest(name: str, cases: int, **spec: Any) -> dict[str, Any]:
@@ -57,6 +59,56 @@ def toy_batchtest(name: str, cases: int, **spec: Any) -> dict[str, Any]:
             **spec,
         },
     }
+
+
+def stored_batchtest_body(
+    *,
+    name: str = "demo",
+    namespace: str | None = "team",
+    uid: str = STORED_UID,
+    generation: int = 1,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A BatchTest API object as the Kubernetes API server stores it and the operator reads
+    it (metadata with a uid and a generation): the toy Workflow's node `answer` as
+    `original` against `reversed`, the data set at path `cases.jsonl`, one exactMatch
+    evaluator `correct` on output `answer`, which is the primary metric. `spec` adds to or
+    overrides the spec; `namespace=None` leaves the namespace out (the model's default
+    then). A new dict on every call, so callers may edit it."""
+    metadata: dict[str, Any] = {
+        "name": name,
+        **({} if namespace is None else {"namespace": namespace}),
+        "uid": uid,
+        "generation": generation,
+    }
+    return {
+        "apiVersion": "wtb.dev/v1alpha1",
+        "kind": "BatchTest",
+        "metadata": metadata,
+        "spec": {
+            "workflowRef": {"name": "toy"},
+            "matrix": {"answer": ["original", "reversed"]},
+            "dataset": {"path": "cases.jsonl"},
+            "evaluators": [{"name": "correct", "type": "exactMatch", "output": "answer"}],
+            "primaryMetric": "correct",
+            **spec,
+        },
+    }
+
+
+def stored_batchtest(
+    *,
+    name: str = "demo",
+    namespace: str | None = "team",
+    uid: str = STORED_UID,
+    generation: int = 1,
+    **spec: Any,
+) -> BatchTest:
+    """The typed BatchTest of `stored_batchtest_body` (same arguments)."""
+    body = stored_batchtest_body(
+        name=name, namespace=namespace, uid=uid, generation=generation, **spec
+    )
+    return BatchTest.model_validate(body, by_alias=True)
 
 
 def toy_prepared(
