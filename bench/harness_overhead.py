@@ -39,7 +39,8 @@ from trivial_workload import (
     write_cases,
 )
 
-TARGET_RATIO = 0.7
+TARGET_RATIO = 0.8
+NOISE = 0.05
 
 
 @dataclass(frozen=True)
@@ -323,13 +324,16 @@ def run_rounds(
         f"\nprepare + ResultStore.open (fresh SQLite, migrations): "
         f"{Spread.of(setups).show('.0f')} ms per run"
     )
-    best = max(args.concurrency, key=lambda c: Spread.of(ratios[c]).median)
-    print(f"target: ratio >= {TARGET_RATIO} (run_batch against the plain loop)")
+    print(
+        f"targets: ratio >= {TARGET_RATIO} (run_batch against the plain loop), and on this "
+        f"CPU-bound graph no concurrency slower than 1 (beyond {NOISE:.0%} noise)"
+    )
+    one = Spread.of(ratios[min(args.concurrency)]).median
     for c in args.concurrency:
         median = Spread.of(ratios[c]).median
         verdict = "meets" if median >= TARGET_RATIO else "BELOW"
-        print(f"  concurrency {c}: {median:.2f} {verdict} the target")
-    print(f"fastest here: concurrency {best} (CPU-bound graph, GIL-bound threads)")
+        slower = " SLOWER than the lowest concurrency" if median < one * (1 - NOISE) else ""
+        print(f"  concurrency {c}: {median:.2f} {verdict} the target{slower}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from wtb.domain import Cell, CellResult
 from wtb.events import EventBus
 from wtb.plan import build_plan
 from wtb.runners import InlineRunner
+from wtb.runners.gil_gate import HOLD_WINDOWS, WINDOW_S, GilGate
+from wtb.runners.handoff import Handoff
 from wtb.runs.spec import RunSpec
 
 
@@ -219,3 +221,128 @@ def test_an_attempt_continues_the_history_of_a_lost_worker() -> None:
         (4, "succeeded", None),
     ]
     assert len(steps) == 3
+
+
+# --- the GIL gate: fewer threads while the cells are CPU-bound ----------------------------
+
+
+class _Clocks:
+    """Fake clocks for the gate: each `window(cores)` passes one window at that CPU use."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    def window(self, gate: GilGate, cores: float) -> int:
+        self.wall += WINDOW_S
+        self.cpu += cores * WINDOW_S
+        gate.tick()
+        return gate.allowed
+
+
+def _gate(concurrency: int) -> tuple[GilGate, _Clocks]:
+    clocks = _Clocks()
+    return GilGate(concurrency, cpu=lambda: clocks.cpu, now=lambda: clocks.wall), clocks
+
+
+def test_the_gate_lowers_to_one_thread_while_the_gil_is_the_bottleneck() -> None:
+    gate, clocks = _gate(4)
+    assert [clocks.window(gate, 1.0) for _ in range(4)] == [2, 1, 1, 1]
+
+
+def test_the_gate_opens_again_and_holds_when_the_threads_were_overlapping_io() -> None:
+    gate, clocks = _gate(2)
+    assert clocks.window(gate, 1.0) == 1
+    assert clocks.window(gate, 0.55) == 2  # one thread fewer: CPU use fell, so undo
+    assert [clocks.window(gate, 1.0) for _ in range(HOLD_WINDOWS)] == [2] * HOLD_WINDOWS
+    assert clocks.window(gate, 1.0) == 1  # tried again once the hold is over
+
+
+def test_the_gate_stays_open_for_io_bound_and_for_truly_parallel_cells() -> None:
+    gate, clocks = _gate(4)
+    assert {clocks.window(gate, 0.2) for _ in range(10)} == {4}  # waiting on I/O
+    assert {clocks.window(gate, 1.9) for _ in range(10)} == {4}  # GIL released: parallel
+
+
+def test_the_gate_reopens_a_thread_at_a_time_when_the_cells_turn_to_io() -> None:
+    gate, clocks = _gate(4)
+    clocks.window(gate, 1.0)
+    clocks.window(gate, 1.0)
+    assert gate.allowed == 1
+    # The first window undoes the lowering (CPU use fell), then one thread per window.
+    assert [clocks.window(gate, 0.2) for _ in range(4)] == [2, 3, 4, 4]
+
+
+def test_a_slot_above_the_gate_waits_until_it_opens_or_the_run_stops() -> None:
+    gate, clocks = _gate(2)
+    clocks.window(gate, 1.0)
+    assert gate.allowed == 1
+    assert gate.admit(0, lambda: True)  # slot 0 always runs
+    admitted: list[bool] = []
+    waiter = threading.Thread(target=lambda: admitted.append(gate.admit(1, lambda: True)))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # held at the gate
+    clocks.window(gate, 0.5)  # undo: CPU use fell after lowering
+    waiter.join(5)
+    assert admitted == [True]
+    clocks.window(gate, 1.0)
+    going = threading.Event()
+    going.set()
+    stopped: list[bool] = []
+    waiter = threading.Thread(target=lambda: stopped.append(gate.admit(1, going.is_set)))
+    for _ in range(HOLD_WINDOWS + 1):
+        clocks.window(gate, 1.0)
+    assert gate.allowed == 1
+    waiter.start()
+    going.clear()
+    gate.wake()
+    waiter.join(5)
+    assert stopped == [False]
+
+
+def test_a_cpu_bound_sync_graph_at_high_concurrency_gets_every_cell_right() -> None:
+    """The gate changes how many threads run, never which cells run or how they end."""
+    results = _run(_job({"lookup": ["original"]}, n_cases=300, mode="threads", concurrency=4))
+    assert sorted(r.cell.case_id for r in results) == sorted(f"q{i}" for i in range(300))
+    assert all(r.status == "succeeded" and r.metrics["correct"] == 1.0 for r in results)
+
+
+# --- the hand-off: results reach the consumer in batches ----------------------------------
+
+
+def test_the_handoff_wakes_the_consumer_for_a_batch_not_for_each_result() -> None:
+    handoff: Handoff[int] = Handoff(64, batch=4, linger=30)
+    stop = threading.Event()
+    for i in range(4):
+        handoff.put(i, stop)
+    assert handoff.take() == [0, 1, 2, 3]  # a full batch: no lingering
+    handoff.put(4, stop)
+    handoff.put(5, stop, urgent=True)  # the end of a run is handed over at once
+    assert handoff.take() == [4, 5]
+
+
+def test_a_lone_result_waits_no_longer_than_the_linger() -> None:
+    handoff: Handoff[int] = Handoff(64, batch=32, linger=0.05)
+    handoff.put(7, threading.Event())
+    assert handoff.take() == [7]
+
+
+def test_a_full_handoff_holds_the_producer_until_taken_or_stopped() -> None:
+    handoff: Handoff[int] = Handoff(2, batch=2, linger=0)
+    stop = threading.Event()
+    handoff.put(0, stop)
+    handoff.put(1, stop)
+    assert not handoff.try_put(2)
+    producer = threading.Thread(target=handoff.put, args=(2, stop))
+    producer.start()
+    producer.join(0.2)
+    assert producer.is_alive()
+    assert handoff.take() == [0, 1]
+    producer.join(5)
+    assert handoff.take() == [2]
+    handoff.put(3, stop)
+    handoff.put(4, stop)
+    stop.set()
+    handoff.put(5, stop)  # returns: nobody takes any more
+    assert handoff.take() == [3, 4]

@@ -4,15 +4,13 @@ Sync-only graphs (every node and router a plain function) run on worker threads,
 running whole cells (`wtb.runners.workers`). Graphs with async parts run on an asyncio loop
 in a background thread, where async nodes overlap and sync nodes use a bounded thread
 pool. Either way at most `concurrency` cells are in flight, and results reach the caller's
-thread through a bounded queue: a slow consumer (the store) slows the producers instead of
-piling results up in memory.
+thread in batches through a bounded hand-off (`wtb.runners.handoff`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final
@@ -21,6 +19,7 @@ from wtb.cells.executor import CellExecutor
 from wtb.cells.threads import ElasticThreadPool
 from wtb.domain import Cell, CellResult
 from wtb.events import EventBus
+from wtb.runners.handoff import Handoff
 from wtb.runners.workers import CellWorkers
 from wtb.runs.spec import RunSpec
 from wtb.variant_matrix import expand_combinations
@@ -44,17 +43,12 @@ class InlineRunner:
 
     def run(self, job: RunSpec, cells: Iterable[Cell], bus: EventBus) -> Iterator[CellResult]:
         concurrency = self._concurrency or job.batch.concurrency
-        results: queue.Queue[CellResult | _End] = queue.Queue(maxsize=4 * concurrency)
+        results: Handoff[CellResult | _End] = Handoff(4 * concurrency)
         stop = threading.Event()
 
         def put(item: CellResult | _End) -> None:
-            # Blocking put, but never forever: a closed consumer sets `stop`.
-            while not stop.is_set():
-                try:
-                    results.put(item, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
+            # Blocking, but never forever: a closed consumer sets `stop`.
+            results.put(item, stop, urgent=isinstance(item, _End))
 
         executor = CellExecutor(job, emit=bus.publish, backoff_scale=self._backoff_scale)
         if all(executor.is_sync(c) for c in expand_combinations(job.batch)):
@@ -72,7 +66,7 @@ class InlineRunner:
             cancel = _start_loop(executor, cells, concurrency, results, put, stop)
         try:
             while True:
-                for item in _drain(results):
+                for item in results.take():
                     if isinstance(item, _End):
                         if item.exc is not None:
                             raise item.exc
@@ -83,21 +77,11 @@ class InlineRunner:
             cancel()
 
 
-def _drain(results: queue.Queue[CellResult | _End]) -> list[CellResult | _End]:
-    """Wait for one item, then take every item already there: one wake-up, many results."""
-    items = [results.get()]
-    while True:
-        try:
-            items.append(results.get_nowait())
-        except queue.Empty:
-            return items
-
-
 def _start_loop(
     executor: CellExecutor,
     cells: Iterable[Cell],
     concurrency: int,
-    results: queue.Queue[CellResult | _End],
+    results: Handoff[CellResult | _End],
     put: Callable[[CellResult | _End], None],
     stop: threading.Event,
 ) -> Callable[[], None]:
@@ -122,9 +106,7 @@ def _start_loop(
                 done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     result = task.result()
-                    try:
-                        results.put_nowait(result)
-                    except queue.Full:  # wait for the consumer without blocking the loop
+                    if not results.try_put(result):  # wait without blocking the loop
                         await asyncio.get_running_loop().run_in_executor(None, put, result)
         finally:
             for task in in_flight:

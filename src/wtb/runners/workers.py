@@ -5,6 +5,7 @@ the result over. This costs about nothing beyond the user's graph. A sync graph 
 interrupted, so a watchdog enforces each attempt's timeout from outside: it records the
 timeout, writes the stuck worker off, and starts a replacement that carries the cell on
 (retry or final failure). The stuck thread, a daemon, exits when its call returns.
+While the cells are CPU-bound, a gate lets fewer threads run them (`wtb.runners.gil_gate`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from wtb.cells.attempts import CellAttempt, Decision
 from wtb.cells.executor import CellExecutor
 from wtb.cells.threads import write_off
 from wtb.domain import Cell, CellResult
+from wtb.runners.gil_gate import GilGate
 
 _TICK_S: Final = 0.05
 
@@ -40,9 +42,15 @@ class _Watch:
 class Deadlines:
     """The AttemptGuard of worker threads: a watchdog thread over every running attempt."""
 
-    def __init__(self, timeout: float, on_expired: Callable[[_Watch], None]) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        on_expired: Callable[[_Watch], None],
+        on_tick: Callable[[], None] = lambda: None,
+    ) -> None:
         self._timeout = timeout
         self._on_expired = on_expired
+        self._on_tick = on_tick
         self._lock = threading.Lock()
         self._watches: set[_Watch] = set()
         self._stopped = threading.Event()
@@ -71,6 +79,7 @@ class Deadlines:
                     self._watches.discard(entry)
             for entry in expired:
                 self._on_expired(entry)
+            self._on_tick()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -98,29 +107,37 @@ class CellWorkers:
         self._put = put
         self._stop = stop
         self._halt = threading.Event()
+        self._exhausted = threading.Event()
         self._lock = threading.Lock()
         self._live = 0
         self._numbered = 0
         self._concurrency = concurrency
+        self._slots: dict[threading.Thread, int] = {}
         self.failure: BaseException | None = None
         """The first unexpected error of a worker (a bug, not a cell failure)."""
-        self._deadlines = Deadlines(timeout, self._take_over)
+        self.gate = GilGate(concurrency)
+        self._deadlines = Deadlines(timeout, self._take_over, self.gate.tick)
 
     def start(self) -> None:
         with self._lock:
             self._live = self._concurrency
-        for _ in range(self._concurrency):
-            self._start_thread(None)
+        for slot in range(self._concurrency):
+            self._start_thread(slot, None)
 
     def _going(self) -> bool:
         return not (self._stop.is_set() or self._halt.is_set())
 
-    def _start_thread(self, carry: CellAttempt | None) -> None:
-        """A worker thread for a slot already counted in `_live`."""
+    def _taking(self) -> bool:
+        return self._going() and not self._exhausted.is_set()
+
+    def _start_thread(self, slot: int, carry: CellAttempt | None) -> None:
+        """A worker thread for `slot`, already counted in `_live`."""
         with self._lock:
             self._numbered += 1
             name = f"wtb-worker-{self._numbered}"
         thread = threading.Thread(target=self._work, args=(carry,), name=name, daemon=True)
+        with self._lock:
+            self._slots[thread] = slot
         try:
             thread.start()
         except BaseException:
@@ -132,16 +149,24 @@ class CellWorkers:
         the attempt as timed out and carries the cell on. A stopped run starts nothing: the
         slot just ends."""
         write_off(entry.thread)
+        with self._lock:
+            slot = self._slots.pop(entry.thread)
         if self._going():
-            self._start_thread(entry.attempt)
+            self._start_thread(slot, entry.attempt)
         else:
             self._retire()
 
     def _next(self) -> Cell | None:
+        if not self.gate.admit(self._slots[threading.current_thread()], self._taking):
+            return None
         with self._source_lock:
             if not self._going():
                 return None
-            return next(self._cells, None)
+            cell = next(self._cells, None)
+        if cell is None:
+            self._exhausted.set()
+            self.gate.wake()
+        return cell
 
     def _work(self, carry: CellAttempt | None) -> None:
         try:
@@ -172,3 +197,5 @@ class CellWorkers:
         if last:
             self._deadlines.stop()
             self._put(None)
+        else:
+            self.gate.wake()
