@@ -17,9 +17,16 @@ class _Transient(ConnectionError):
     pass
 
 
-def _protocol(max_attempts: int = 3) -> tuple[AttemptProtocol, list[events.Event]]:
+def _protocol(
+    max_attempts: int = 3, *, retry_timeouts: bool = False
+) -> tuple[AttemptProtocol, list[events.Event]]:
     seen: list[events.Event] = []
-    policy = RetryPolicy(max_attempts=max_attempts, backoff_seconds=1.0, max_backoff_seconds=4.0)
+    policy = RetryPolicy(
+        max_attempts=max_attempts,
+        backoff_seconds=1.0,
+        max_backoff_seconds=4.0,
+        retry_timeouts=retry_timeouts,
+    )
     return AttemptProtocol(policy, seen.append, timeout=2.5), seen
 
 
@@ -71,13 +78,28 @@ def test_transient_errors_are_retried_with_backoff_until_the_budget_is_spent() -
     assert [e.data["attempt"] for e in retried] == [2, 3]
 
 
-def test_a_timeout_is_recorded_as_such_and_retried() -> None:
-    protocol, _ = _protocol()
+@pytest.mark.parametrize("retry_timeouts", [False, True])
+def test_a_timeout_is_recorded_as_such_and_retried_only_when_asked(retry_timeouts: bool) -> None:
+    protocol, seen = _protocol(retry_timeouts=retry_timeouts)
     decision = protocol.begin(CELL).timed_out()
-    assert isinstance(decision, Retry)
+    assert isinstance(decision, Retry if retry_timeouts else GiveUp)
     (record,) = decision.attempts
     assert (record.status, record.error_type) == ("timeout", TIMEOUT)
     assert record.error_message == "attempt exceeded 2.5 s"
+    assert (events.CELL_ATTEMPT_RETRIED in {e.kind for e in seen}) is retry_timeouts
+
+
+def test_a_graph_over_its_recursion_limit_is_final_at_once() -> None:
+    from langgraph.errors import GraphRecursionError
+
+    protocol, _ = _protocol()
+    # Not even when the user calls a base class of it transient.
+    protocol.policy = RetryPolicy(extra_transient=frozenset({"RuntimeError", "RecursionError"}))
+    decision = protocol.begin(CELL).raised(GraphRecursionError("Recursion limit of 25 reached"))
+    assert isinstance(decision, GiveUp)
+    assert [(a.status, a.error_type) for a in decision.attempts] == [
+        ("failed", "GraphRecursionError")
+    ]
 
 
 @pytest.mark.parametrize(("lost", "immediate"), [(WORKER_LOST, False), (WORKER_STOPPED, True)])

@@ -428,6 +428,11 @@ def test_structural_check_catches_violations() -> None:
         assert expected in problems
 
 
+def _invoke_fields(parent: str) -> list[str]:
+    """The free-form maps of an `invoke` block (wtb.api.invocation) under `parent`."""
+    return [f"{parent}.invoke.{name}" for name in ("configurable", "context", "metadata")]
+
+
 def test_free_form_fields_only_where_the_model_is_free_form() -> None:
     preserved = {
         kind: sorted(
@@ -438,11 +443,18 @@ def test_free_form_fields_only_where_the_model_is_free_form() -> None:
         for kind in RESOURCE_KINDS
     }
     assert preserved == {
-        "Workflow": [".spec.variants.*[].config"],
+        "Workflow": [
+            *_invoke_fields(".spec"),
+            *_invoke_fields(".spec.settings.*[]"),
+            ".spec.variants.*[].config",
+            *_invoke_fields(".spec.variants.*[]"),
+        ],
         "BatchTest": [
             ".spec.dataset.cases[].expected",
             ".spec.dataset.cases[].inputs",
+            *_invoke_fields(".spec.dataset.cases[]"),
             ".spec.evaluators[].config",
+            *_invoke_fields(".spec"),
         ],
         "Execution": [
             ".spec.fork.stateUpdate",

@@ -91,7 +91,7 @@ def test_stuck_cells_time_out_are_retried_and_do_not_starve_the_others(
             mode=mode,
             concurrency=2,
             timeoutSeconds=1.0,
-            retry={"maxAttempts": 2},
+            retry={"maxAttempts": 2, "retryTimeouts": True},
         )
         results = {r.cell.case_id: r for r in _run(job)}
         # The run is over while the stuck threads still block: nobody waited for them.
@@ -117,7 +117,7 @@ def _start_with_two_stuck(
         mode=mode,
         concurrency=2,
         timeoutSeconds=timeout,
-        retry={"maxAttempts": attempts},
+        retry={"maxAttempts": attempts, "retryTimeouts": True},
     )
     plan = build_plan(job.batch, job.cases)
     seen: list[events.Event] = []

@@ -140,7 +140,7 @@ def test_an_attempt_over_its_timeout_is_recorded_retried_and_holds_no_one_up(
             ["stuck", "1", "2", "3"],
             concurrency=2,
             timeoutSeconds=0.5,
-            retry={"maxAttempts": 2},
+            retry={"maxAttempts": 2, "retryTimeouts": True},
         )
         by_case = {r.cell.case_id: r for r in runner.run(job)[0]}
     finally:
@@ -150,3 +150,26 @@ def test_an_attempt_over_its_timeout_is_recorded_retried_and_holds_no_one_up(
     assert stuck.error_type == "Timeout"
     assert [a.status for a in stuck.attempts] == ["timeout", "timeout"]
     assert all(by_case[f"q{i}"].status == "succeeded" for i in (1, 2, 3))
+
+
+def test_a_timeout_is_not_retried_unless_asked(runner: RunnerUnderTest) -> None:
+    from toyflow import graph as toy
+
+    toy.release.clear()
+    try:
+        job = runner.job(
+            {"lookup": ["stuck"]},
+            ["stuck", "1"],
+            concurrency=2,
+            timeoutSeconds=0.5,
+            retry={"maxAttempts": 3},
+        )
+        results, seen = runner.run(job)
+        by_case = {r.cell.case_id: r for r in results}
+    finally:
+        toy.release.set()
+    stuck = by_case["q0"]
+    assert (stuck.status, stuck.error_type) == ("failed", "Timeout")
+    assert [a.status for a in stuck.attempts] == ["timeout"]
+    assert events.CELL_ATTEMPT_RETRIED not in _per_cell(seen)
+    assert by_case["q1"].status == "succeeded"

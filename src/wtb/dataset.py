@@ -1,8 +1,9 @@
 """Load a BatchTest's test cases: inline, or from a JSONL, CSV or YAML file.
 
-Rows are `{"id"?, "inputs": {...}, "expected"?: {...}}`, or flat: every column is an
-input, except `id` and the columns named in `expectedFields`. A case without an id gets
-one derived from its content, so it stays the same across runs and machines.
+Rows are `{"id"?, "inputs": {...}, "expected"?: {...}, "invoke"?: {...}}`, or flat: every
+column is an input, except `id` and the columns named in `expectedFields`. A case without an
+id gets one derived from its content, so it stays the same across runs and machines.
+`invoke` is what the case's invocations get (`wtb.api.invocation`), the most specific level.
 
 Data sets are held in memory as a list of Case: fine up to about 100,000 cases.
 """
@@ -17,15 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from wtb._hashing import canonical_json
 from wtb.api.batchtest import DatasetSpec
+from wtb.api.invocation import InvocationSpec
 from wtb.domain import Case
 from wtb.errors import ManifestError, yaml_problem
 
 _FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml"}
-_ROW_KEYS = frozenset({"id", "inputs", "expected"})
+_ROW_KEYS = frozenset({"id", "inputs", "expected", "invoke"})
 _ROW_FIX = 'write rows as {"id": ..., "inputs": {...}, "expected": {...}} or as flat objects'
+_INVOKE_FIX = (
+    "give `invoke` as an object with any of context, configurable, recursionLimit, tags, metadata"
+)
 
 Located = tuple[str, dict[str, Any]]
 """A raw row and where it is ('cases.jsonl, line 7')."""
@@ -43,7 +49,7 @@ def _case(row: dict[str, Any], expected_fields: Sequence[str], where: str) -> Ca
             raise ManifestError(
                 f"unknown key {unknown[0]!r} in a row with `inputs`",
                 where=where,
-                fix="rows with `inputs` may only have `id`, `inputs` and `expected`",
+                fix="rows with `inputs` may only have `id`, `inputs`, `expected` and `invoke`",
             )
         inputs, expected = row["inputs"], row.get("expected")
         if not isinstance(inputs, dict):
@@ -68,8 +74,14 @@ def _case(row: dict[str, Any], expected_fields: Sequence[str], where: str) -> Ca
                 fix="add input columns, or list fewer columns in `expectedFields`",
             )
     expected = expected or None
+    # Only rows with `inputs` have an `invoke` block; in a flat row it is an input column.
+    invoke = _invoke(row.get("invoke"), where) if "inputs" in row else None
     try:
-        content = canonical_json({"inputs": inputs, "expected": expected})
+        # `invoke` is part of a case's content only when given: ids derived before it
+        # existed stay the same.
+        content = canonical_json(
+            {"inputs": inputs, "expected": expected, **({"invoke": invoke} if invoke else {})}
+        )
     except (TypeError, ValueError) as exc:
         raise ManifestError(
             f"row holds a value JSON cannot represent: {exc}",
@@ -78,14 +90,35 @@ def _case(row: dict[str, Any], expected_fields: Sequence[str], where: str) -> Ca
         ) from exc
     given = row.get("id")
     if given is None:
-        return Case(id=_content_id(content), inputs=inputs, expected=expected)
+        return Case(id=_content_id(content), inputs=inputs, expected=expected, invoke=invoke)
     if isinstance(given, dict | list) or given == "":
         raise ManifestError(
             f"`id` must be a non-empty string or number, got {given!r}",
             where=where,
             fix="write a short unique id, or leave it out to derive one from the content",
         )
-    return Case(id=str(given), inputs=inputs, expected=expected)
+    return Case(id=str(given), inputs=inputs, expected=expected, invoke=invoke)
+
+
+def _invoke(value: object, where: str) -> dict[str, Any] | None:
+    """A row's `invoke` block, validated, as canonical JSON (camelCase, nulls left out)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ManifestError(
+            f"`invoke` is a {type(value).__name__}, not an object", where=where, fix=_INVOKE_FIX
+        )
+    try:
+        spec = InvocationSpec.model_validate(value)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(str(p) for p in problem["loc"])
+        raise ManifestError(
+            f"invoke.{field}: {problem['msg']}" if field else f"invoke: {problem['msg']}",
+            where=where,
+            fix=_INVOKE_FIX,
+        ) from None
+    return spec.model_dump(mode="json", by_alias=True, exclude_none=True) or None
 
 
 def _cases(rows: Iterable[Located], expected_fields: Sequence[str]) -> list[Case]:
@@ -235,6 +268,7 @@ def load_cases(spec: DatasetSpec, base_dir: Path, where: str = "spec.dataset") -
     if spec.path is not None:
         return _file_cases(spec, spec.path, base_dir, where)
     rows = (
-        (f"{where}.cases[{i}]", c.model_dump(exclude_none=True)) for i, c in enumerate(spec.cases)
+        (f"{where}.cases[{i}]", c.model_dump(by_alias=True, exclude_none=True))
+        for i, c in enumerate(spec.cases)
     )
     return _cases(rows, spec.expected_fields)

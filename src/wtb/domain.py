@@ -30,6 +30,8 @@ class Case:
     id: str
     inputs: dict[str, Any]
     expected: dict[str, Any] | None = None
+    invoke: dict[str, Any] | None = None
+    """The row's `invoke` block as JSON (camelCase, validated by `wtb.dataset`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, TypeAdapter
+
 from wtb.api.workflow import END, ORIGINAL, START, WorkflowSpec
 from wtb.errors import ManifestError
 from wtb.importing import import_object
@@ -170,8 +172,37 @@ def is_sync_graph(builder: StateGraph[Any]) -> bool:
     return all(_plain_sync(r) for r in nodes) and all(_plain_sync(r) for r in routers)
 
 
+def check_context(
+    builder: StateGraph[Any], context: Mapping[str, Any] | None, *, where: str, fix: str
+) -> None:
+    """Refuse a context the graph's `context_schema` does not accept, as LangGraph would take
+    it (a dataclass or pydantic model is built from the dict; a TypedDict is checked by
+    pydantic). No schema: anything goes."""
+    schema = builder.context_schema
+    if schema is None:
+        return
+    given = dict(context or {})
+    try:
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            schema.model_validate(given)
+        elif isinstance(schema, type) and dataclasses.is_dataclass(schema):
+            schema(**given)
+        else:
+            TypeAdapter(schema).validate_python(given)
+    except Exception as exc:
+        name = getattr(schema, "__name__", repr(schema))
+        raise ManifestError(
+            f"the context does not fit the graph's context_schema {name}: "
+            f"{type(exc).__name__}: {exc}",
+            where=where,
+            fix=fix,
+        ) from exc
+
+
 class VariantGraphs:
-    """Compiled graphs per variant combination, built once each (per process)."""
+    """Compiled graphs per variant combination, built once each (per process). Setting axes
+    of a combination change what the graph is invoked with, not the graph: they are left
+    out here, so combinations that differ only in settings share one graph."""
 
     def __init__(self, spec: WorkflowSpec) -> None:
         self._spec = spec
@@ -179,6 +210,8 @@ class VariantGraphs:
 
     def get(self, combination: tuple[tuple[str, str], ...]) -> tuple[CompiledStateGraph[Any], bool]:
         """The compiled graph for a combination and whether it is sync-only."""
+        if self._spec.settings:
+            combination = tuple(p for p in combination if not self._spec.is_setting(p[0]))
         found = self._compiled.get(combination)
         if found is None:
             builder = load_builder(self._spec)

@@ -19,6 +19,7 @@ from wtb.api._base import (
     given_fields,
 )
 from wtb.api.comparison import ComparisonMatrix
+from wtb.api.invocation import InvocationSpec
 
 EvaluatorType = Literal[
     "exactMatch",
@@ -51,6 +52,11 @@ class CaseSpec(SpecModel):
     inputs: dict[str, Any] = Field(description="The graph's input state.")
     expected: dict[str, Any] | None = Field(
         default=None, description="Expected values, read by evaluators."
+    )
+    invoke: InvocationSpec | None = Field(
+        default=None,
+        description="What this case's invocations get; the most specific level, over the "
+        "Workflow's, the BatchTest's and the combination's.",
     )
 
 
@@ -162,7 +168,15 @@ class RetrySpec(SpecModel):
         default_factory=list,
         description=(
             "More exception class names (or 'module:Class') treated as transient, "
-            "beyond timeouts, connection errors and rate limits."
+            "beyond connection errors, rate limits and the graph's own timeouts."
+        ),
+    )
+    retry_timeouts: bool | None = Field(
+        default=None,
+        description=(
+            "Retry an attempt that overran `timeoutSeconds` (default false: a cell that "
+            "times out once has failed, so a looping or hanging variant costs one timeout "
+            "per cell, not maxAttempts)."
         ),
     )
 
@@ -239,7 +253,10 @@ class BatchTestSpec(SpecModel):
     workflow_ref: WorkflowRef
     matrix: dict[str, list[str]] = Field(
         min_length=1,
-        description="Per varied node, the variant names to try (`original` is the node's own).",
+        description=(
+            "Per varied node, the variant names to try (`original` is the node's own); per "
+            "varied setting of the Workflow, its choice names (`original`: none)."
+        ),
     )
     include: list[dict[str, str]] = Field(
         default_factory=list,
@@ -260,6 +277,11 @@ class BatchTestSpec(SpecModel):
     concurrency: int = Field(default=8, ge=1, le=4096, description="Cells run at once.")
     timeout_seconds: float = Field(default=300.0, gt=0, description="Per attempt of a cell.")
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    invoke: InvocationSpec | None = Field(
+        default=None,
+        description="What every invocation of this BatchTest gets, over the Workflow's "
+        "`invoke` (context, configurable, recursionLimit, tags, metadata).",
+    )
     alpha: float = Field(
         default=0.05, gt=0, lt=0.5, description="Significance level of the verdicts (Holm)."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -15,6 +16,7 @@ from wtb.api._base import (
     StatusModel,
     duplicates,
 )
+from wtb.api.invocation import InvocationSpec
 
 ORIGINAL = "original"
 START = "__start__"
@@ -128,6 +130,11 @@ class VariantSpec(SpecModel):
     config: dict[str, Any] | None = Field(
         default=None, description="Keyword arguments for the factory named by `path`."
     )
+    invoke: InvocationSpec | None = Field(
+        default=None,
+        description="What the invocation gets when this variant is in the combination "
+        "(over the Workflow's and the BatchTest's `invoke`, under a data set row's).",
+    )
     description: str | None = None
 
     @model_validator(mode="after")
@@ -135,6 +142,26 @@ class VariantSpec(SpecModel):
         if self.name == ORIGINAL:
             raise ValueError(
                 f"'{ORIGINAL}' names the node's own implementation; choose another variant name"
+            )
+        return self
+
+
+class SettingSpec(SpecModel):
+    """One choice of a named setting: a matrix axis that changes what the invocation gets
+    (a model name in `configurable`, a field of the context) rather than a node."""
+
+    name: str = Field(pattern=IDENT_PATTERN, description="Choice name, unique for its setting.")
+    invoke: InvocationSpec = Field(
+        description="What the invocation gets with this choice (merged like a variant's)."
+    )
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _not_original(self) -> SettingSpec:
+        if self.name == ORIGINAL:
+            raise ValueError(
+                f"'{ORIGINAL}' names the setting left out (nothing added); "
+                "choose another choice name"
             )
         return self
 
@@ -147,6 +174,18 @@ class WorkflowSpec(SpecModel):
     variants: dict[str, list[VariantSpec]] = Field(
         default_factory=dict, description="Per node name, the implementations that may replace it."
     )
+    settings: dict[str, list[SettingSpec]] | None = Field(
+        default=None,
+        description=(
+            "Named settings a BatchTest's matrix may vary like a node: per setting name (not "
+            "a node's), its choices, each an `invoke` block."
+        ),
+    )
+    invoke: InvocationSpec | None = Field(
+        default=None,
+        description="What every invocation of the graph gets (context, configurable, "
+        "recursionLimit, tags, metadata); a BatchTest, variant, setting or row adds to it.",
+    )
 
     @model_validator(mode="after")
     def _unique_variant_names(self) -> WorkflowSpec:
@@ -156,6 +195,30 @@ class WorkflowSpec(SpecModel):
                 raise ValueError(
                     f"variants.{node}: variant names must be unique; repeated: {', '.join(dupes)}"
                 )
+        for setting, choices in (self.settings or {}).items():
+            if not re.match(IDENT_PATTERN, setting):
+                raise ValueError(
+                    f"settings.{setting}: a setting name is an identifier (letters, digits, "
+                    "_ . -, not starting with a digit)"
+                )
+            if not choices:
+                raise ValueError(f"settings.{setting} lists no choice; add at least one")
+            if setting in self.variants:
+                raise ValueError(
+                    f"settings.{setting}: {setting!r} names a node with variants; a setting "
+                    "and a node are both matrix axes, so name the setting otherwise"
+                )
+            declared = {n.name for n in self.graph.nodes}
+            if setting in declared:
+                raise ValueError(
+                    f"settings.{setting}: {setting!r} names a node of the graph; a setting "
+                    "and a node are both matrix axes, so name the setting otherwise"
+                )
+            dupes = duplicates([c.name for c in choices])
+            if dupes:
+                raise ValueError(
+                    f"settings.{setting}: choice names must be unique; repeated: {', '.join(dupes)}"
+                )
         return self
 
     def variant(self, node: str, name: str) -> VariantSpec | None:
@@ -164,6 +227,26 @@ class WorkflowSpec(SpecModel):
             if v.name == name:
                 return v
         return None
+
+    def is_setting(self, axis: str) -> bool:
+        """Whether a matrix axis is a named setting (not a node)."""
+        return self.settings is not None and axis in self.settings
+
+    def setting(self, axis: str, name: str) -> SettingSpec | None:
+        """The named choice of a setting; None for `original` or an unknown name."""
+        for choice in (self.settings or {}).get(axis, []):
+            if choice.name == name:
+                return choice
+        return None
+
+    def axis_invocation(self, axis: str, choice: str) -> InvocationSpec | None:
+        """What choosing `choice` on matrix axis `axis` (a node or a setting) adds to the
+        invocation; None for `original` or an unknown name."""
+        if self.is_setting(axis):
+            found = self.setting(axis, choice)
+            return None if found is None else found.invoke
+        variant = self.variant(axis, choice)
+        return None if variant is None else variant.invoke
 
 
 class NodeVariantsStatus(StatusModel):

@@ -152,9 +152,11 @@ class CellAttempt:
         return self.protocol._end(self, self._record(status, error_type, message), retry=True)
 
     def timed_out(self, message: str | None = None) -> Decision:
-        """The attempt overran its deadline (`message` says how, when not the plain case)."""
+        """The attempt overran its deadline (`message` says how, when not the plain case):
+        tried again only when the policy retries timeouts (`retry.retryTimeouts`)."""
         text = message or f"attempt exceeded {self.protocol.timeout:g} s"
-        return self.protocol._end(self, self._record("timeout", TIMEOUT, text), retry=True)
+        record = self._record("timeout", TIMEOUT, text)
+        return self.protocol._end(self, record, retry=self.protocol.policy.retry_timeouts)
 
     def lost(self, error_type: str, message: str, *, give_up: bool = False) -> Decision:
         """The attempt's worker was lost or stopped (`error_type` WORKER_LOST or

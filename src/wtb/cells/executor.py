@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from wtb.cells.attempts import AttemptProtocol, CellAttempt, Decision, EmitEvent, GiveUp, Retry
+from wtb.cells.invocation import Invocation, build_invocation
 from wtb.cells.retry import RetryPolicy
 from wtb.cells.scoring import Scorer
 from wtb.cells.threads import ElasticThreadPool
@@ -41,8 +42,8 @@ class AttemptGuard(Protocol):
     def watch(self, attempt: CellAttempt) -> Claim: ...
 
 
-def _invoke_sync(graph: Any, inputs: dict[str, Any]) -> Any:
-    return graph.invoke(inputs)
+def _invoke_sync(graph: Any, inputs: dict[str, Any], invocation: Invocation) -> Any:
+    return graph.invoke(inputs, invocation.config, context=invocation.context_for(graph))
 
 
 async def _in_pool(pool: ElasticThreadPool, fn: Callable[..., T], *args: Any) -> T:
@@ -54,6 +55,7 @@ class CellExecutor:
 
     def __init__(self, job: RunSpec, *, emit: EmitEvent, backoff_scale: float = 1.0) -> None:
         extend_sys_path(job.python_path)
+        self._job = job
         self._graphs = VariantGraphs(job.workflow)
         self.scorer = Scorer(job)
         self.protocol = AttemptProtocol(
@@ -89,15 +91,16 @@ class CellExecutor:
         The Ray runner calls this, one attempt per call, so that the driver holds every
         attempt's record and the backoff does not hold a worker's slot.
         """
-        inputs = self.scorer.case(cell).inputs
+        case = self.scorer.case(cell)
         graph, sync = self._graphs.get(cell.combination)
         attempt = self.protocol.begin(cell, history)
+        invocation = build_invocation(self._job, cell, case, attempt.number)
         deadline = asyncio.timeout(self.protocol.timeout)
         try:
             with pool.tracking() as submitted:
                 async with deadline:
                     with metering() as meter:
-                        state = await self._invoke(pool, graph, sync, inputs)
+                        state = await self._invoke(pool, graph, sync, case.inputs, invocation)
         except TimeoutError as exc:
             # Ours when the deadline expired; otherwise the graph raised it (transient).
             if deadline.expired():
@@ -118,14 +121,21 @@ class CellExecutor:
         return await _in_pool(pool, self.scorer.failure, cell, decision.attempts)
 
     async def _invoke(
-        self, pool: ElasticThreadPool, graph: Any, sync: bool, inputs: dict[str, Any]
+        self,
+        pool: ElasticThreadPool,
+        graph: Any,
+        sync: bool,
+        inputs: dict[str, Any],
+        invocation: Invocation,
     ) -> Any:
         if not sync:
-            return await graph.ainvoke(inputs)
+            return await graph.ainvoke(
+                inputs, invocation.config, context=invocation.context_for(graph)
+            )
         # One thread hop per cell rather than one per node: sync graphs run whole in a worker.
         # The worker runs in a copy of this task's context, so report_usage reaches the meter.
         context = contextvars.copy_context()
-        future = pool.submit(context.run, _invoke_sync, graph, inputs)
+        future = pool.submit(context.run, _invoke_sync, graph, inputs, invocation)
         return await asyncio.wrap_future(future)
 
     # -- threads -------------------------------------------------------------------------
@@ -146,7 +156,7 @@ class CellExecutor:
         finally returns: the caller's thread is then written off. When `keep_going()` turns
         false (the run was stopped), no further attempt starts.
         """
-        inputs = self.scorer.case(cell).inputs
+        case = self.scorer.case(cell)
         graph, _ = self._graphs.get(cell.combination)
         history: tuple[Attempt, ...] = ()
         if after is not None:
@@ -156,11 +166,12 @@ class CellExecutor:
             history = after.attempts
         while True:
             attempt = self.protocol.begin(cell, history)
+            invocation = build_invocation(self._job, cell, case, attempt.number)
             claim = guard.watch(attempt)
             error: BaseException | None = None
             with metering() as meter:
                 try:
-                    state = graph.invoke(inputs)
+                    state = _invoke_sync(graph, case.inputs, invocation)
                 except Exception as exc:
                     error = exc
                 except BaseException:

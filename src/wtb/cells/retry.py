@@ -32,6 +32,9 @@ _TRANSIENT_NAMES = frozenset(
     }
 )
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Never transient, whatever `transientErrors` says of a base class: the graph looped to its
+# recursion limit, and would again.
+_NEVER_TRANSIENT = frozenset({"GraphRecursionError"})
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class RetryPolicy:
     backoff_seconds: float = 0.5
     max_backoff_seconds: float = 30.0
     extra_transient: frozenset[str] = frozenset()
+    retry_timeouts: bool = False
+    """Whether an attempt that overran the cell's deadline is tried again."""
     scale: float = 1.0
     """Multiplies every delay (WTB_RETRY_BACKOFF_SCALE); 0 makes tests fast."""
 
@@ -50,10 +55,13 @@ class RetryPolicy:
             backoff_seconds=spec.backoff_seconds,
             max_backoff_seconds=spec.max_backoff_seconds,
             extra_transient=frozenset(spec.transient_errors),
+            retry_timeouts=bool(spec.retry_timeouts),
             scale=scale,
         )
 
     def is_transient(self, exc: BaseException) -> bool:
+        if type(exc).__name__ in _NEVER_TRANSIENT:
+            return False
         for klass in type(exc).__mro__:
             qualified = f"{klass.__module__}:{klass.__qualname__}"
             if klass.__name__ in _TRANSIENT_NAMES or klass.__name__ in self.extra_transient:

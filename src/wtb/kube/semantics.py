@@ -88,6 +88,18 @@ def check_references(batch: BatchTest, workflow: Workflow) -> list[ManifestError
     problems: list[ManifestError] = []
     wf = f"Workflow {workflow.metadata.name!r}"
     for node, variants in batch.spec.matrix.items():
+        if workflow.spec.is_setting(node):
+            known = [c.name for c in (workflow.spec.settings or {}).get(node, [])]
+            problems.extend(
+                ManifestError(
+                    f"setting {node!r} has no choice {choice!r} in {wf}",
+                    where=f"{where}: spec.matrix.{node}[{i}]",
+                    fix=f"use `{ORIGINAL}` (the setting left out) or one of: {', '.join(known)}",
+                )
+                for i, choice in enumerate(variants)
+                if choice != ORIGINAL and choice not in known
+            )
+            continue
         if nodes is not None and node not in nodes:
             problems.append(
                 ManifestError(

@@ -96,7 +96,9 @@ def drive(
         if recorded.status == "succeeded" and progress.done >= recorded.total_cells:
             log.info("run %s: already complete (%d cells)", run_key, recorded.total_cells)
             return True
-        job = RunSpec.from_record(recorded.spec, python_path=python_path)
+        job = RunSpec.from_record(
+            recorded.spec, python_path=python_path, run_key=run_key, batch_name=recorded.name
+        )
         plan = build_plan(job.batch, list(job.cases), where=f"run {run_key}: spec")
         last_log = time.monotonic()
 

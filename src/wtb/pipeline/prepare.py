@@ -7,23 +7,29 @@ any cell runs, and nothing is written. `wtb validate` does exactly this.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from wtb.api.batchtest import BatchTest
+from wtb.api.batchtest import BatchTest, BatchTestSpec
+from wtb.api.invocation import merge_invocations
 from wtb.api.workflow import ORIGINAL, Workflow
+from wtb.cells.invocation import case_invocation, combination_invocation
 from wtb.dataset import load_cases
 from wtb.errors import ManifestError
 from wtb.evaluators.build import build_evaluators
-from wtb.graphs import check_compiles, graph_nodes, load_builder, resolve_variant
+from wtb.graphs import check_compiles, check_context, graph_nodes, load_builder, resolve_variant
 from wtb.plan import Plan, build_plan
 from wtb.runs.keys import local_run_key
 from wtb.runs.record import record_run, run_info
 from wtb.runs.spec import RunSpec
 from wtb.storage.records import RunInfo, RunRecord
+from wtb.variant_matrix import combination_label
 
 if TYPE_CHECKING:
+    from langgraph.graph import StateGraph
+
     from wtb.storage.store import ResultStore
 
 
@@ -66,13 +72,28 @@ def prepare(
                 where=f"{workflow_where}: spec.variants.{node}",
                 fix=f"use one of the graph's nodes: {', '.join(nodes)}",
             )
+    for setting in workflow.spec.settings or {}:
+        if setting in nodes:
+            raise ManifestError(
+                f"setting {setting!r} has the name of a node of the graph",
+                where=f"{workflow_where}: spec.settings.{setting}",
+                fix="a setting and a node are both matrix axes: name the setting otherwise",
+            )
     for node, variants in spec.matrix.items():
+        if workflow.spec.is_setting(node):
+            _check_setting_axis(workflow, node, variants, where=f"{where}: spec.matrix.{node}")
+            continue
         if node not in nodes:
             raise ManifestError(
                 f"matrix names node {node!r}, which workflow "
                 f"{workflow.metadata.name!r} does not have",
                 where=f"{where}: spec.matrix.{node}",
-                fix=f"use one of the graph's nodes: {', '.join(nodes)}",
+                fix=f"use one of the graph's nodes: {', '.join(nodes)}"
+                + (
+                    f", or a setting: {', '.join(workflow.spec.settings)}"
+                    if workflow.spec.settings
+                    else ""
+                ),
             )
         for i, variant in enumerate(variants):
             if variant != ORIGINAL:
@@ -82,11 +103,67 @@ def prepare(
     build_evaluators(spec.evaluators, where=f"{where}: spec.evaluators")
     cases = load_cases(spec.dataset, base_dir, where=f"{where}: spec.dataset")
     plan = build_plan(spec, cases, where=f"{where}: spec")
-    job = RunSpec(workflow=workflow.spec, batch=spec, cases=tuple(cases), python_path=python_path)
+    _check_contexts(builder, workflow, spec, plan, where=where, workflow_where=workflow_where)
     meta = batch.metadata
+    job = RunSpec(
+        workflow=workflow.spec,
+        batch=spec,
+        cases=tuple(cases),
+        python_path=python_path,
+        batch_name=meta.name,
+    )
     key = run_key or local_run_key(meta.namespace, meta.name, job.digest())
+    job = dataclasses.replace(job, run_key=key)
     info = run_info(batch, job, key, plan.total)
     return PreparedBatch(batch=batch, workflow=workflow, job=job, plan=plan, run_info=info)
+
+
+def _check_setting_axis(
+    workflow: Workflow, setting: str, choices: list[str], *, where: str
+) -> None:
+    known = [c.name for c in (workflow.spec.settings or {}).get(setting, [])]
+    for i, choice in enumerate(choices):
+        if choice != ORIGINAL and choice not in known:
+            raise ManifestError(
+                f"setting {setting!r} has no choice {choice!r} in workflow "
+                f"{workflow.metadata.name!r}",
+                where=f"{where}[{i}]",
+                fix=f"use `{ORIGINAL}` (the setting left out) or one of: {', '.join(known)}",
+            )
+
+
+def _check_contexts(
+    builder: StateGraph[Any],
+    workflow: Workflow,
+    spec: BatchTestSpec,
+    plan: Plan,
+    *,
+    where: str,
+    workflow_where: str,
+) -> None:
+    """Check the merged context of every combination, and of every case that gives a context
+    of its own, against the graph's context_schema: a missing or mistyped field is refused
+    before any cell runs, not as a failure in every cell."""
+    if builder.context_schema is None:
+        return
+    fix = (
+        "give the context's fields in `invoke.context` (on the Workflow, the BatchTest, a "
+        "variant or setting, or a data set row), as the graph's context_schema declares them"
+    )
+    own = [c for c in plan.cases if c.invoke and "context" in c.invoke]
+    for combination in plan.combinations:
+        parts = combination_invocation(workflow.spec, spec.invoke, combination)
+        label = combination_label(combination)
+        shared = merge_invocations(parts).context
+        check_context(builder, shared, where=f"{where}: spec (combination {label})", fix=fix)
+        for case in own:
+            context = merge_invocations([*parts, case_invocation(case)]).context
+            check_context(
+                builder,
+                context,
+                where=f"{where}: spec.dataset, case {case.id!r} (combination {label})",
+                fix=fix,
+            )
 
 
 def plan_recorded_run(

@@ -30,6 +30,10 @@ class RunSpec:
     """Directories put first on sys.path before user code is imported (local runs)."""
     planned: bool = True
     """False for a run recorded without its data set (by the operator)."""
+    run_key: str = ""
+    """The run's key in the result store, for trace metadata (not part of the record)."""
+    batch_name: str = ""
+    """The BatchTest's name, for trace run names (not part of the record)."""
 
     def case_index(self) -> dict[str, Case]:
         return {c.id: c for c in self.cases}
@@ -42,23 +46,42 @@ class RunSpec:
         }
         if self.planned:
             record["cases"] = [
-                {"id": c.id, "inputs": c.inputs, **({"expected": c.expected} if c.expected else {})}
+                {
+                    "id": c.id,
+                    "inputs": c.inputs,
+                    **({"expected": c.expected} if c.expected else {}),
+                    **({"invoke": c.invoke} if c.invoke else {}),
+                }
                 for c in self.cases
             ]
         return record
 
     @classmethod
-    def from_record(cls, record: dict[str, Any], python_path: tuple[str, ...] = ()) -> RunSpec:
+    def from_record(
+        cls,
+        record: dict[str, Any],
+        python_path: tuple[str, ...] = (),
+        *,
+        run_key: str = "",
+        batch_name: str = "",
+    ) -> RunSpec:
         cases = record.get("cases")
         return cls(
             workflow=WorkflowSpec.model_validate(record["workflow"]),
             batch=BatchTestSpec.model_validate(record["batchTest"]),
             cases=tuple(
-                Case(id=c["id"], inputs=c["inputs"], expected=c.get("expected"))
+                Case(
+                    id=c["id"],
+                    inputs=c["inputs"],
+                    expected=c.get("expected"),
+                    invoke=c.get("invoke"),
+                )
                 for c in cases or ()
             ),
             python_path=python_path,
             planned=cases is not None,
+            run_key=run_key,
+            batch_name=batch_name,
         )
 
     def digest(self) -> str:

@@ -1,0 +1,94 @@
+"""What one attempt's graph.invoke / ainvoke gets besides the input: the RunnableConfig and
+LangGraph's run-scoped context, built in one place for both executor drivers (and so for the
+Ray actors, which run the executor's `attempt`).
+
+The user's `invoke` blocks are merged, least specific first: the Workflow's, the BatchTest's,
+the combination's variants and settings (in axis-name order), the case's. WTB then adds what
+correlates the invocation's trace with the cell: `run_name` ("wtb:<batch>:<combination>"),
+the tag `wtb`, and metadata `wtb_run`, `wtb_cell`, `wtb_case`, `wtb_repeat`, `wtb_attempt`,
+`wtb_combination` (the user's metadata may not use the `wtb_` prefix, so these always win).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from wtb.api.invocation import DEFAULT_RECURSION_LIMIT, InvocationSpec, merge_invocations
+from wtb.api.workflow import WorkflowSpec
+from wtb.domain import Case, Cell, Combination
+from wtb.runs.spec import RunSpec
+from wtb.variant_matrix import combination_label
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
+
+WTB_TAG = "wtb"
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """The keyword arguments of one invocation besides the input."""
+
+    config: RunnableConfig
+    context: dict[str, Any] | None
+    """The merged context; None when no level gives one."""
+
+    def context_for(self, graph: Any) -> dict[str, Any] | None:
+        """The `context=` argument for `graph`: a graph that declares a context_schema
+        always gets one (`{}` when nothing was given: the schema's defaults, as `prepare`
+        checked), so its nodes never see `runtime.context` None."""
+        if self.context is None and getattr(graph, "context_schema", None) is not None:
+            return {}
+        return self.context
+
+
+def combination_invocation(
+    workflow: WorkflowSpec, batch_invoke: InvocationSpec | None, combination: Combination
+) -> list[InvocationSpec | None]:
+    """The `invoke` blocks that apply to every case of `combination`, least specific first."""
+    return [
+        workflow.invoke,
+        batch_invoke,
+        *(workflow.axis_invocation(axis, choice) for axis, choice in combination),
+    ]
+
+
+def case_invocation(case: Case) -> InvocationSpec | None:
+    """A case's `invoke` block (validated when the data set was loaded)."""
+    return None if case.invoke is None else InvocationSpec.model_validate(case.invoke)
+
+
+def merged_invocation(job: RunSpec, combination: Combination, case: Case) -> InvocationSpec:
+    """The user's `invoke` blocks for `combination` on `case`, merged."""
+    return merge_invocations(
+        [
+            *combination_invocation(job.workflow, job.batch.invoke, combination),
+            case_invocation(case),
+        ]
+    )
+
+
+def build_invocation(job: RunSpec, cell: Cell, case: Case, attempt: int) -> Invocation:
+    """The RunnableConfig and context of attempt `attempt` (1-based) of `cell` on `case`."""
+    spec = merged_invocation(job, cell.combination, case)
+    label = combination_label(cell.combination)
+    metadata: dict[str, Any] = {
+        **(spec.metadata or {}),
+        "wtb_run": job.run_key,
+        "wtb_cell": cell.key,
+        "wtb_case": cell.case_id,
+        "wtb_repeat": cell.repeat,
+        "wtb_attempt": attempt,
+        "wtb_combination": label,
+    }
+    tags = [WTB_TAG, *(t for t in spec.tags or () if t != WTB_TAG)]
+    config: RunnableConfig = {
+        "run_name": ":".join(part for part in ("wtb", job.batch_name, label) if part),
+        "tags": tags,
+        "metadata": metadata,
+        "recursion_limit": spec.recursion_limit or DEFAULT_RECURSION_LIMIT,
+    }
+    if spec.configurable:
+        config["configurable"] = dict(spec.configurable)
+    return Invocation(config=config, context=spec.context)
