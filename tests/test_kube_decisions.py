@@ -618,3 +618,24 @@ def test_status_patch_leaves_kopfs_own_key_alone() -> None:
     before = {"phase": "Running", "kopf": {"progress": {"h": {"retries": 1}}}}
     patch = status_patch(before, {"phase": "Succeeded"})
     assert patch == {"phase": "Succeeded"}
+
+
+def test_a_setting_axis_is_checked_against_the_workflows_settings() -> None:
+    """A matrix axis may be a Workflow setting (wtb.api.invocation): its choices are checked
+    like variants, without the graph's code."""
+    workflow = _workflow_body()
+    workflow["spec"]["settings"] = {
+        "model": [{"name": "small", "invoke": {"configurable": {"model": "m1"}}}]
+    }
+    good = parse_batchtest(
+        _batchtest_body(lambda s: s["matrix"].update(model=["original", "small"]))
+    )
+    assert check_references(good, parse_workflow(workflow)) == []
+    bad = parse_batchtest(_batchtest_body(lambda s: s["matrix"].update(model=["original", "huge"])))
+    message = summary(check_references(bad, parse_workflow(workflow)))
+    assert "spec.matrix.model[1]" in message
+    assert "setting 'model' has no choice 'huge'" in message
+    # A setting may not have the name of a declared node: both are matrix axes.
+    workflow["spec"]["settings"] = {"lookup": workflow["spec"]["settings"]["model"]}
+    with pytest.raises(ManifestErrors, match="names a node of the graph"):
+        parse_workflow(workflow)

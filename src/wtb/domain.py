@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 Combination = tuple[tuple[str, str], ...]
-"""A variant combination: (node, variant) pairs sorted by node name."""
+"""A variant combination: (axis, choice) pairs sorted by axis name, an axis being a node
+(its variant) or a Workflow setting (its choice)."""
 
 CellStatus = Literal["succeeded", "failed"]
 AttemptStatus = Literal["succeeded", "failed", "timeout", "transient"]

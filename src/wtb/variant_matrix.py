@@ -1,4 +1,5 @@
-"""The variant matrix, a BatchTest's input: which variant of each node to try, expanded
+"""The variant matrix, a BatchTest's input: which variant of each node (or choice of each
+Workflow setting: an axis that changes the invocation, not a node) to try, expanded
 into combinations (the cartesian product of the per-node lists, narrowed by
 include/exclude), and the baseline the others are compared with.
 
