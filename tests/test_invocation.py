@@ -343,3 +343,14 @@ def test_specs_without_invoke_keep_their_digest(tmp_path: Path) -> None:
     assert "invoke" not in record["batchTest"]
     assert "retryTimeouts" not in record["batchTest"]["retry"]
     assert all("invoke" not in case for case in record["cases"])
+
+
+def test_cell_keys_of_node_only_matrices_did_not_change() -> None:
+    """Settings are axes beside nodes in the same (axis, choice) pairs: the keys of
+    node-only matrices, in stores written before settings existed, stay as they were."""
+    from wtb.plan import cell_key
+    from wtb.variant_matrix import as_combination, combo_key
+
+    combination = as_combination({"generate": "short", "retrieve": "bm25"})
+    assert cell_key(combination, "case-1", 3) == "29f5d8c7525e9fc4943fa0f26bcc863e"
+    assert combo_key(combination) == "117b0384975d4424"
