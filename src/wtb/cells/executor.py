@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from wtb.cells.attempts import AttemptProtocol, CellAttempt, Decision, EmitEvent, GiveUp, Retry
+from wtb.cells.invocation import invocation_config
 from wtb.cells.retry import RetryPolicy
 from wtb.cells.scoring import Scorer
 from wtb.cells.threads import ElasticThreadPool
@@ -41,8 +42,8 @@ class AttemptGuard(Protocol):
     def watch(self, attempt: CellAttempt) -> Claim: ...
 
 
-def _invoke_sync(graph: Any, inputs: dict[str, Any]) -> Any:
-    return graph.invoke(inputs)
+def _invoke_sync(graph: Any, inputs: dict[str, Any], config: dict[str, Any]) -> Any:
+    return graph.invoke(inputs, config)
 
 
 async def _in_pool(pool: ElasticThreadPool, fn: Callable[..., T], *args: Any) -> T:
@@ -91,13 +92,15 @@ class CellExecutor:
         """
         inputs = self.scorer.case(cell).inputs
         graph, sync = self._graphs.get(cell.combination)
+        runtime = self._graphs.runtime(cell.combination)
         attempt = self.protocol.begin(cell, history)
+        config = invocation_config(cell, attempt.number, needs_thread=runtime.needs_thread)
         deadline = asyncio.timeout(self.protocol.timeout)
         try:
             with pool.tracking() as submitted:
                 async with deadline:
-                    with metering() as meter:
-                        state = await self._invoke(pool, graph, sync, inputs)
+                    with metering() as meter, runtime.attempt(config):
+                        state = await self._invoke(pool, graph, sync, inputs, config)
         except TimeoutError as exc:
             # Ours when the deadline expired; otherwise the graph raised it (transient).
             if deadline.expired():
@@ -118,14 +121,20 @@ class CellExecutor:
         return await _in_pool(pool, self.scorer.failure, cell, decision.attempts)
 
     async def _invoke(
-        self, pool: ElasticThreadPool, graph: Any, sync: bool, inputs: dict[str, Any]
+        self,
+        pool: ElasticThreadPool,
+        graph: Any,
+        sync: bool,
+        inputs: dict[str, Any],
+        config: dict[str, Any],
     ) -> Any:
         if not sync:
-            return await graph.ainvoke(inputs)
+            return await graph.ainvoke(inputs, config)
         # One thread hop per cell rather than one per node: sync graphs run whole in a worker.
-        # The worker runs in a copy of this task's context, so report_usage reaches the meter.
+        # The worker runs in a copy of this task's context, so report_usage reaches the meter
+        # and the graph's store and cache reach the attempt's (wtb.runtime.attempt).
         context = contextvars.copy_context()
-        future = pool.submit(context.run, _invoke_sync, graph, inputs)
+        future = pool.submit(context.run, _invoke_sync, graph, inputs, config)
         return await asyncio.wrap_future(future)
 
     # -- threads -------------------------------------------------------------------------
@@ -148,6 +157,7 @@ class CellExecutor:
         """
         inputs = self.scorer.case(cell).inputs
         graph, _ = self._graphs.get(cell.combination)
+        runtime = self._graphs.runtime(cell.combination)
         history: tuple[Attempt, ...] = ()
         if after is not None:
             if isinstance(after, GiveUp) or not keep_going():
@@ -156,11 +166,12 @@ class CellExecutor:
             history = after.attempts
         while True:
             attempt = self.protocol.begin(cell, history)
+            config = invocation_config(cell, attempt.number, needs_thread=runtime.needs_thread)
             claim = guard.watch(attempt)
             error: BaseException | None = None
-            with metering() as meter:
+            with metering() as meter, runtime.attempt(config):
                 try:
-                    state = graph.invoke(inputs)
+                    state = graph.invoke(inputs, config)
                 except Exception as exc:
                     error = exc
                 except BaseException:
