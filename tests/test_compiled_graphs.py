@@ -217,3 +217,40 @@ def test_the_cache_serves_an_attempt_only_and_the_users_cache_is_not_written(
         graph.invoke({"question": "alpha"})
         graph.invoke({"question": "alpha"})
     assert CALLS == ["alpha"]
+
+
+def _settings_of(graph: Any) -> Any:
+    from compiledapp.graph import build
+
+    from wtb.runtime.compiled import compile_settings
+
+    return compile_settings(graph, build().compile(), where="spec.graph.factory")
+
+
+def test_settings_made_after_compile_are_kept() -> None:
+    from compiledapp.graph import build
+
+    user = build().compile(name="tuned", debug=True).with_config(recursion_limit=7, tags=["prod"])
+    user.step_timeout = 30.0
+    graph, runtime = _settings_of(user).compile(build())
+    assert graph.name == "tuned"
+    assert graph.debug is True
+    assert graph.config["recursion_limit"] == 7
+    assert graph.config["tags"] == ["prod"]
+    assert graph.step_timeout == 30.0
+    assert graph.store is None
+    assert graph.checkpointer is None
+    assert not runtime.needs_thread
+
+
+def test_what_wtb_does_not_know_how_to_keep_is_refused_by_name() -> None:
+    from compiledapp.graph import build
+
+    user = build().compile()
+    user.a_newer_setting = "on"  # as a newer LangGraph's compile() might set
+    with pytest.raises(ManifestError, match="a_newer_setting"):
+        _settings_of(user)
+    grown = build().compile()
+    grown.nodes["extra"] = grown.nodes["finish"]
+    with pytest.raises(ManifestError, match=r"nodes its builder does not \(extra\)"):
+        _settings_of(grown)
