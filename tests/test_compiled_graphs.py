@@ -21,6 +21,7 @@ from wtb.graphs import VariantGraphs
 from wtb.manifests import load_manifests
 from wtb.pipeline.prepare import PreparedBatch, prepare
 from wtb.runners import InlineRunner
+from wtb.runners.base import Runner
 from wtb.runtime.attempt import AttemptStore
 
 APP = Path(__file__).parent / "fixtures" / "compiled"
@@ -74,11 +75,18 @@ def _prepared(tmp_path: Path, graph: str, variant: str) -> PreparedBatch:
     manifests = load_manifests([str(path)])
     bt, source = manifests.batchtests[0]
     wf, _ = manifests.workflow_for(bt, source)
-    return prepare(bt, wf, base_dir=tmp_path, where=path.name, workflow_where=path.name)
+    return prepare(
+        bt,
+        wf,
+        base_dir=tmp_path,
+        where=path.name,
+        workflow_where=path.name,
+        python_path=(str(APP),),
+    )
 
 
-def _run(prepared: PreparedBatch) -> list[CellResult]:
-    runner = InlineRunner(backoff_scale=0)
+def _run(prepared: PreparedBatch, runner: Runner | None = None) -> list[CellResult]:
+    runner = runner or InlineRunner(backoff_scale=0)
     return list(runner.run(prepared.job, prepared.plan.iter_cells(), EventBus()))
 
 
@@ -126,6 +134,21 @@ def test_each_cell_reads_the_users_store_and_keeps_its_writes_to_itself(
     assert _store_items() == before
     assert ("facts",) in {ns for ns, _ in before}
     assert (("facts",), "obsolete") in before
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("graph", ["with_store", "checkpointed"])
+def test_on_ray_actors_too(ray_cluster: object, tmp_path: Path, graph: str) -> None:
+    from wtb.runners.ray_runner import RayRunner
+
+    prepared = _prepared(tmp_path, graph, "async")
+    results = _run(prepared, RayRunner(actors=1, backoff_scale=0))
+    for r, out in zip(results, _outputs(results), strict=True):
+        assert out["answer"] == "Paris"
+        assert out["notes"] == [r.cell.case_id]
+        assert out["gone"] is True
+        assert ("finished" not in out) is (graph == "checkpointed")
 
 
 def test_the_graph_keeps_its_name_and_store_and_gets_wtbs_own_saver(tmp_path: Path) -> None:
