@@ -34,9 +34,10 @@ def _app_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _prepared(tmp_path: Path, graph: str, variant: str) -> PreparedBatch:
-    """A batch over the app's compiled graph `graph` with node `remember` as `variant`
-    (`original` is sync, so cells run on worker threads; `async` runs them on the loop),
-    each question twice."""
+    """A batch over the app's compiled graph `graph` with node `remember` as `variant`,
+    each question twice. `variant` is `original` (sync: the inline runner runs cells whole
+    on worker threads), `async` (cells run on the loop, with `ainvoke`) or `both` (the
+    two combinations, all on the loop: the sync one whole in the loop's pool)."""
     workflow = {
         "apiVersion": "wtb.dev/v1alpha1",
         "kind": "Workflow",
@@ -54,8 +55,8 @@ def _prepared(tmp_path: Path, graph: str, variant: str) -> PreparedBatch:
         "metadata": {"name": "compiled"},
         "spec": {
             "workflowRef": {"name": "compiled"},
-            "matrix": {"remember": [variant]},
-            "baseline": {"remember": variant},
+            "matrix": {"remember": ["original", "async"] if variant == "both" else [variant]},
+            "baseline": {"remember": "original" if variant == "both" else variant},
             "dataset": {
                 "cases": [
                     {"id": q, "inputs": {"question": q}, "expected": {"answer": "Paris"}}
@@ -91,7 +92,7 @@ def _run(prepared: PreparedBatch, runner: Runner | None = None) -> list[CellResu
 
 
 def _outputs(results: list[CellResult]) -> list[dict[str, Any]]:
-    assert len(results) == len(QUESTIONS) * 2
+    assert len(results) % (len(QUESTIONS) * 2) == 0
     outputs = []
     for r in results:
         assert r.status == "succeeded", (r.error_type, r.error_message)
@@ -110,7 +111,7 @@ def _store_items() -> dict[tuple[tuple[str, ...], str], dict[str, Any]]:
     }
 
 
-@pytest.mark.parametrize("variant", ["original", "async"])
+@pytest.mark.parametrize("variant", ["original", "async", "both"])
 def test_each_cell_reads_the_users_store_and_keeps_its_writes_to_itself(
     tmp_path: Path, variant: str
 ) -> None:
@@ -118,9 +119,11 @@ def test_each_cell_reads_the_users_store_and_keeps_its_writes_to_itself(
     prepared = _prepared(tmp_path, "with_store", variant)
     # Sync-only with `original`: cells run whole on worker threads (`run_sync`); with the
     # async variant, on the loop (`ainvoke`, the sync `peek` in the loop's pool).
-    sync = VariantGraphs(prepared.job.workflow).get((("remember", variant),))[1]
-    assert sync is (variant == "original")
+    if variant != "both":
+        sync = VariantGraphs(prepared.job.workflow).get((("remember", variant),))[1]
+        assert sync is (variant == "original")
     results = _run(prepared)
+    assert len(results) == len(QUESTIONS) * 2 * (2 if variant == "both" else 1)
     for r, out in zip(results, _outputs(results), strict=True):
         question = r.cell.case_id
         assert out["answer"] == "Paris"  # seeded in the user's store
