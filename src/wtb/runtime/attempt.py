@@ -137,6 +137,9 @@ class GraphRuntime:
         """The scope of one invocation with `config`: its store overlay and cache, and
         afterwards its checkpointer thread (`configurable.thread_id`) deleted. Enter it in
         the context the graph is invoked from."""
+        if self.user_store is None and not self.cache and self.saver is None:
+            yield  # a graph with none of these (most): nothing to set up per attempt
+            return
         thread_id = config.get("configurable", {}).get("thread_id")
         resources = _AttemptResources(
             store=None if self.user_store is None else OverlayStore(self.user_store),
