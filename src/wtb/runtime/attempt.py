@@ -4,7 +4,7 @@ A combination's graph is compiled once per process, but a store, a cache and a
 checkpointer thread must belong to one cell attempt, or cells would see each other's
 writes. LangGraph takes the store and the cache at compile time only (its per-call
 override is a private config key), so WTB compiles the graph with stand-ins,
-`ATTEMPT_STORE` and `ATTEMPT_CACHE`, that hand every operation to the resources of the
+`AttemptStore` and `AttemptCache`, that hand every operation to the resources of the
 attempt in progress. `GraphRuntime.attempt` sets those in a ContextVar around the
 invocation; LangGraph runs nodes in tasks and worker threads that copy the caller's
 context, so a node reaches the attempt's resources wherever it runs (the same way the
@@ -18,6 +18,9 @@ usage meter of `wtb.usage` travels).
 - Checkpointer: one `InMemorySaver` of WTB's per compiled graph, never the user's; each
   attempt runs on a thread of its own (`thread_id` unique per cell and attempt), deleted
   when the attempt is over, so the saver holds the threads of the attempts in flight only.
+  A thread is what LangGraph keys checkpoints by, so the saver needs no stand-in. (A sync
+  graph still running in a thread written off at its timeout may write to its thread
+  after it was deleted; such threads are few and end with the process.)
 """
 
 from __future__ import annotations
