@@ -2,7 +2,9 @@
 
 The user's factory is never modified: each build calls it again (or copies the builder of a
 compiled graph) and replaces node implementations on the copy, keeping every other property
-of the node (input schema, retry and cache policies, destinations, metadata).
+of the node (input schema, retry and cache policies, destinations, metadata). A graph the
+user compiled is compiled again as they compiled it (`wtb.runtime.compiled`), with the
+store, cache and checkpointer made per cell attempt (`wtb.runtime.attempt`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pydantic import BaseModel, TypeAdapter
 from wtb.api.workflow import END, ORIGINAL, START, WorkflowSpec
 from wtb.errors import ManifestError
 from wtb.importing import import_object
+from wtb.runtime.attempt import GraphRuntime
+from wtb.runtime.compiled import CompileSettings, compile_settings
 
 if TYPE_CHECKING:
     from langgraph.graph import StateGraph
@@ -27,13 +31,23 @@ GRAPH_WHERE = "spec.graph"
 
 
 def load_builder(spec: WorkflowSpec, *, where: str = GRAPH_WHERE) -> StateGraph[Any]:
-    """A fresh, uncompiled StateGraph for the workflow (the user's object is not touched)."""
+    """A fresh, uncompiled StateGraph for the workflow (the user's object is not touched).
+
+    A ManifestError when the user's compiled graph has settings WTB cannot keep."""
+    return load_graph(spec, where=where)[0]
+
+
+def load_graph(
+    spec: WorkflowSpec, *, where: str = GRAPH_WHERE
+) -> tuple[StateGraph[Any], CompileSettings]:
+    """A fresh, uncompiled StateGraph for the workflow, and how the user compiled it
+    (nothing special for a builder or a declared graph)."""
     from langgraph.graph import StateGraph
     from langgraph.graph.state import CompiledStateGraph
 
     graph = spec.graph
     if graph.factory is None:
-        return _declared_builder(spec, where=where)
+        return _declared_builder(spec, where=where), CompileSettings()
     obj = import_object(graph.factory, where=f"{where}.factory")
     if callable(obj) and not isinstance(obj, StateGraph | CompiledStateGraph):
         try:
@@ -44,7 +58,11 @@ def load_builder(spec: WorkflowSpec, *, where: str = GRAPH_WHERE) -> StateGraph[
                 where=f"{where}.factory",
                 fix="the factory is called with no arguments and must return a StateGraph",
             ) from exc
+    settings = CompileSettings()
     if isinstance(obj, CompiledStateGraph):
+        with _refused(f"{where}.factory", "fix the graph the factory builds"):
+            bare = _copy_builder(obj.builder).compile()
+        settings = compile_settings(obj, bare, where=f"{where}.factory")
         obj = obj.builder
     if not isinstance(obj, StateGraph):
         raise ManifestError(
@@ -52,9 +70,14 @@ def load_builder(spec: WorkflowSpec, *, where: str = GRAPH_WHERE) -> StateGraph[
             where=f"{where}.factory",
             fix="return a langgraph StateGraph (uncompiled builder) or a compiled graph",
         )
-    builder = copy.copy(obj)
-    builder.nodes = dict(obj.nodes)
-    return builder
+    return _copy_builder(obj), settings
+
+
+def _copy_builder(builder: StateGraph[Any]) -> StateGraph[Any]:
+    """A copy whose nodes can be replaced without touching the original's."""
+    copied = copy.copy(builder)
+    copied.nodes = dict(builder.nodes)
+    return copied
 
 
 def _declared_builder(spec: WorkflowSpec, *, where: str) -> StateGraph[Any]:
@@ -206,15 +229,28 @@ class VariantGraphs:
 
     def __init__(self, spec: WorkflowSpec) -> None:
         self._spec = spec
-        self._compiled: dict[tuple[tuple[str, str], ...], tuple[CompiledStateGraph[Any], bool]] = {}
+        self._compiled: dict[
+            tuple[tuple[str, str], ...], tuple[CompiledStateGraph[Any], bool, GraphRuntime]
+        ] = {}
 
     def get(self, combination: tuple[tuple[str, str], ...]) -> tuple[CompiledStateGraph[Any], bool]:
         """The compiled graph for a combination and whether it is sync-only."""
+        graph, sync, _ = self._build(combination)
+        return graph, sync
+
+    def runtime(self, combination: tuple[tuple[str, str], ...]) -> GraphRuntime:
+        """What each invocation of the combination's graph must run in: its attempt's
+        store overlay and cache, and whether it needs a checkpointer thread."""
+        return self._build(combination)[2]
+
+    def _build(
+        self, combination: tuple[tuple[str, str], ...]
+    ) -> tuple[CompiledStateGraph[Any], bool, GraphRuntime]:
         if self._spec.settings:
             combination = tuple(p for p in combination if not self._spec.is_setting(p[0]))
         found = self._compiled.get(combination)
         if found is None:
-            builder = load_builder(self._spec)
+            builder, settings = load_graph(self._spec)
             swap_nodes(
                 builder,
                 {
@@ -223,6 +259,7 @@ class VariantGraphs:
                     if variant != ORIGINAL
                 },
             )
-            found = (builder.compile(), is_sync_graph(builder))
+            graph, runtime = settings.compile(builder)
+            found = (graph, is_sync_graph(builder), runtime)
             self._compiled[combination] = found
         return found

@@ -93,13 +93,16 @@ class CellExecutor:
         """
         case = self.scorer.case(cell)
         graph, sync = self._graphs.get(cell.combination)
+        runtime = self._graphs.runtime(cell.combination)
         attempt = self.protocol.begin(cell, history)
-        invocation = build_invocation(self._job, cell, case, attempt.number)
+        invocation = build_invocation(
+            self._job, cell, case, attempt.number, needs_thread=runtime.needs_thread
+        )
         deadline = asyncio.timeout(self.protocol.timeout)
         try:
             with pool.tracking() as submitted:
                 async with deadline:
-                    with metering() as meter:
+                    with metering() as meter, runtime.attempt(invocation.config):
                         state = await self._invoke(pool, graph, sync, case.inputs, invocation)
         except TimeoutError as exc:
             # Ours when the deadline expired; otherwise the graph raised it (transient).
@@ -133,7 +136,8 @@ class CellExecutor:
                 inputs, invocation.config, context=invocation.context_for(graph)
             )
         # One thread hop per cell rather than one per node: sync graphs run whole in a worker.
-        # The worker runs in a copy of this task's context, so report_usage reaches the meter.
+        # The worker runs in a copy of this task's context, so report_usage reaches the meter
+        # and the graph's store and cache reach the attempt's (wtb.runtime.attempt).
         context = contextvars.copy_context()
         future = pool.submit(context.run, _invoke_sync, graph, inputs, invocation)
         return await asyncio.wrap_future(future)
@@ -158,6 +162,7 @@ class CellExecutor:
         """
         case = self.scorer.case(cell)
         graph, _ = self._graphs.get(cell.combination)
+        runtime = self._graphs.runtime(cell.combination)
         history: tuple[Attempt, ...] = ()
         if after is not None:
             if isinstance(after, GiveUp) or not keep_going():
@@ -166,10 +171,12 @@ class CellExecutor:
             history = after.attempts
         while True:
             attempt = self.protocol.begin(cell, history)
-            invocation = build_invocation(self._job, cell, case, attempt.number)
+            invocation = build_invocation(
+                self._job, cell, case, attempt.number, needs_thread=runtime.needs_thread
+            )
             claim = guard.watch(attempt)
             error: BaseException | None = None
-            with metering() as meter:
+            with metering() as meter, runtime.attempt(invocation.config):
                 try:
                     state = _invoke_sync(graph, case.inputs, invocation)
                 except Exception as exc:

@@ -7,6 +7,8 @@ the combination's variants and settings (in axis-name order), the case's. WTB th
 correlates the invocation's trace with the cell: `run_name` ("wtb:<batch>:<combination>"),
 the tag `wtb`, and metadata `wtb_run`, `wtb_cell`, `wtb_case`, `wtb_repeat`, `wtb_attempt`,
 `wtb_combination` (the user's metadata may not use the `wtb_` prefix, so these always win).
+A graph with a checkpointer (WTB's own in-memory saver, see `wtb.runtime.attempt`) runs each
+attempt on a thread of its own, `configurable.thread_id`, which wins over the user's.
 """
 
 from __future__ import annotations
@@ -69,8 +71,16 @@ def merged_invocation(job: RunSpec, combination: Combination, case: Case) -> Inv
     )
 
 
-def build_invocation(job: RunSpec, cell: Cell, case: Case, attempt: int) -> Invocation:
-    """The RunnableConfig and context of attempt `attempt` (1-based) of `cell` on `case`."""
+def thread_id(cell: Cell, attempt_number: int) -> str:
+    """The checkpointer thread of one attempt of a cell: no two attempts share one."""
+    return f"{cell.key}#{attempt_number}"
+
+
+def build_invocation(
+    job: RunSpec, cell: Cell, case: Case, attempt: int, *, needs_thread: bool = False
+) -> Invocation:
+    """The RunnableConfig and context of attempt `attempt` (1-based) of `cell` on `case`;
+    `needs_thread` when the graph has a checkpointer."""
     spec = merged_invocation(job, cell.combination, case)
     label = combination_label(cell.combination)
     metadata: dict[str, Any] = {
@@ -89,6 +99,8 @@ def build_invocation(job: RunSpec, cell: Cell, case: Case, attempt: int) -> Invo
         "metadata": metadata,
         "recursion_limit": spec.recursion_limit or DEFAULT_RECURSION_LIMIT,
     }
-    if spec.configurable:
-        config["configurable"] = dict(spec.configurable)
+    if spec.configurable or needs_thread:
+        config["configurable"] = dict(spec.configurable or {})
+    if needs_thread:
+        config["configurable"]["thread_id"] = thread_id(cell, attempt)
     return Invocation(config=config, context=spec.context)
