@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from toybatch import prepare_documents
 from wtb.domain import Cell, CellResult
 from wtb.errors import ManifestError
 from wtb.events import EventBus
 from wtb.graphs import VariantGraphs
-from wtb.manifests import load_manifests
-from wtb.pipeline.prepare import PreparedBatch, prepare
+from wtb.pipeline.prepare import PreparedBatch
 from wtb.runners import InlineRunner
 from wtb.runners.base import Runner
 from wtb.runtime.attempt import AttemptStore
@@ -71,19 +70,7 @@ def _prepared(tmp_path: Path, graph: str, variant: str) -> PreparedBatch:
             "primaryMetric": "correct",
         },
     }
-    path = tmp_path / "compiled.yaml"
-    path.write_text(yaml.safe_dump_all([workflow, batch]))
-    manifests = load_manifests([str(path)])
-    bt, source = manifests.batchtests[0]
-    wf, _ = manifests.workflow_for(bt, source)
-    return prepare(
-        bt,
-        wf,
-        base_dir=tmp_path,
-        where=path.name,
-        workflow_where=path.name,
-        python_path=(str(APP),),
-    )
+    return prepare_documents(tmp_path / "compiled.yaml", workflow, batch, python_path=(str(APP),))
 
 
 def _run(prepared: PreparedBatch, runner: Runner | None = None) -> list[CellResult]:

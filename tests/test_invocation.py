@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from toybatch import prepare_documents
 from wtb.api.invocation import InvocationSpec, merge_invocations
 from wtb.domain import CellResult
 from wtb.errors import ManifestError, ManifestErrors
 from wtb.events import EventBus
-from wtb.manifests import load_manifests
-from wtb.pipeline.prepare import PreparedBatch, prepare
+from wtb.pipeline.prepare import PreparedBatch
 from wtb.variant_matrix import combination_label
 
 INVOKE = Path(__file__).parent / "fixtures" / "invoke"
@@ -88,17 +87,10 @@ BATCH: dict[str, Any] = {
 def _prepared(
     tmp_path: Path, workflow: dict[str, Any] | None = None, batch: dict[str, Any] | None = None
 ) -> PreparedBatch:
-    path = tmp_path / "manifests.yaml"
-    path.write_text(yaml.safe_dump_all([workflow or WORKFLOW, batch or BATCH]))
-    manifests = load_manifests([str(path)])
-    bt, source = manifests.batchtests[0]
-    wf, _ = manifests.workflow_for(bt, source)
-    return prepare(
-        bt,
-        wf,
-        base_dir=tmp_path,
-        where=path.name,
-        workflow_where=path.name,
+    return prepare_documents(
+        tmp_path / "manifests.yaml",
+        workflow or WORKFLOW,
+        batch or BATCH,
         python_path=(str(INVOKE),),
     )
 

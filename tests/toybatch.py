@@ -128,12 +128,30 @@ def toy_prepared(
         "concurrency": 4,
     }
     batch = toy_batchtest(name, cases, **{**defaults, **spec})
-    path = tmp_path / f"{name}.yaml"
+    return prepare_documents(tmp_path / f"{name}.yaml", workflow, batch)
+
+
+def prepare_documents(
+    path: Path,
+    workflow: dict[str, Any],
+    batch: dict[str, Any],
+    *,
+    python_path: tuple[str, ...] = (),
+) -> PreparedBatch:
+    """Write a Workflow and a BatchTest manifest to `path` as a user would, load them and
+    prepare the batch (relative paths resolve beside `path`)."""
     path.write_text(yaml.safe_dump_all([workflow, batch]))
     manifests = load_manifests([str(path)])
     bt, source = manifests.batchtests[0]
     wf, _ = manifests.workflow_for(bt, source)
-    return prepare(bt, wf, base_dir=tmp_path, where=path.name, workflow_where=path.name)
+    return prepare(
+        bt,
+        wf,
+        base_dir=path.parent,
+        where=path.name,
+        workflow_where=path.name,
+        python_path=python_path,
+    )
 
 
 def toy_job(
