@@ -33,6 +33,7 @@ VARIANTS: dict[str, list[dict[str, object]]] = {
         {
             "name": "prefixed",
             "path": "toyflow.graph:make_answer_prefixed",
+            "factory": True,
             "config": {"prefix": "> "},
         },
         {"name": "async", "path": "toyflow.graph:answer_async"},
@@ -154,6 +155,7 @@ def test_variant_config_not_accepted_by_factory() -> None:
                 {
                     "name": "p",
                     "path": "toyflow.graph:make_answer_prefixed",
+                    "factory": True,
                     "config": {"suffix": "!"},
                 }
             ]

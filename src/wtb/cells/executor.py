@@ -55,6 +55,9 @@ class CellExecutor:
     def __init__(self, job: RunSpec, *, emit: EmitEvent, backoff_scale: float = 1.0) -> None:
         extend_sys_path(job.python_path)
         self._graphs = VariantGraphs(job.workflow)
+        # Nodes fixed outside the matrix are in no combination (nor its label or cell keys),
+        # but in every graph built.
+        self._fixed: Combination = tuple(sorted((job.batch.fixed or {}).items()))
         self.scorer = Scorer(job)
         self.protocol = AttemptProtocol(
             RetryPolicy.from_spec(job.batch.retry, scale=backoff_scale),
@@ -64,7 +67,14 @@ class CellExecutor:
 
     def is_sync(self, combination: Combination) -> bool:
         """Whether the combination's graph is sync-only (it can run whole in one thread)."""
-        return self._graphs.get(combination)[1]
+        return self._graph(combination)[1]
+
+    def _graph(self, combination: Combination) -> tuple[Any, bool]:
+        """The compiled graph of a combination, with the fixed nodes, and whether it is
+        sync-only."""
+        if self._fixed:
+            combination = tuple(sorted((*combination, *self._fixed)))
+        return self._graphs.get(combination)
 
     # -- asyncio -------------------------------------------------------------------------
 
@@ -90,7 +100,7 @@ class CellExecutor:
         attempt's record and the backoff does not hold a worker's slot.
         """
         inputs = self.scorer.case(cell).inputs
-        graph, sync = self._graphs.get(cell.combination)
+        graph, sync = self._graph(cell.combination)
         attempt = self.protocol.begin(cell, history)
         deadline = asyncio.timeout(self.protocol.timeout)
         try:
@@ -147,7 +157,7 @@ class CellExecutor:
         false (the run was stopped), no further attempt starts.
         """
         inputs = self.scorer.case(cell).inputs
-        graph, _ = self._graphs.get(cell.combination)
+        graph, _ = self._graph(cell.combination)
         history: tuple[Attempt, ...] = ()
         if after is not None:
             if isinstance(after, GiveUp) or not keep_going():

@@ -246,6 +246,11 @@ def _run_prepared(
                     f" x {len(plan.cases)} cases"
                     f" x {plan.repeats} repeats = {plan.total} cells"
                     f" (baseline: {combination_label(plan.baseline)})"
+                    + (
+                        f"; in every cell: {combination_label(tuple(fixed.items()))}"
+                        if (fixed := item.batch.spec.fixed)
+                        else ""
+                    )
                 )
             try:
                 outcome = _run_with_progress(
