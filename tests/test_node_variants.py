@@ -60,9 +60,18 @@ def expected_answer(choice: Mapping[str, str], question: str) -> str:
 
 
 def _manifests(
-    tmp_path: Path, name: str, variants: Mapping[str, list[Json]] | None, spec: Json
+    tmp_path: Path,
+    name: str,
+    variants: Mapping[str, list[Json]] | None,
+    spec: Json,
+    factory: str | None = None,
 ) -> Path:
     workflow = yaml.safe_load((AGENT / "workflow.yaml").read_text())
+    if factory is not None:  # another graph of the app: only the variants of its nodes
+        workflow["spec"]["graph"]["factory"] = factory
+        workflow["spec"]["variants"] = {
+            "research/search": workflow["spec"]["variants"]["research/search"]
+        }
     for node, more in (variants or {}).items():
         workflow["spec"]["variants"].setdefault(node, []).extend(more)
     batch = {
@@ -95,11 +104,16 @@ def _manifests(
 
 
 def _prepared(
-    tmp_path: Path, name: str, variants: Mapping[str, list[Json]] | None = None, **spec: Any
+    tmp_path: Path,
+    name: str,
+    variants: Mapping[str, list[Json]] | None = None,
+    factory: str | None = None,
+    **spec: Any,
 ) -> PreparedBatch:
-    """The agent Workflow (plus `variants`) and a BatchTest `name` with `spec`, through the
-    manifests as a user writes them, prepared as `wtb validate` and `wtb run` do."""
-    path = _manifests(tmp_path, name, variants, spec)
+    """The agent Workflow (plus `variants`; with `factory`, another graph of the app) and a
+    BatchTest `name` with `spec`, through the manifests as a user writes them, prepared as
+    `wtb validate` and `wtb run` do."""
+    path = _manifests(tmp_path, name, variants, spec, factory)
     manifests = load_manifests([str(path)])
     bt, source = manifests.batchtests[0]
     wf, _ = manifests.workflow_for(bt, source)
@@ -383,3 +397,33 @@ def test_is_sync_graph_sees_into_subgraphs_and_refuses_other_runnables() -> None
     assert not is_sync_graph(_chain(_inc, ToolNode([])))
     # A sync graph with a sync subgraph runs whole with invoke.
     assert _chain(_inc, sync_sub).compile().invoke({"x": 0}) == {"x": 3}
+
+
+def test_a_sync_app_with_a_subgraph_runs_on_threads_unless_a_swap_makes_it_async(
+    tmp_path: Path,
+) -> None:
+    """research/search swapped in a graph of sync functions: the rebuilt subgraph is still
+    sync, so cells run whole on worker threads; an async search makes the graph async."""
+    prepared = _prepared(
+        tmp_path,
+        "sync",
+        {"research/search": [{"name": "async", "path": "agentflow.app:search_async"}]},
+        factory="agentflow.app:build_sync",
+        matrix={"research/search": ["original", "web", "async"]},
+    )
+    graphs = VariantGraphs(prepared.job.workflow)
+    assert graphs.get((("research/search", "original"),))[1] is True
+    web, sync = graphs.get((("research/search", "web"),))
+    assert sync is True
+    assert web.invoke({"question": "q"})["answer"] == "web:q | summary(1)"  # no event loop
+    assert graphs.get((("research/search", "async"),))[1] is False
+    cells, _ = _run(tmp_path, prepared)
+    answers = {
+        (dict(c.combination)["research/search"], c.case_id): c.output and c.output["answer"]
+        for c in cells
+    }
+    assert answers == {
+        (search, q): f"{prefix}:{q} | summary(1)"
+        for search, prefix in [("original", "search"), ("web", "web"), ("async", "async")]
+        for q in QUESTIONS
+    }

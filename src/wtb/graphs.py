@@ -11,7 +11,7 @@ import copy
 import dataclasses
 import difflib
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -360,8 +360,8 @@ def _compile_like(
         checkpointer=compiled.checkpointer,
         cache=compiled.cache,
         store=compiled.store,
-        interrupt_before=list(compiled.interrupt_before_nodes) or None,
-        interrupt_after=list(compiled.interrupt_after_nodes) or None,
+        interrupt_before=_interrupts(compiled.interrupt_before_nodes),
+        interrupt_after=_interrupts(compiled.interrupt_after_nodes),
         debug=compiled.debug,
         name=compiled.name,
         transformers=compiled.stream_transformers or None,
@@ -369,6 +369,11 @@ def _compile_like(
     for attr in _CARRIED:
         setattr(recompiled, attr, getattr(compiled, attr))
     return recompiled
+
+
+def _interrupts(nodes: str | Sequence[str]) -> Any:
+    """A compiled graph's interrupt nodes as `compile` takes them: "*" (all) or a list."""
+    return nodes if isinstance(nodes, str) else list(nodes) or None
 
 
 def _plain_sync(runnable: object) -> bool:
