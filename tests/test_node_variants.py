@@ -234,7 +234,7 @@ BAD_VARIANTS = [
     pytest.param(
         {"name": "bad", "path": "agentflow.app:not_a_node"},
         "spec.variants.answer[2].path",
-        ["cannot be called as a node", "with the state"],
+        ["cannot be called as a node, with the state as LangGraph calls it"],
         "set `factory: true`",
         id="zero-argument function not marked as a factory",
     ),
@@ -427,3 +427,35 @@ def test_a_sync_app_with_a_subgraph_runs_on_threads_unless_a_swap_makes_it_async
         for search, prefix in [("original", "search"), ("web", "web"), ("async", "async")]
         for q in QUESTIONS
     }
+
+
+def test_wtb_run_shows_the_fixed_choice_once_and_validate_refuses_a_bad_variant(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from wtb.cli.main import cli
+
+    path = _manifests(
+        tmp_path,
+        "cli",
+        None,
+        {"matrix": {"research/search": ["original", "web"]}, "fixed": {"tools": "loud"}},
+    )
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    result = CliRunner().invoke(cli, ["run", "-f", str(path), "--database", db, "-o", "table"])
+    assert result.exit_code == 0, result.output
+    assert "in every cell: tools=loud" in result.output
+    assert "in every combination: tools=loud" in result.output.replace("\n", " ")
+    assert "tools=loud," not in result.output  # not in any combination's label
+
+    bad = _manifests(
+        tmp_path,
+        "cli-bad",
+        {"answer": [{"name": "bad", "path": "agentflow.app:not_a_node"}]},
+        {"matrix": {"answer": ["original", "bad"]}},
+    )
+    result = CliRunner().invoke(cli, ["validate", "-f", str(bad)])
+    assert result.exit_code == 2, result.output
+    assert "spec.variants.answer[2].path" in result.output
+    assert "factory: true" in result.output

@@ -245,7 +245,7 @@ def as_node(obj: object, label: str, *, where: str, fix_hint: str) -> Any:
             f"`config: RunnableConfig`, `runtime`, `store`, `writer`); {fix_hint}"
         )
         raise ManifestError(
-            f"{label} cannot be called as a node: LangGraph calls it with {passed}, and then {exc}",
+            f"{label} cannot be called as a node, with {passed} as LangGraph calls it: {exc}",
             where=where,
             fix=fix,
         ) from exc
