@@ -145,7 +145,7 @@ def test_unimportable_paths_name_the_field() -> None:
     spec = _spec(variants={"answer": [{"name": "bad", "path": "toyflow.graph:missing_fn"}]})
     with pytest.raises(ManifestError, match="missing_fn") as err:
         resolve_variant(spec, "answer", "bad", where="matrix.answer[0]")
-    assert err.value.where == "Workflow spec.variants.answer[0].path"
+    assert err.value.where == "Workflow: spec.variants.answer[0].path"
 
 
 def test_variant_config_not_accepted_by_factory() -> None:

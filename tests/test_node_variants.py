@@ -56,6 +56,7 @@ def expected_answer(choice: Mapping[str, str], question: str) -> str:
         "original": found,
         "shouted": found.upper() + "!",
         "with_config": f"{found}@answer",
+        "with_runtime": f"{found}#Runtime",
     }[choice.get("answer", "original")]
 
 
@@ -148,20 +149,21 @@ def _assert_cells_did_what_their_variants_say(
 
 def test_functions_runnables_toolnodes_and_subgraphs_as_variants(tmp_path: Path) -> None:
     """A compiled subgraph (research=deep), a ToolNode (tools=loud), a RunnableLambda
-    (answer=shouted) and a function taking LangGraph's config (answer=with_config), in one
-    matrix; the app's answer shows that each cell ran exactly its variants."""
+    (answer=shouted), a function taking LangGraph's config (answer=with_config) and an async
+    one taking its runtime (answer=with_runtime), in one matrix; the app's answer shows
+    that each cell ran exactly its variants."""
     prepared = _prepared(
         tmp_path,
         "kinds",
         matrix={
             "research": ["original", "deep"],
             "tools": ["original", "loud"],
-            "answer": ["original", "shouted", "with_config"],
+            "answer": ["original", "shouted", "with_config", "with_runtime"],
         },
     )
     cells, matrix = _run(tmp_path, prepared)
-    _assert_cells_did_what_their_variants_say(cells, combinations=12)
-    assert matrix.combinations == 12
+    _assert_cells_did_what_their_variants_say(cells, combinations=16)
+    assert matrix.combinations == 16
     assert matrix.fixed is None
     best = matrix.rows[0]
     assert best.label == "answer=original, research=original, tools=original"
@@ -233,42 +235,42 @@ def test_fixed_nodes_are_in_every_cell_and_in_no_label(tmp_path: Path) -> None:
 BAD_VARIANTS = [
     pytest.param(
         {"name": "bad", "path": "agentflow.app:not_a_node"},
-        "spec.variants.answer[2].path",
+        "spec.variants.answer[3].path",
         ["cannot be called as a node, with the state as LangGraph calls it"],
         "set `factory: true`",
         id="zero-argument function not marked as a factory",
     ),
     pytest.param(
         {"name": "bad", "path": "agentflow.app:answer_with_untyped_config"},
-        "spec.variants.answer[2].path",
+        "spec.variants.answer[3].path",
         ["cannot be called as a node", "'config'"],
         "annotate `config`",
         id="config parameter LangGraph would not fill",
     ),
     pytest.param(
         {"name": "bad", "path": "agentflow.app:returns_a_string", "factory": True},
-        "spec.variants.answer[2].factory",
+        "spec.variants.answer[3].factory",
         ["what factory 'agentflow.app:returns_a_string' returned", "is a str"],
         "make the factory return the node",
         id="factory returning no node",
     ),
     pytest.param(
         {"name": "bad", "path": "agentflow.app:tools_builder", "factory": True},
-        "spec.variants.answer[2].factory",
+        "spec.variants.answer[3].factory",
         ["uncompiled StateGraph"],
         "compile it",
         id="factory returning an uncompiled graph",
     ),
     pytest.param(
         {"name": "bad", "path": "agentflow.app:not_callable"},
-        "spec.variants.answer[2].path",
+        "spec.variants.answer[3].path",
         ["is a int, which LangGraph cannot run as a node"],
         "a ToolNode, a compiled graph",
         id="not callable",
     ),
     pytest.param(
         {"name": "bad", "path": "agentflow.app:make_search", "factory": True, "config": {"k": 1}},
-        "spec.variants.answer[2].config",
+        "spec.variants.answer[3].config",
         ["cannot be called with config {'k': 1}", "'k'"],
         "keyword arguments",
         id="factory config it does not take",
@@ -457,5 +459,5 @@ def test_wtb_run_shows_the_fixed_choice_once_and_validate_refuses_a_bad_variant(
     )
     result = CliRunner().invoke(cli, ["validate", "-f", str(bad)])
     assert result.exit_code == 2, result.output
-    assert "spec.variants.answer[2].path" in result.output
+    assert "spec.variants.answer[3].path" in result.output
     assert "factory: true" in result.output

@@ -116,13 +116,16 @@ def graph_nodes(builder: StateGraph[Any]) -> list[str]:
     return [n for n in builder.nodes if n not in (START, END)]
 
 
-def resolve_variant(spec: WorkflowSpec, node: str, variant: str, *, where: str) -> Any:
+def resolve_variant(
+    spec: WorkflowSpec, node: str, variant: str, *, where: str, workflow_where: str = "Workflow"
+) -> Any:
     """The node of a variant, as `add_node` takes it: what `path` names, or with
     `factory: true` what that factory returns (called with `config` as keyword arguments).
 
     Anything LangGraph runs as a node is accepted (a function, sync or async, with the
     parameters LangGraph injects; a Runnable such as a ToolNode or a compiled graph); what it
-    could not call is refused here, before any cell runs, naming the variant's field.
+    could not call is refused here, before any cell runs, naming the variant's field (in
+    the Workflow `workflow_where` names; `where` names the BatchTest's reference to it).
     """
     v = spec.variant(node, variant)
     if v is None:
@@ -133,7 +136,7 @@ def resolve_variant(spec: WorkflowSpec, node: str, variant: str, *, where: str) 
             + ", ".join(x.name for x in spec.variants.get(node, [])),
         )
     index = spec.variants[node].index(v)
-    vwhere = f"Workflow spec.variants.{node}[{index}]"
+    vwhere = f"{workflow_where}: spec.variants.{node}[{index}]"
     target = import_object(v.path, where=f"{vwhere}.path")
     if not v.factory:
         return as_node(

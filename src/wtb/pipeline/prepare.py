@@ -77,13 +77,23 @@ def prepare(
         for i, variant in enumerate(variants):
             if variant != ORIGINAL:
                 resolve_variant(
-                    workflow.spec, node, variant, where=f"{where}: spec.matrix.{node}[{i}]"
+                    workflow.spec,
+                    node,
+                    variant,
+                    where=f"{where}: spec.matrix.{node}[{i}]",
+                    workflow_where=workflow_where,
                 )
     for node, variant in (spec.fixed or {}).items():
         check_node_path(
             node, nodes, field="fixed", graph=graph, where=f"{where}: spec.fixed.{node}"
         )
-        resolve_variant(workflow.spec, node, variant, where=f"{where}: spec.fixed.{node}")
+        resolve_variant(
+            workflow.spec,
+            node,
+            variant,
+            where=f"{where}: spec.fixed.{node}",
+            workflow_where=workflow_where,
+        )
     build_evaluators(spec.evaluators, where=f"{where}: spec.evaluators")
     cases = load_cases(spec.dataset, base_dir, where=f"{where}: spec.dataset")
     plan = build_plan(spec, cases, where=f"{where}: spec")
