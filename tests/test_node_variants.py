@@ -17,7 +17,7 @@ import yaml
 
 from wtb.api.comparison import ComparisonMatrix
 from wtb.errors import ManifestError, ManifestErrors
-from wtb.graphs import VariantGraphs, is_sync_graph, load_builder, node_paths
+from wtb.graphs import VariantGraphs, is_sync_graph, load_builder, node_paths, swap_nodes
 from wtb.manifests import load_manifests
 from wtb.pipeline.execute import run_batch
 from wtb.pipeline.prepare import PreparedBatch, prepare
@@ -278,6 +278,8 @@ BAD_VARIANTS = [
 ]
 
 
+# LangGraph warns of the mistyped `config` too, as it builds the node WTB then refuses.
+@pytest.mark.filterwarnings("ignore:The 'config' parameter should be typed:UserWarning")
 @pytest.mark.parametrize(("variant", "where", "says", "fix"), BAD_VARIANTS)
 def test_a_variant_that_cannot_run_as_a_node_is_refused_before_any_cell(
     tmp_path: Path, variant: Json, where: str, says: list[str], fix: str
@@ -461,3 +463,49 @@ def test_wtb_run_shows_the_fixed_choice_once_and_validate_refuses_a_bad_variant(
     assert result.exit_code == 2, result.output
     assert "spec.variants.answer[3].path" in result.output
     assert "factory: true" in result.output
+
+
+def _dbl(state: _S) -> dict[str, Any]:
+    return {"x": state.get("x", 0) * 2}
+
+
+def _boom(state: _S) -> dict[str, Any]:
+    raise ValueError("boom")
+
+
+def _handler(state: _S) -> dict[str, Any]:
+    return {"x": -1}
+
+
+def test_a_swapped_subgraph_is_compiled_as_the_user_compiled_it() -> None:
+    """Name, interrupts, `with_config` settings and a default error handler (which LangGraph
+    adds to the builder as a node when compiling) survive the rebuild."""
+    from langgraph.graph import StateGraph
+
+    def inner() -> StateGraph[_S]:
+        graph: StateGraph[_S] = _chain(_inc)
+        return graph.set_node_defaults(error_handler=_handler)
+
+    sub = inner().compile(name="inner", interrupt_after="*").with_config(tags=["kept"])
+    outer = _chain(sub)
+    assert node_paths(outer) == ["n0", "n0/n0"]
+
+    swapped = _copy_of(outer)
+    swap_nodes(swapped, {"n0/n0": _dbl})
+    rebuilt = swapped.nodes["n0"].runnable
+    assert (rebuilt.name, rebuilt.interrupt_after_nodes) == ("inner", "*")
+    assert rebuilt.config["tags"] == ["kept"]
+    assert rebuilt.with_config(tags=[]).builder.nodes["n0"].runnable.func is _dbl
+
+    failing = _copy_of(_chain(inner().compile(name="inner")))
+    swap_nodes(failing, {"n0/n0": _boom})
+    assert failing.compile().invoke({"x": 3}) == {"x": -1}  # the handler caught it
+    assert sub.builder.nodes["n0"].runnable.func is _inc  # the user's subgraph is untouched
+
+
+def _copy_of(builder: Any) -> Any:
+    import copy
+
+    copied = copy.copy(builder)
+    copied.nodes = dict(builder.nodes)
+    return copied

@@ -259,6 +259,12 @@ SUBGRAPH_SEP = "/"
 """Separates a subgraph node from a node inside it in a node path: `research/search`."""
 
 
+_DEFAULT_HANDLER = "__default_error_handler__"
+"""The node LangGraph adds to a builder when it compiles it with a default error handler
+(`set_node_defaults(error_handler=...)`); compiling again adds it again, and refuses to when
+it is already there."""
+
+
 def _subgraph(runnable: object) -> CompiledStateGraph[Any] | None:
     """The compiled StateGraph a node runs, when the node is one (added with `add_node`)."""
     from langgraph.graph.state import CompiledStateGraph
@@ -275,6 +281,8 @@ def node_paths(builder: StateGraph[Any]) -> list[str]:
     """
     paths: list[str] = []
     for name in graph_nodes(builder):
+        if name == _DEFAULT_HANDLER:
+            continue
         paths.append(name)
         sub = _subgraph(builder.nodes[name].runnable)
         if sub is not None:
@@ -344,9 +352,14 @@ def _replace(builder: StateGraph[Any], name: str, node: Any) -> None:
 
 
 def _copy_builder(builder: StateGraph[Any]) -> StateGraph[Any]:
-    """A copy whose node table can change without touching the user's builder."""
+    """A copy whose node table can change without touching the user's builder, without the
+    nodes LangGraph added when the builder was compiled (it adds them again)."""
     copied = copy.copy(builder)
-    copied.nodes = dict(builder.nodes)
+    copied.nodes = {
+        name: spec
+        for name, spec in builder.nodes.items()
+        if not (name == _DEFAULT_HANDLER and getattr(spec, "is_error_handler", False))
+    }
     return copied
 
 
