@@ -2,7 +2,11 @@
 
 The user's factory is never modified: each build calls it again (or copies the builder of a
 compiled graph) and replaces node implementations on the copy, keeping every other property
-of the node (input schema, retry and cache policies, destinations, metadata).
+of the node (input schema, retry and cache policies, destinations, metadata). A node inside a
+subgraph node is replaced on a copy of the subgraph's builder, compiled again as it was.
+
+A variant is whatever LangGraph's `add_node` takes; `as_node` refuses, before any cell
+runs, what LangGraph would take and then fail to call.
 """
 
 from __future__ import annotations
