@@ -453,6 +453,12 @@ def test_wtb_run_shows_the_fixed_choice_once_and_validate_refuses_a_bad_variant(
     assert "in every combination: tools=loud" in result.output.replace("\n", " ")
     assert "tools=loud," not in result.output  # not in any combination's label
 
+    result = CliRunner().invoke(cli, ["validate", "-f", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "2 combinations x 2 cases x 1 repeats = 4 cells; in every cell: tools=loud" in (
+        result.output
+    )
+
     bad = _manifests(
         tmp_path,
         "cli-bad",
