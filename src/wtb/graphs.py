@@ -217,20 +217,20 @@ def as_node(obj: object, label: str, *, where: str, fix_hint: str) -> Any:
         )
     if isinstance(obj, Runnable):
         return obj
-    if not callable(obj):
+    scratch: StateGraph[Any] = StateGraph(_ScratchState)
+    try:
+        scratch.add_node("node", obj)
+    except (TypeError, ValueError) as exc:
         raise ManifestError(
-            f"{label} is a {type(obj).__name__}, which LangGraph cannot run as a node",
+            f"{label} is a {type(obj).__name__}, which LangGraph cannot run as a node: {exc}",
             where=where,
             fix="point at a function or a Runnable (a ToolNode, a compiled graph, a "
             f"RunnableLambda, ...); {fix_hint}",
-        )
-    scratch: StateGraph[Any] = StateGraph(_ScratchState)
-    with _refused(where, fix_hint):
-        scratch.add_node("node", obj)
+        ) from exc
     runnable = scratch.nodes["node"].runnable
     accepts = getattr(runnable, "func_accepts", None)
-    if accepts is None:
-        return obj  # not a plain function node (e.g. a generator, run as a RunnableLambda)
+    if accepts is None or not callable(obj):
+        return obj  # not a plain function node (a generator, a dict of Runnables, ...)
     try:
         signature = inspect.signature(obj)
     except (TypeError, ValueError):
