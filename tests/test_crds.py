@@ -146,6 +146,7 @@ def sample_workflow() -> dict[str, Any]:
                     {
                         "name": "dense",
                         "path": "rag.variants:make_dense",
+                        "factory": True,
                         "config": {"k": 5, "model": {"name": "e5", "dims": [384]}},
                         "description": "embedding search",
                     },

@@ -33,6 +33,7 @@ VARIANTS: dict[str, list[dict[str, object]]] = {
         {
             "name": "prefixed",
             "path": "toyflow.graph:make_answer_prefixed",
+            "factory": True,
             "config": {"prefix": "> "},
         },
         {"name": "async", "path": "toyflow.graph:answer_async"},
@@ -144,7 +145,7 @@ def test_unimportable_paths_name_the_field() -> None:
     spec = _spec(variants={"answer": [{"name": "bad", "path": "toyflow.graph:missing_fn"}]})
     with pytest.raises(ManifestError, match="missing_fn") as err:
         resolve_variant(spec, "answer", "bad", where="matrix.answer[0]")
-    assert err.value.where == "Workflow spec.variants.answer[0].path"
+    assert err.value.where == "Workflow: spec.variants.answer[0].path"
 
 
 def test_variant_config_not_accepted_by_factory() -> None:
@@ -154,6 +155,7 @@ def test_variant_config_not_accepted_by_factory() -> None:
                 {
                     "name": "p",
                     "path": "toyflow.graph:make_answer_prefixed",
+                    "factory": True,
                     "config": {"suffix": "!"},
                 }
             ]

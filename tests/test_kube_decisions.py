@@ -467,6 +467,26 @@ def test_a_good_batchtest_passes() -> None:
             "not in the matrix",
         ),
         (
+            lambda s: s.update(fixed={"answer": "reversed"}),
+            "fixed.answer",
+            "also in the matrix",
+        ),
+        (
+            lambda s: s.update(fixed={"lookup": "shiny"}),
+            "spec.fixed.lookup",
+            "no variant 'shiny'",
+        ),
+        (
+            lambda s: s.update(fixed={"rerank": "fast"}),
+            "spec.fixed.rerank",
+            "fixed names node 'rerank'",
+        ),
+        (
+            lambda s: s["matrix"].update({"rerank/inner": ["original"]}),
+            "spec.matrix.rerank/inner",
+            "node 'rerank/inner'",
+        ),
+        (
             lambda s: s.update(primaryMetric="accuracy"),
             "primaryMetric",
             "'accuracy' is not an evaluator",

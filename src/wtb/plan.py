@@ -56,6 +56,12 @@ class Plan:
                     )
 
 
+def _fixed_note(spec: BatchTestSpec, node: str) -> str:
+    if node in (spec.fixed or {}):
+        return f" ({node!r} is fixed: the same variant in every combination)"
+    return ""
+
+
 def build_plan(spec: BatchTestSpec, cases: Sequence[Case], *, where: str = "spec") -> Plan:
     """Check the matrix's own consistency and expand it.
 
@@ -66,7 +72,8 @@ def build_plan(spec: BatchTestSpec, cases: Sequence[Case], *, where: str = "spec
             for node, variant in pattern.items():
                 if node not in spec.matrix:
                     raise ManifestError(
-                        f"{field}[{i}] names node {node!r}, which is not in the matrix",
+                        f"{field}[{i}] names node {node!r}, which is not in the matrix"
+                        + _fixed_note(spec, node),
                         where=f"{where}.{field}[{i}]",
                         fix=f"use one of the matrix nodes: {', '.join(sorted(spec.matrix))}",
                     )
@@ -87,7 +94,8 @@ def build_plan(spec: BatchTestSpec, cases: Sequence[Case], *, where: str = "spec
     unknown = sorted(set(baseline_map) - set(spec.matrix))
     if unknown:
         raise ManifestError(
-            f"baseline names node(s) not in the matrix: {', '.join(unknown)}",
+            f"baseline names node(s) not in the matrix: {', '.join(unknown)}"
+            + "".join(_fixed_note(spec, node) for node in unknown),
             where=f"{where}.baseline",
             fix=f"name each matrix node once: {', '.join(sorted(spec.matrix))}",
         )

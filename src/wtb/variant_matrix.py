@@ -26,6 +26,12 @@ def combination_label(combination: Combination) -> str:
     return ", ".join(f"{node}={variant}" for node, variant in sorted(combination))
 
 
+def fixed_label(spec: BatchTestSpec) -> str:
+    """The nodes fixed outside the matrix, as a label ('' when none): shown once, beside
+    the combinations, whose labels leave them out."""
+    return combination_label(as_combination(spec.fixed or {}))
+
+
 def as_combination(mapping: Mapping[str, str]) -> Combination:
     return tuple(sorted(mapping.items()))
 

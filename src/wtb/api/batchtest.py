@@ -20,6 +20,7 @@ from wtb.api._base import (
 )
 from wtb.api.comparison import ComparisonMatrix
 from wtb.api.invocation import InvocationSpec
+from wtb.api.workflow import ORIGINAL
 
 EvaluatorType = Literal[
     "exactMatch",
@@ -254,8 +255,16 @@ class BatchTestSpec(SpecModel):
     matrix: dict[str, list[str]] = Field(
         min_length=1,
         description=(
-            "Per varied node, the variant names to try (`original` is the node's own); per "
-            "varied setting of the Workflow, its choice names (`original`: none)."
+            "Per varied node, the variant names to try (`original` is the node's own; a "
+            "node inside a subgraph node is named `parent/child`); per varied setting of the "
+            "Workflow, its choice names (`original`: none)."
+        ),
+    )
+    fixed: dict[str, str] | None = Field(
+        default=None,
+        description=(
+            "Nodes replaced in every cell (node -> variant), outside the matrix: they do not "
+            "multiply the combinations and are not in their labels."
         ),
     )
     include: list[dict[str, str]] = Field(
@@ -314,6 +323,17 @@ class BatchTestSpec(SpecModel):
             dupes = duplicates(variants)
             if dupes:
                 raise ValueError(f"matrix.{node} repeats {', '.join(dupes)}; list each once")
+        for node, variant in (self.fixed or {}).items():
+            if node in self.matrix:
+                raise ValueError(
+                    f"fixed.{node}: node {node!r} is also in the matrix; a node is either "
+                    "fixed (one variant in every cell) or varied: remove it from one of them"
+                )
+            if variant == ORIGINAL:
+                raise ValueError(
+                    f"fixed.{node}: `{ORIGINAL}` is what a node not named anywhere runs; "
+                    "remove it, or name a variant"
+                )
         names = [e.name for e in self.evaluators]
         dupes = duplicates(names)
         if dupes:

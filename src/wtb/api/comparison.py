@@ -66,4 +66,9 @@ class ComparisonMatrix(StatusModel):
     )
     correction: str = "holm"
     combinations: int = Field(description="Combinations in the batch (rows may hold fewer).")
+    fixed: dict[str, str] | None = Field(
+        default=None,
+        description="Nodes replaced in every cell (node -> variant): the same in every row, "
+        "so not in the labels.",
+    )
     rows: list[MatrixRow]

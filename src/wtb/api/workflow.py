@@ -123,12 +123,22 @@ class VariantSpec(SpecModel):
     path: str = Field(
         pattern=IMPORT_PATH_PATTERN,
         description=(
-            "Import path of the node callable. With `config`, of a factory called with "
-            "the config as keyword arguments that returns the node callable."
+            "Import path of the node: anything LangGraph's add_node takes (a function, sync "
+            "or async, with the parameters LangGraph passes; a Runnable such as a ToolNode, "
+            "a compiled graph or a RunnableLambda). With `factory`, of a function that "
+            "returns the node."
+        ),
+    )
+    factory: bool | None = Field(
+        default=None,
+        description=(
+            "True when `path` names a factory: it is called (with `config` as keyword "
+            "arguments, or with none) and what it returns is the node."
         ),
     )
     config: dict[str, Any] | None = Field(
-        default=None, description="Keyword arguments for the factory named by `path`."
+        default=None,
+        description="Keyword arguments for the factory; needs `factory: true`.",
     )
     invoke: InvocationSpec | None = Field(
         default=None,
@@ -142,6 +152,12 @@ class VariantSpec(SpecModel):
         if self.name == ORIGINAL:
             raise ValueError(
                 f"'{ORIGINAL}' names the node's own implementation; choose another variant name"
+            )
+        if self.config is not None and not self.factory:
+            raise ValueError(
+                f"variant {self.name!r}: `config` holds keyword arguments for a factory; add "
+                "`factory: true` when `path` names a function that builds the node, "
+                "or remove `config`"
             )
         return self
 
@@ -172,7 +188,11 @@ class WorkflowSpec(SpecModel):
     )
     graph: GraphSpec
     variants: dict[str, list[VariantSpec]] = Field(
-        default_factory=dict, description="Per node name, the implementations that may replace it."
+        default_factory=dict,
+        description=(
+            "Per node, the implementations that may replace it. A node inside a subgraph "
+            "node (a compiled StateGraph added with add_node) is named `parent/child`."
+        ),
     )
     settings: dict[str, list[SettingSpec]] | None = Field(
         default=None,

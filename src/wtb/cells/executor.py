@@ -57,6 +57,9 @@ class CellExecutor:
         extend_sys_path(job.python_path)
         self._job = job
         self._graphs = VariantGraphs(job.workflow)
+        # Nodes fixed outside the matrix are in no combination (nor its label or cell keys),
+        # but in every graph built.
+        self._fixed: Combination = tuple(sorted((job.batch.fixed or {}).items()))
         self.scorer = Scorer(job)
         self.protocol = AttemptProtocol(
             RetryPolicy.from_spec(job.batch.retry, scale=backoff_scale),
@@ -66,7 +69,13 @@ class CellExecutor:
 
     def is_sync(self, combination: Combination) -> bool:
         """Whether the combination's graph is sync-only (it can run whole in one thread)."""
-        return self._graphs.get(combination)[1]
+        return self._graphs.get(self._built(combination))[1]
+
+    def _built(self, combination: Combination) -> Combination:
+        """What a combination's graph is built from: the combination and the fixed nodes."""
+        if self._fixed:
+            return tuple(sorted((*combination, *self._fixed)))
+        return combination
 
     # -- asyncio -------------------------------------------------------------------------
 
@@ -92,8 +101,9 @@ class CellExecutor:
         attempt's record and the backoff does not hold a worker's slot.
         """
         case = self.scorer.case(cell)
-        graph, sync = self._graphs.get(cell.combination)
-        runtime = self._graphs.runtime(cell.combination)
+        built = self._built(cell.combination)
+        graph, sync = self._graphs.get(built)
+        runtime = self._graphs.runtime(built)
         attempt = self.protocol.begin(cell, history)
         invocation = build_invocation(
             self._job, cell, case, attempt.number, needs_thread=runtime.needs_thread
@@ -161,8 +171,9 @@ class CellExecutor:
         false (the run was stopped), no further attempt starts.
         """
         case = self.scorer.case(cell)
-        graph, _ = self._graphs.get(cell.combination)
-        runtime = self._graphs.runtime(cell.combination)
+        built = self._built(cell.combination)
+        graph, _ = self._graphs.get(built)
+        runtime = self._graphs.runtime(built)
         history: tuple[Attempt, ...] = ()
         if after is not None:
             if isinstance(after, GiveUp) or not keep_going():

@@ -227,7 +227,7 @@ def _run_prepared(
     from wtb.comparison.stored import matrix_for_run
     from wtb.settings import get_settings
     from wtb.storage import ResultStore, default_sqlite_url
-    from wtb.variant_matrix import combination_label
+    from wtb.variant_matrix import combination_label, fixed_label
 
     settings = get_settings()
     url = database or settings.database_url or default_sqlite_url()
@@ -246,6 +246,11 @@ def _run_prepared(
                     f" x {len(plan.cases)} cases"
                     f" x {plan.repeats} repeats = {plan.total} cells"
                     f" (baseline: {combination_label(plan.baseline)})"
+                    + (
+                        f"; in every cell: {fixed}"
+                        if (fixed := fixed_label(item.batch.spec))
+                        else ""
+                    )
                 )
             try:
                 outcome = _run_with_progress(
@@ -345,6 +350,8 @@ def _run_with_progress(
 @FILES
 def validate(files: tuple[str, ...]) -> None:
     """Check manifests (schema and semantics, importing the workflow code) without running."""
+    from wtb.variant_matrix import fixed_label
+
     try:
         manifests = _load(files)
         prepared = _prepare_all(manifests) if manifests.batchtests else []
@@ -359,6 +366,7 @@ def validate(files: tuple[str, ...]) -> None:
             f"{len(plan.combinations)} combinations x {len(plan.cases)} cases"
             f" x {plan.repeats} repeats"
             f" = {plan.total} cells"
+            + (f"; in every cell: {fixed}" if (fixed := fixed_label(item.batch.spec)) else "")
         )
     for execution, _ in manifests.executions:
         click.echo(f"ok  Execution {execution.metadata.namespace}/{execution.metadata.name}")

@@ -127,6 +127,9 @@ def matrix_table(title: str, matrix: ComparisonMatrix, width: int | None = None)
     hidden = [header for header, _ in optional[keep:]]
     if hidden:
         table.caption += f"; not shown for width: {', '.join(hidden)} (use -o json)"
+    if matrix.fixed:
+        fixed = ", ".join(f"{node}={variant}" for node, variant in sorted(matrix.fixed.items()))
+        table.caption += f"; in every combination: {fixed}"
     if matrix.combinations > len(matrix.rows):
         table.caption += f"; {len(matrix.rows)} of {matrix.combinations} combinations shown"
     return table

@@ -7,7 +7,7 @@ every interval and paired delta here is computed over per-case means. Pure code,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wtb.api.comparison import (
@@ -157,6 +157,7 @@ def build_matrix(
     alpha: float = 0.05,
     confidence: float = 0.95,
     max_rows: int | None = None,
+    fixed: Mapping[str, str] | None = None,
 ) -> ComparisonMatrix:
     """The comparison matrix of a batch, from the database's aggregates.
 
@@ -164,6 +165,7 @@ def build_matrix(
     may stream. A baseline combination with no recorded cell still gets a row (zero runs),
     and every other row is then "insufficient data". Rows are sorted best first by the
     primary metric; `max_rows` bounds them (keeping the baseline), `combinations` counts all.
+    `fixed` (the nodes replaced in every cell) is shown once, beside the rows.
     """
     directions = dict(metrics)
     if primary_metric not in directions:
@@ -215,5 +217,6 @@ def build_matrix(
         confidence=confidence,
         alpha=alpha,
         combinations=len(combos),
+        fixed=dict(fixed) if fixed else None,
         rows=_bounded(rows, max_rows),
     )

@@ -31,4 +31,5 @@ def matrix_for_run(
         baseline=baseline,
         alpha=spec.alpha,
         max_rows=max_rows,
+        fixed=spec.fixed,
     )

@@ -81,47 +81,67 @@ def declared_nodes(workflow: Workflow) -> list[str] | None:
 
 
 def check_references(batch: BatchTest, workflow: Workflow) -> list[ManifestError]:
-    """What in `batch` does not fit `workflow`: matrix nodes and variants, by field."""
+    """What in `batch` does not fit `workflow`: matrix and fixed nodes and variants, by
+    field. A `parent/child` node inside a subgraph is checked as far as the resource tells:
+    its parent, when the graph is declared."""
     meta = batch.metadata
     where = where_of("BatchTest", meta.namespace, meta.name)
     nodes = declared_nodes(workflow)
     problems: list[ManifestError] = []
     wf = f"Workflow {workflow.metadata.name!r}"
-    for node, variants in batch.spec.matrix.items():
-        if workflow.spec.is_setting(node):
+    chosen = [
+        *(
+            (f"matrix.{node}", node, [(f"matrix.{node}[{i}]", v) for i, v in enumerate(vs)])
+            for node, vs in batch.spec.matrix.items()
+        ),
+        *(
+            (f"fixed.{node}", node, [(f"fixed.{node}", v)])
+            for node, v in (batch.spec.fixed or {}).items()
+        ),
+    ]
+    for field, node, variants in chosen:
+        if field.startswith("matrix") and workflow.spec.is_setting(node):
             known = [c.name for c in (workflow.spec.settings or {}).get(node, [])]
             problems.extend(
                 ManifestError(
                     f"setting {node!r} has no choice {choice!r} in {wf}",
-                    where=f"{where}: spec.matrix.{node}[{i}]",
+                    where=f"{where}: spec.{vfield}",
                     fix=f"use `{ORIGINAL}` (the setting left out) or one of: {', '.join(known)}",
                 )
-                for i, choice in enumerate(variants)
+                for vfield, choice in variants
                 if choice != ORIGINAL and choice not in known
             )
             continue
-        if nodes is not None and node not in nodes:
+        if nodes is not None and node.split("/", 1)[0] not in nodes:
             problems.append(
                 ManifestError(
-                    f"matrix names node {node!r}, which {wf} does not have",
-                    where=f"{where}: spec.matrix.{node}",
+                    f"{field.split('.')[0]} names node {node!r}, which {wf} does not have",
+                    where=f"{where}: spec.{field}",
                     fix=f"use one of the graph's nodes: {', '.join(nodes)}",
                 )
             )
             continue
         known = [v.name for v in workflow.spec.variants.get(node, [])]
-        for i, variant in enumerate(variants):
+        for vfield, variant in variants:
             if variant != ORIGINAL and variant not in known:
                 problems.append(
                     ManifestError(
                         f"node {node!r} has no variant {variant!r} in {wf}",
-                        where=f"{where}: spec.matrix.{node}[{i}]",
-                        fix=f"use `{ORIGINAL}`"
-                        + (f" or one of: {', '.join(known)}" if known else "")
-                        + f", or add the variant to {wf}'s spec.variants.{node}",
+                        where=f"{where}: spec.{vfield}",
+                        fix=_variant_fix(field.startswith("matrix"), known)
+                        + f"add the variant to {wf}'s spec.variants.{node}",
                     )
                 )
     return problems
+
+
+def _variant_fix(original_allowed: bool, known: list[str]) -> str:
+    """The start of a fix for an unknown variant: what may be named instead (`original`
+    only in the matrix: a fixed node runs a variant)."""
+    one_of = f"one of: {', '.join(known)}" if known else ""
+    if original_allowed:
+        return f"use `{ORIGINAL}`" + (f" or {one_of}" if one_of else "") + ", or "
+    return f"use {one_of}, or " if one_of else ""
 
 
 def summary(errors: list[ManifestError]) -> str:

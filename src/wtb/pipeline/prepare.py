@@ -19,7 +19,14 @@ from wtb.cells.invocation import case_invocation, combination_invocation
 from wtb.dataset import load_cases
 from wtb.errors import ManifestError
 from wtb.evaluators.build import build_evaluators
-from wtb.graphs import check_compiles, check_context, graph_nodes, load_builder, resolve_variant
+from wtb.graphs import (
+    check_compiles,
+    check_context,
+    check_node_path,
+    load_builder,
+    node_paths,
+    resolve_variant,
+)
 from wtb.plan import Plan, build_plan
 from wtb.runs.keys import local_run_key
 from wtb.runs.record import record_run, run_info
@@ -64,14 +71,11 @@ def prepare(
     spec = batch.spec
     builder = load_builder(workflow.spec, where=f"{workflow_where}: spec.graph")
     check_compiles(builder, where=f"{workflow_where}: spec.graph")
-    nodes = graph_nodes(builder)
+    nodes = node_paths(builder)
     for node in workflow.spec.variants:
-        if node not in nodes:
-            raise ManifestError(
-                f"variants name node {node!r}, which the graph does not have",
-                where=f"{workflow_where}: spec.variants.{node}",
-                fix=f"use one of the graph's nodes: {', '.join(nodes)}",
-            )
+        check_node_path(
+            node, nodes, field="variants", where=f"{workflow_where}: spec.variants.{node}"
+        )
     for setting in workflow.spec.settings or {}:
         if setting in nodes:
             raise ManifestError(
@@ -79,27 +83,34 @@ def prepare(
                 where=f"{workflow_where}: spec.settings.{setting}",
                 fix="a setting and a node are both matrix axes: name the setting otherwise",
             )
+    graph = f"workflow {workflow.metadata.name!r}"
     for node, variants in spec.matrix.items():
         if workflow.spec.is_setting(node):
             _check_setting_axis(workflow, node, variants, where=f"{where}: spec.matrix.{node}")
             continue
-        if node not in nodes:
-            raise ManifestError(
-                f"matrix names node {node!r}, which workflow "
-                f"{workflow.metadata.name!r} does not have",
-                where=f"{where}: spec.matrix.{node}",
-                fix=f"use one of the graph's nodes: {', '.join(nodes)}"
-                + (
-                    f", or a setting: {', '.join(workflow.spec.settings)}"
-                    if workflow.spec.settings
-                    else ""
-                ),
-            )
+        check_node_path(
+            node, nodes, field="matrix", graph=graph, where=f"{where}: spec.matrix.{node}"
+        )
         for i, variant in enumerate(variants):
             if variant != ORIGINAL:
                 resolve_variant(
-                    workflow.spec, node, variant, where=f"{where}: spec.matrix.{node}[{i}]"
+                    workflow.spec,
+                    node,
+                    variant,
+                    where=f"{where}: spec.matrix.{node}[{i}]",
+                    workflow_where=workflow_where,
                 )
+    for node, variant in (spec.fixed or {}).items():
+        check_node_path(
+            node, nodes, field="fixed", graph=graph, where=f"{where}: spec.fixed.{node}"
+        )
+        resolve_variant(
+            workflow.spec,
+            node,
+            variant,
+            where=f"{where}: spec.fixed.{node}",
+            workflow_where=workflow_where,
+        )
     build_evaluators(spec.evaluators, where=f"{where}: spec.evaluators")
     cases = load_cases(spec.dataset, base_dir, where=f"{where}: spec.dataset")
     plan = build_plan(spec, cases, where=f"{where}: spec")
