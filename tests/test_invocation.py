@@ -206,7 +206,7 @@ def test_a_looping_graph_stops_at_its_recursion_limit_and_is_not_retried(
     workflow = {
         **WORKFLOW,
         "metadata": {"name": "invoke"},
-        "spec": {"graph": {"factory": "invokeflow.graph:build_loop"}},
+        "spec": {"graph": {"factory": "invokeflow.graph:LOOP_LIMITED"}},
     }
     batch = _edited(
         BATCH,
@@ -222,7 +222,8 @@ def test_a_looping_graph_stops_at_its_recursion_limit_and_is_not_retried(
     )
     del batch["spec"]["invoke"]
     results = {r.cell.case_id: r for r in _run_inline(_prepared(tmp_path, workflow, batch))}
-    for case, limit in (("limited", 7), ("default", 25)):
+    # Without a recursionLimit the graph's own limit holds (its with_config), as in production.
+    for case, limit in (("limited", 7), ("default", 12)):
         r = results[case]
         assert (r.status, r.error_type) == ("failed", "GraphRecursionError")
         assert f"Recursion limit of {limit} reached" in (r.error_message or "")

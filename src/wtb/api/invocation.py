@@ -15,11 +15,6 @@ from pydantic import Field, field_validator
 
 from wtb.api._base import SpecModel
 
-DEFAULT_RECURSION_LIMIT: Final = 25
-"""WTB's recursion limit when none is given. LangGraph 1.x fills in 10007 (its
-LANGGRAPH_DEFAULT_RECURSION_LIMIT) when an invocation gives none, so a looping agent runs to
-the cell's timeout; 25 is langchain-core's default and the limit LangGraph applied for years,
-the one most graphs were written against."""
 MAX_RECURSION_LIMIT: Final = 10_000
 RESERVED_METADATA_PREFIX: Final = "wtb_"
 """Metadata keys WTB sets on every invocation (`wtb_run`, `wtb_cell`, ...)."""
@@ -52,8 +47,9 @@ class InvocationSpec(SpecModel):
         ge=1,
         le=MAX_RECURSION_LIMIT,
         description=(
-            f"LangGraph's recursion limit (supersteps); default {DEFAULT_RECURSION_LIMIT}. "
-            "A graph that reaches it fails with GraphRecursionError, never retried."
+            "LangGraph's recursion limit (supersteps); by default the graph's own (its "
+            "with_config, else LangGraph's), as in production. A graph that reaches it fails "
+            "with GraphRecursionError, never retried."
         ),
     )
     tags: list[_Tag] | None = Field(

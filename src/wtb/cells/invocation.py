@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from wtb.api.invocation import DEFAULT_RECURSION_LIMIT, InvocationSpec, merge_invocations
+from wtb.api.invocation import InvocationSpec, merge_invocations
 from wtb.api.workflow import WorkflowSpec
 from wtb.domain import Case, Cell, Combination
 from wtb.runs.spec import RunSpec
@@ -97,8 +97,9 @@ def build_invocation(
         "run_name": ":".join(part for part in ("wtb", job.batch_name, label) if part),
         "tags": tags,
         "metadata": metadata,
-        "recursion_limit": spec.recursion_limit or DEFAULT_RECURSION_LIMIT,
     }
+    if spec.recursion_limit is not None:  # else the graph's own, as in production
+        config["recursion_limit"] = spec.recursion_limit
     if spec.configurable or needs_thread:
         config["configurable"] = dict(spec.configurable or {})
     if needs_thread:
