@@ -3,10 +3,12 @@ BatchTests and events back from the API server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +145,10 @@ TOY_IMAGE = "wtb-test-toy:1"
 TOY_DIR = REPO_ROOT / "tests" / "fixtures" / "toy"
 
 
-def toy_workflow(lookup: str = "slow_lookup", *, image: str | None = TOY_IMAGE) -> dict[str, Any]:
-    """The toy Workflow with variant `v` of node lookup = the toy module's `lookup`."""
+def toy_workflow(
+    lookup: str = "slow_lookup", *, image: str | None = TOY_IMAGE, name: str = "toy"
+) -> dict[str, Any]:
+    """The toy Workflow `name` with variant `v` of node lookup = the toy module's `lookup`."""
     spec: dict[str, Any] = {
         "graph": {"factory": "toyflow.graph:build"},
         "variants": {"lookup": [{"name": "v", "path": f"toyflow.graph:{lookup}"}]},
@@ -154,7 +158,7 @@ def toy_workflow(lookup: str = "slow_lookup", *, image: str | None = TOY_IMAGE) 
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Workflow",
-        "metadata": {"name": "toy"},
+        "metadata": {"name": name},
         "spec": spec,
     }
 
@@ -259,6 +263,64 @@ def create_raycluster(api: client.ApiClient, namespace: str, name: str, image: s
             },
         },
     )
+
+
+def raycluster_ready(api: client.ApiClient, namespace: str, name: str) -> bool:
+    """Whether the RayCluster's status says `ready` (as KubeRay publishes it)."""
+    rc = get_raycluster(api, namespace, name) or {}
+    return bool((rc.get("status") or {}).get("state") == "ready")
+
+
+@dataclass(frozen=True)
+class SharedCluster:
+    """A RayCluster WTB did not make (the toy image), in a namespace of its own that holds
+    the toy Workflow and the database Secret. Its head read the database URL when it
+    started, so every BatchTest run on it records in that one database."""
+
+    namespace: str
+    name: str
+    database_url: str
+
+
+def list_batchtests(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    found: dict[str, Any] = client.CustomObjectsApi(api).list_namespaced_custom_object(  # type: ignore[assignment]
+        GROUP, VERSION, namespace, "batchtests"
+    )
+    return list(found["items"])
+
+
+def delete_unfinished_batchtests(api: client.ApiClient, namespace: str, seconds: float) -> None:
+    """Delete the BatchTests of `namespace` that have not finished and wait until they are
+    gone (a running operator stops their Ray jobs on a shared cluster and lets them go)."""
+    names = [
+        bt["metadata"]["name"]
+        for bt in list_batchtests(api, namespace)
+        if not finished(bt.get("status") or {})
+    ]
+    for name in names:
+        with contextlib.suppress(ApiException):
+            delete_batchtest(api, namespace, name)
+    wait_until(
+        lambda: all(get_batchtest(api, namespace, name) is None for name in names),
+        "unfinished BatchTests deleted",
+        seconds,
+    )
+
+
+def release_finalizers(api: client.ApiClient, namespace: str) -> None:
+    """Take the operator's finalizer off every BatchTest of `namespace`, so that the
+    namespace can be deleted while no operator runs."""
+    for bt in list_batchtests(api, namespace):
+        if bt["metadata"].get("finalizers"):
+            client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "batchtests",
+                bt["metadata"]["name"],
+                {"metadata": {"finalizers": None}},
+                _content_type="application/merge-patch+json",
+            )
 
 
 def webhook_configured(api: client.ApiClient, port: int) -> bool:

@@ -4,6 +4,7 @@ PostgreSQL through PgBouncer, and the matrix lands in the BatchTest's status."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,10 +30,12 @@ from operator_bed import (
     SECRET_PASSWORD,
     TOY_DIR,
     TOY_IMAGE,
+    SharedCluster,
     create,
     create_database_secret,
     create_raycluster,
     delete_batchtest,
+    delete_unfinished_batchtests,
     driver_pids,
     events_for,
     example_manifests,
@@ -46,6 +49,8 @@ from operator_bed import (
     patch_spec,
     ray_job,
     ray_jobs,
+    raycluster_ready,
+    release_finalizers,
     running,
     status_of,
     token_of,
@@ -54,10 +59,11 @@ from operator_bed import (
     wait_for_status,
     webhook_configured,
 )
-from services.kube import REPO_ROOT, ControlPlane
+from services.kube import REPO_ROOT, ControlPlane, namespace
 from services.kuberay_standin import KubeRayStandIn
 from services.operator import OperatorProcess, start_operator
-from services.support import holds, wait_until
+from services.postgres import PostgresServices
+from services.support import ServiceError, holds, wait_until
 from toybatch import toy_batchtest
 from wtb import events
 from wtb.api.comparison import ComparisonMatrix
@@ -279,40 +285,6 @@ def _work_done(url: str, run_key: str) -> tuple[int, int, int]:
     return cells, drivers, max(successes.values(), default=0)
 
 
-def test_operator_killed_mid_run_resumes_without_doing_anything_twice(
-    operator_kubeconfig: Path,
-    operator: OperatorProcess,
-    toy: str,
-    kube_namespace: str,
-    api: client.ApiClient,
-    pgbouncer_url: str,
-    tmp_path: Path,
-) -> None:
-    create(api, kube_namespace, toy_batchtest("resume", 300))
-    wait_for_status(
-        api, kube_namespace, "resume", running, "cells being recorded", logs=operator.logs
-    )
-    operator.kill()
-    before = status_of(api, kube_namespace, "resume")
-    assert before["phase"] == "Running"
-
-    again = start_operator(operator_kubeconfig, pgbouncer_url, tmp_path / "operator-2.log")
-    try:
-        status = wait_for_status(
-            api, kube_namespace, "resume", finished, "the batch finishing", logs=again.logs
-        )
-    finally:
-        again.stop()
-    assert status["phase"] == "Succeeded", status
-    assert status["progress"] == "600/600"
-    assert status["submissionId"] == before["submissionId"]
-    assert status["jobAttempts"] == 1
-    rc = _one_cluster(api, kube_namespace)
-    jobs = [j for j in ray_jobs(rc) if j["metadata"].get("wtb.dev/batchtest")]
-    assert [j["submission_id"] for j in jobs] == [status["submissionId"]]
-    assert _work_done(pgbouncer_url, status["runId"]) == (600, 1, 1)
-
-
 def test_unchanged_reapply_never_reruns_and_a_spec_edit_does(
     kube: ControlPlane,
     operator_kubeconfig: Path,
@@ -399,99 +371,6 @@ def test_deleting_a_running_batchtest_deletes_its_cluster_and_stops_the_job(
     # A driver outside the head's process group may notice only when Ray's reconnect
     # timeout for the lost GCS runs out (60 s by default).
     wait_until(lambda: not driver_pids(status["runId"]), "the driver stopping", 90)
-
-
-def test_deleting_a_batchtest_stops_its_job_on_a_shared_cluster(
-    operator: OperatorProcess,
-    kuberay: KubeRayStandIn,
-    toy: str,
-    kube_namespace: str,
-    api: client.ApiClient,
-) -> None:
-    create_raycluster(api, kube_namespace, "shared", TOY_IMAGE)
-    create(api, kube_namespace, toy_batchtest("guest", 400, ray={"clusterName": "shared"}))
-    status = wait_for_status(
-        api, kube_namespace, "guest", running, "cells being recorded", logs=operator.logs
-    )
-    assert status["rayCluster"] == "shared"
-
-    delete_batchtest(api, kube_namespace, "guest")
-    wait_until(
-        lambda: get_batchtest(api, kube_namespace, "guest") is None, "the BatchTest going", 60
-    )
-    rc = get_raycluster(api, kube_namespace, "shared")
-    assert rc is not None, "a shared cluster is not WTB's to delete"
-    job = ray_job(rc, status["submissionId"])
-    wait_until(
-        lambda: ray_job(rc, status["submissionId"])["status"] == "STOPPED", "the job stopping", 30
-    )
-    assert job["metadata"]["wtb.dev/batchtest"] == f"{kube_namespace}/guest"
-
-
-def test_a_failed_job_is_submitted_again_and_recorded_cells_are_kept(
-    operator: OperatorProcess,
-    toy: str,
-    kube_namespace: str,
-    api: client.ApiClient,
-    pgbouncer_url: str,
-) -> None:
-    create(api, kube_namespace, toy_batchtest("retried", 300, backoffLimit=1))
-    status = wait_for_status(
-        api,
-        kube_namespace,
-        "retried",
-        lambda s: running(s, 50),
-        "cells recorded",
-        logs=operator.logs,
-    )
-    first = status["submissionId"]
-    for pid in driver_pids(status["runId"]):
-        os.kill(pid, signal.SIGKILL)  # the driver's pod dies: the Ray job fails
-    with ResultStore.open(pgbouncer_url) as store:
-        run = store.get_run(status["runId"])
-        assert run is not None
-        kept = {c.cell_key: c.finished_at for c in store.iter_cells(run.id)}
-    assert kept
-
-    done = wait_for_status(
-        api, kube_namespace, "retried", finished, "the second attempt", logs=operator.logs
-    )
-    assert done["phase"] == "Succeeded", done
-    assert done["jobAttempts"] == 2
-    assert done["submissionId"] != first
-    assert has_event(api, kube_namespace, "retried", "JobFailed")
-    with ResultStore.open(pgbouncer_url) as store:
-        run = store.get_run(done["runId"])
-        assert run is not None
-        after = {c.cell_key: c.finished_at for c in store.iter_cells(run.id)}
-    assert len(after) == 600
-    assert all(after[key] == when for key, when in kept.items()), "a recorded cell ran again"
-    assert _work_done(pgbouncer_url, done["runId"]) == (600, 2, 1)
-
-
-def test_a_workflow_that_does_not_import_fails_once_with_the_field_named(
-    operator: OperatorProcess,
-    kuberay: KubeRayStandIn,
-    kube_namespace: str,
-    api: client.ApiClient,
-) -> None:
-    kuberay.register_image(TOY_IMAGE, TOY_DIR)
-    create(api, kube_namespace, toy_workflow("no_such_node"))
-    create(api, kube_namespace, toy_batchtest("broken", 5))
-    status = wait_for_status(
-        api, kube_namespace, "broken", finished, "the run failing", logs=operator.logs
-    )
-    assert status["phase"] == "Failed"
-    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
-    assert failed["reason"] == "InvalidWorkflow"
-    assert "spec.variants.lookup[0].path" in failed["message"]
-    assert status["jobAttempts"] == 1
-    # A failing driver's output stays out of status and events, credentials with it.
-    assert SECRET_PASSWORD not in json.dumps(status)
-    assert all(
-        SECRET_PASSWORD not in (e.message or "") for e in events_for(api, kube_namespace, "broken")
-    )
-    assert SECRET_PASSWORD not in operator.logs()
 
 
 def test_ttl_deletes_the_cluster_after_the_run(
@@ -737,35 +616,6 @@ def test_a_batchtest_deleted_and_made_again_runs_again(
     assert rc["metadata"]["ownerReferences"][0]["uid"] == new_uid
 
 
-def test_a_spec_edit_mid_run_stops_the_old_job_and_starts_a_new_run(
-    operator: OperatorProcess, toy: str, kube_namespace: str, api: client.ApiClient
-) -> None:
-    create(api, kube_namespace, toy_batchtest("edited", 400))
-    old = wait_for_status(
-        api, kube_namespace, "edited", running, "cells being recorded", logs=operator.logs
-    )
-    patch_spec(
-        api,
-        kube_namespace,
-        "edited",
-        {"repeats": 2, "dataset": toy_batchtest("x", 5)["spec"]["dataset"]},
-    )
-    new = wait_for_status(
-        api,
-        kube_namespace,
-        "edited",
-        lambda s: s.get("observedGeneration") == 2 and finished(s),
-        "the new generation's run",
-        logs=operator.logs,
-    )
-    assert new["phase"] == "Succeeded", new
-    assert new["progress"] == "20/20"
-    assert new["runId"] != old["runId"]
-    rc = _one_cluster(api, kube_namespace)
-    assert ray_job(rc, old["submissionId"])["status"] == "STOPPED"
-    assert has_event(api, kube_namespace, "edited", "StoppedJob")
-
-
 def test_operator_killed_while_provisioning_makes_no_second_cluster_or_job(
     operator_kubeconfig: Path,
     operator: OperatorProcess,
@@ -830,3 +680,198 @@ def test_a_status_write_from_an_outdated_read_is_refused(
             "batchtests", kube_namespace, "versioned", {"phase": "Failed"}, resource_version=read
         )
     assert status_of(api, kube_namespace, "versioned")["phase"] == "Pending"
+
+
+# --- On one shared RayCluster: tests whose subject is not a cluster's lifecycle. They come
+# last, so that its head runs only while they do.
+
+
+@pytest.fixture(scope="module")
+def shared(
+    kube: ControlPlane, kuberay: KubeRayStandIn, postgres_services: PostgresServices
+) -> Iterator[SharedCluster]:
+    """One RayCluster for the tests whose subject is not a cluster's lifecycle, started once
+    for this module: those tests skip starting a Ray head (about 8 s) and its first worker
+    processes. Its namespace holds the toy Workflow; its database is theirs."""
+    kuberay.register_image(TOY_IMAGE, TOY_DIR)
+    database = f"wtb_test_{os.getpid()}_shared"
+    postgres_services.create_database(database)
+    url = postgres_services.url(database, through_pgbouncer=True)
+    try:
+        with kube.api_client() as api, namespace(api, "shared") as ns:
+            try:
+                create_database_secret(api, ns, url)
+                create(api, ns, toy_workflow())
+                create_raycluster(api, ns, "shared", TOY_IMAGE)
+                wait_until(lambda: raycluster_ready(api, ns, "shared"), "the shared RayCluster", 90)
+                yield SharedCluster(ns, "shared", url)
+            finally:
+                release_finalizers(api, ns)
+    finally:
+        postgres_services.drop_database(database)
+
+
+@pytest.fixture
+def shared_operator(
+    operator_kubeconfig: Path, shared: SharedCluster, api: client.ApiClient, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator, recording in the shared cluster's database. Afterwards it deletes what
+    a failed test left unfinished there (stopping its job), so that the next test has the
+    cluster to itself."""
+    process = start_operator(
+        operator_kubeconfig, url_with_password(shared.database_url), tmp_path / "operator.log"
+    )
+    try:
+        yield process
+    finally:
+        try:
+            if process.running():
+                # Only a failed test leaves something; its own error says more than this.
+                with contextlib.suppress(ServiceError):
+                    delete_unfinished_batchtests(api, shared.namespace, 60)
+        finally:
+            process.stop()
+
+
+def test_operator_killed_mid_run_resumes_without_doing_anything_twice(
+    operator_kubeconfig: Path,
+    shared_operator: OperatorProcess,
+    shared: SharedCluster,
+    api: client.ApiClient,
+    tmp_path: Path,
+) -> None:
+    ns, url = shared.namespace, shared.database_url
+    create(api, ns, toy_batchtest("resume", 150, ray={"clusterName": shared.name}))
+    wait_for_status(api, ns, "resume", running, "cells being recorded", logs=shared_operator.logs)
+    shared_operator.kill()
+    before = status_of(api, ns, "resume")
+    assert before["phase"] == "Running"
+
+    again = start_operator(operator_kubeconfig, url, tmp_path / "operator-2.log")
+    try:
+        status = wait_for_status(
+            api, ns, "resume", finished, "the batch finishing", logs=again.logs
+        )
+    finally:
+        again.stop()
+    assert status["phase"] == "Succeeded", status
+    assert status["progress"] == "300/300"
+    assert status["submissionId"] == before["submissionId"]
+    assert status["jobAttempts"] == 1
+    rc = get_raycluster(api, ns, shared.name) or {}
+    jobs = [j for j in ray_jobs(rc) if j["metadata"].get("wtb.dev/batchtest") == f"{ns}/resume"]
+    assert [j["submission_id"] for j in jobs] == [status["submissionId"]]
+    assert _work_done(url, status["runId"]) == (300, 1, 1)
+
+
+def test_deleting_a_batchtest_stops_its_job_on_a_shared_cluster(
+    shared_operator: OperatorProcess, shared: SharedCluster, api: client.ApiClient
+) -> None:
+    ns = shared.namespace
+    create(api, ns, toy_batchtest("guest", 400, ray={"clusterName": shared.name}))
+    status = wait_for_status(
+        api, ns, "guest", running, "cells being recorded", logs=shared_operator.logs
+    )
+    assert status["rayCluster"] == shared.name
+
+    delete_batchtest(api, ns, "guest")
+    wait_until(lambda: get_batchtest(api, ns, "guest") is None, "the BatchTest going", 60)
+    rc = get_raycluster(api, ns, shared.name)
+    assert rc is not None, "a shared cluster is not WTB's to delete"
+    assert raycluster_ready(api, ns, shared.name)
+    job = ray_job(rc, status["submissionId"])
+    wait_until(
+        lambda: ray_job(rc, status["submissionId"])["status"] == "STOPPED", "the job stopping", 30
+    )
+    assert job["metadata"]["wtb.dev/batchtest"] == f"{ns}/guest"
+
+
+def test_a_failed_job_is_submitted_again_and_recorded_cells_are_kept(
+    shared_operator: OperatorProcess, shared: SharedCluster, api: client.ApiClient
+) -> None:
+    ns, url = shared.namespace, shared.database_url
+    create(
+        api,
+        ns,
+        toy_batchtest("retried", 150, backoffLimit=1, ray={"clusterName": shared.name}),
+    )
+    status = wait_for_status(
+        api, ns, "retried", lambda s: running(s, 50), "cells recorded", logs=shared_operator.logs
+    )
+    first = status["submissionId"]
+    for pid in driver_pids(status["runId"]):
+        os.kill(pid, signal.SIGKILL)  # the driver's pod dies: the Ray job fails
+    with ResultStore.open(url) as store:
+        run = store.get_run(status["runId"])
+        assert run is not None
+        kept = {c.cell_key: c.finished_at for c in store.iter_cells(run.id)}
+    assert kept
+    assert len(kept) < 300, "the first attempt finished before it was killed"
+
+    done = wait_for_status(
+        api, ns, "retried", finished, "the second attempt", logs=shared_operator.logs
+    )
+    assert done["phase"] == "Succeeded", done
+    assert done["jobAttempts"] == 2
+    assert done["submissionId"] != first
+    assert has_event(api, ns, "retried", "JobFailed")
+    with ResultStore.open(url) as store:
+        run = store.get_run(done["runId"])
+        assert run is not None
+        after = {c.cell_key: c.finished_at for c in store.iter_cells(run.id)}
+    assert len(after) == 300
+    assert all(after[key] == when for key, when in kept.items()), "a recorded cell ran again"
+    assert _work_done(url, done["runId"]) == (300, 2, 1)
+
+
+def test_a_workflow_that_does_not_import_fails_once_with_the_field_named(
+    shared_operator: OperatorProcess, shared: SharedCluster, api: client.ApiClient
+) -> None:
+    ns = shared.namespace
+    create(api, ns, toy_workflow("no_such_node", name="toy-broken"))
+    create(
+        api,
+        ns,
+        toy_batchtest(
+            "broken", 5, workflowRef={"name": "toy-broken"}, ray={"clusterName": shared.name}
+        ),
+    )
+    status = wait_for_status(
+        api, ns, "broken", finished, "the run failing", logs=shared_operator.logs
+    )
+    assert status["phase"] == "Failed"
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["reason"] == "InvalidWorkflow"
+    assert "spec.variants.lookup[0].path" in failed["message"]
+    assert status["jobAttempts"] == 1
+    # A failing driver's output stays out of status and events, credentials with it.
+    assert SECRET_PASSWORD not in json.dumps(status)
+    assert all(SECRET_PASSWORD not in (e.message or "") for e in events_for(api, ns, "broken"))
+    assert SECRET_PASSWORD not in shared_operator.logs()
+
+
+def test_a_spec_edit_mid_run_stops_the_old_job_and_starts_a_new_run(
+    shared_operator: OperatorProcess, shared: SharedCluster, api: client.ApiClient
+) -> None:
+    ns = shared.namespace
+    create(api, ns, toy_batchtest("edited", 400, ray={"clusterName": shared.name}))
+    old = wait_for_status(
+        api, ns, "edited", running, "cells being recorded", logs=shared_operator.logs
+    )
+    patch_spec(
+        api, ns, "edited", {"repeats": 2, "dataset": toy_batchtest("x", 5)["spec"]["dataset"]}
+    )
+    new = wait_for_status(
+        api,
+        ns,
+        "edited",
+        lambda s: s.get("observedGeneration") == 2 and finished(s),
+        "the new generation's run",
+        logs=shared_operator.logs,
+    )
+    assert new["phase"] == "Succeeded", new
+    assert new["progress"] == "20/20"
+    assert new["runId"] != old["runId"]
+    rc = get_raycluster(api, ns, shared.name) or {}
+    assert ray_job(rc, old["submissionId"])["status"] == "STOPPED"
+    assert has_event(api, ns, "edited", "StoppedJob")
