@@ -210,6 +210,32 @@ def test_warnings_while_building_variants_are_attributed_to_them(app: Path) -> N
     ]
 
 
+def test_the_driver_resolves_python_path_against_its_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a cluster run the manifest is far away: the image's working directory is the
+    base, and the Workflow's entries come before the driver's own PYTHONPATH."""
+    from wtb.pipeline.drive import _python_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", "/opt/extra")
+    record = {"workflow": {"graph": {"factory": "a.b:c"}, "pythonPath": ["src"]}}
+    assert _python_path(record) == (str(tmp_path / "src"), "/opt/extra")
+    assert _python_path({"workflow": {"graph": {"factory": "a.b:c"}}}) == ("/opt/extra",)
+
+
+def test_run_prints_the_build_warnings_too(app: Path) -> None:
+    _edit(app / "batchtest.yaml", matrix={"answer": ["original", "annotated"]})
+    db = f"sqlite:///{app / 'r.db'}"
+    result = CliRunner().invoke(
+        cli, ["run", "-f", str(app), "--database", db, "-o", "json"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.stderr
+    assert "node 'answer', variant 'annotated': UserWarning:" in result.stderr
+    assert result.stdout.lstrip().startswith("{")  # -o json stays parseable
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_ray_actors_honour_isolation(app: Path, request: pytest.FixtureRequest) -> None:
