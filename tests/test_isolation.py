@@ -164,6 +164,13 @@ def test_without_python_path_a_src_layout_is_not_importable(app: Path) -> None:
     assert f"no module named {APP!r}" in result.output
 
 
+def test_a_python_path_directory_that_is_not_there_is_named(app: Path) -> None:
+    _edit(app / "workflow.yaml", pythonPath=["src", "scr"])
+    result = CliRunner().invoke(cli, ["validate", "-f", str(app)], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert "spec.pythonPath[1]: no directory" in result.output
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [

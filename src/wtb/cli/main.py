@@ -55,10 +55,21 @@ def _prepare_all(manifests: ManifestSet) -> list[PreparedBatch]:
     for batch, source in manifests.batchtests:
         workflow, wf_source = manifests.workflow_for(batch, source)
         # The Workflow's pythonPath (beside its manifest) first, then the manifests' folders.
+        wf_where = wf_source.where("Workflow", workflow.metadata.name)
+        own = workflow.spec.python_path_under(wf_source.base_dir)
+        for i, entry in enumerate(own):
+            if not Path(entry).is_dir():
+                from wtb.errors import ManifestError
+
+                raise ManifestError(
+                    f"no directory {entry}",
+                    where=f"{wf_where}: spec.pythonPath[{i}]",
+                    fix="give a directory relative to the Workflow manifest's directory",
+                )
         path = tuple(
             dict.fromkeys(
                 [
-                    *workflow.spec.python_path_under(wf_source.base_dir),
+                    *own,
                     str(wf_source.base_dir),
                     str(source.base_dir),
                 ]
@@ -71,7 +82,7 @@ def _prepare_all(manifests: ManifestSet) -> list[PreparedBatch]:
                 workflow,
                 base_dir=source.base_dir,
                 where=source.where("BatchTest", batch.metadata.name),
-                workflow_where=wf_source.where("Workflow", workflow.metadata.name),
+                workflow_where=wf_where,
                 python_path=path,
             )
         )
