@@ -52,7 +52,9 @@ async def _in_pool(pool: ElasticThreadPool, fn: Callable[..., T], *args: Any) ->
 
 
 class CellExecutor:
-    """Executes cells of one run; builds each combination's graph once per process."""
+    """Executes cells of one run; builds each combination's graph once per process, whose
+    node objects then serve all its cells concurrently (`isolation: shared`), or a graph
+    for every cell attempt (`isolation: cell`)."""
 
     def __init__(self, job: RunSpec, *, emit: EmitEvent, backoff_scale: float = 1.0) -> None:
         extend_sys_path(job.python_path)
