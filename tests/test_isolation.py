@@ -4,7 +4,9 @@ while variants are built, attributed to them. Fixture: tests/fixtures/srclayout.
 
 from __future__ import annotations
 
+import json
 import shutil
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,6 +243,10 @@ def test_run_prints_the_build_warnings_too(app: Path) -> None:
     assert "warning: " in result.stderr
     assert "node 'answer', variant 'annotated': UserWarning:" in result.stderr
     assert result.stdout.lstrip().startswith("{")  # -o json stays parseable
+    with sqlite3.connect(app / "r.db") as conn:
+        (data,) = conn.execute("select data from audit_log where kind = 'batch.started'").fetchone()
+    (kept,) = json.loads(data)["warnings"]
+    assert "node 'answer', variant 'annotated': UserWarning:" in kept
 
 
 @pytest.mark.ray
