@@ -476,7 +476,11 @@ def check_context(
 class VariantGraphs:
     """Compiled graphs per variant combination, built once each (per process). Setting axes
     of a combination change what the graph is invoked with, not the graph: they are left
-    out here, so combinations that differ only in settings share one graph."""
+    out here, so combinations that differ only in settings share one graph.
+
+    With `fresh()` a graph is built anew on every call instead (BatchTest `isolation: cell`):
+    the graph factory and the variants' factories run again, so no node object is shared
+    with another cell attempt."""
 
     def __init__(self, spec: WorkflowSpec) -> None:
         self._spec = spec
@@ -494,23 +498,40 @@ class VariantGraphs:
         store overlay and cache, and whether it needs a checkpointer thread."""
         return self._build(combination)[2]
 
+    def fresh(
+        self, combination: tuple[tuple[str, str], ...]
+    ) -> tuple[CompiledStateGraph[Any], GraphRuntime]:
+        """A graph for a combination built now, shared with nobody (not cached), and the
+        runtime its invocations run in."""
+        graph, _, runtime = self._compile(self._nodes_of(combination))
+        return graph, runtime
+
+    def _nodes_of(self, combination: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        if self._spec.settings:
+            return tuple(p for p in combination if not self._spec.is_setting(p[0]))
+        return combination
+
     def _build(
         self, combination: tuple[tuple[str, str], ...]
     ) -> tuple[CompiledStateGraph[Any], bool, GraphRuntime]:
-        if self._spec.settings:
-            combination = tuple(p for p in combination if not self._spec.is_setting(p[0]))
+        combination = self._nodes_of(combination)
         found = self._compiled.get(combination)
         if found is None:
-            builder, settings = load_graph(self._spec)
-            swap_nodes(
-                builder,
-                {
-                    node: resolve_variant(self._spec, node, variant, where=f"matrix.{node}")
-                    for node, variant in combination
-                    if variant != ORIGINAL
-                },
-            )
-            graph, runtime = settings.compile(builder)
-            found = (graph, is_sync_graph(builder), runtime)
+            found = self._compile(combination)
             self._compiled[combination] = found
         return found
+
+    def _compile(
+        self, combination: tuple[tuple[str, str], ...]
+    ) -> tuple[CompiledStateGraph[Any], bool, GraphRuntime]:
+        builder, settings = load_graph(self._spec)
+        swap_nodes(
+            builder,
+            {
+                node: resolve_variant(self._spec, node, variant, where=f"matrix.{node}")
+                for node, variant in combination
+                if variant != ORIGINAL
+            },
+        )
+        graph, runtime = settings.compile(builder)
+        return graph, is_sync_graph(builder), runtime

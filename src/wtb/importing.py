@@ -38,7 +38,8 @@ def import_object(path: str, *, where: str = "") -> Any:
             f"cannot import {path!r}: no module named {missing!r}",
             where=where,
             fix="check the spelling, that the package is installed, or that its directory "
-            "is on the Python path (wtb run adds the manifest's directory)",
+            "is on the Python path (wtb run adds the manifest's directory; for a src/ "
+            "layout, give the Workflow `pythonPath: [src]`)",
         ) from exc
     except Exception as exc:
         raise ManifestError(

@@ -284,6 +284,16 @@ class BatchTestSpec(SpecModel):
     evaluators: list[EvaluatorSpec] = Field(min_length=1)
     primary_metric: str = Field(description="Name of the evaluator that ranks combinations.")
     concurrency: int = Field(default=8, ge=1, le=4096, description="Cells run at once.")
+    isolation: Literal["shared", "cell"] | None = Field(
+        default=None,
+        description=(
+            "What the graph's node objects are shared by. `shared` (the default): each "
+            "combination's graph is built once per process and its nodes serve every cell, "
+            "concurrently, as in a production server, so they must be thread-safe. `cell`: "
+            "the graph factory and variant factories run again and the graph is compiled "
+            "for every attempt of every cell, as in a fresh process."
+        ),
+    )
     timeout_seconds: float = Field(default=300.0, gt=0, description="Per attempt of a cell.")
     retry: RetrySpec = Field(default_factory=RetrySpec)
     invoke: InvocationSpec | None = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -187,6 +188,15 @@ class WorkflowSpec(SpecModel):
         default=None, description="Container image holding the workflow code (cluster runs)."
     )
     graph: GraphSpec
+    python_path: list[str] | None = Field(
+        default=None,
+        description=(
+            "Directories put first on the Python path before the workflow's code is "
+            "imported (a src/ layout: [src]): relative to the manifest's directory for "
+            "`wtb run` and `wtb validate`, to the image's working directory in a cluster "
+            "run. Relative paths inside that directory only (no absolute path, no `..`)."
+        ),
+    )
     variants: dict[str, list[VariantSpec]] = Field(
         default_factory=dict,
         description=(
@@ -206,6 +216,24 @@ class WorkflowSpec(SpecModel):
         description="What every invocation of the graph gets (context, configurable, "
         "recursionLimit, tags, metadata); a BatchTest, variant, setting or row adds to it.",
     )
+
+    @model_validator(mode="after")
+    def _relative_python_path(self) -> WorkflowSpec:
+        # Absolute paths and `..` would name directories outside the workflow's code: on
+        # another machine, or in the image, they would not be there (or be something else).
+        for i, entry in enumerate(self.python_path or []):
+            parts = PurePosixPath(entry.replace("\\", "/")).parts
+            if not entry.strip() or entry.startswith(("/", "\\", "~")) or ":" in entry:
+                raise ValueError(
+                    f"pythonPath[{i}] {entry!r}: give a directory relative to the manifest's "
+                    "directory (the image's working directory in a cluster run), like `src`"
+                )
+            if ".." in parts:
+                raise ValueError(
+                    f"pythonPath[{i}] {entry!r} leaves the manifest's directory (`..`); "
+                    "keep the workflow's code beside or below the manifest"
+                )
+        return self
 
     @model_validator(mode="after")
     def _unique_variant_names(self) -> WorkflowSpec:
@@ -240,6 +268,11 @@ class WorkflowSpec(SpecModel):
                     f"settings.{setting}: choice names must be unique; repeated: {', '.join(dupes)}"
                 )
         return self
+
+    def python_path_under(self, base: Path) -> tuple[str, ...]:
+        """The `pythonPath` directories, resolved against `base` (the manifest's directory,
+        or the image's working directory)."""
+        return tuple(str(base / entry) for entry in self.python_path or [])
 
     def variant(self, node: str, name: str) -> VariantSpec | None:
         """The named variant of a node; None for `original`."""

@@ -24,6 +24,7 @@ from wtb.domain import Attempt, Cell, CellResult, Combination
 from wtb.graphs import VariantGraphs
 from wtb.importing import extend_sys_path
 from wtb.runs.spec import RunSpec
+from wtb.runtime.attempt import GraphRuntime
 from wtb.usage import metering
 
 T = TypeVar("T")
@@ -51,12 +52,16 @@ async def _in_pool(pool: ElasticThreadPool, fn: Callable[..., T], *args: Any) ->
 
 
 class CellExecutor:
-    """Executes cells of one run; builds each combination's graph once per process."""
+    """Executes cells of one run; builds each combination's graph once per process, whose
+    node objects then serve all its cells concurrently (`isolation: shared`), or a graph
+    for every cell attempt (`isolation: cell`)."""
 
     def __init__(self, job: RunSpec, *, emit: EmitEvent, backoff_scale: float = 1.0) -> None:
         extend_sys_path(job.python_path)
         self._job = job
         self._graphs = VariantGraphs(job.workflow)
+        # A fresh graph (factories run again, compiled again) for every cell attempt.
+        self._isolated = job.batch.isolation == "cell"
         # Nodes fixed outside the matrix are in no combination (nor its label or cell keys),
         # but in every graph built.
         self._fixed: Combination = tuple(sorted((job.batch.fixed or {}).items()))
@@ -66,6 +71,14 @@ class CellExecutor:
             emit,
             job.batch.timeout_seconds,
         )
+
+    def _graph(self, combination: Combination) -> tuple[Any, GraphRuntime]:
+        """The graph an attempt of the combination runs, and its runtime: the process's one
+        (`isolation: shared`), or one built for this attempt alone (`isolation: cell`)."""
+        built = self._built(combination)
+        if self._isolated:
+            return self._graphs.fresh(built)
+        return self._graphs.get(built)[0], self._graphs.runtime(built)
 
     def is_sync(self, combination: Combination) -> bool:
         """Whether the combination's graph is sync-only (it can run whole in one thread)."""
@@ -101,17 +114,16 @@ class CellExecutor:
         attempt's record and the backoff does not hold a worker's slot.
         """
         case = self.scorer.case(cell)
-        built = self._built(cell.combination)
-        graph, sync = self._graphs.get(built)
-        runtime = self._graphs.runtime(built)
+        sync = self.is_sync(cell.combination)
         attempt = self.protocol.begin(cell, history)
-        invocation = build_invocation(
-            self._job, cell, case, attempt.number, needs_thread=runtime.needs_thread
-        )
         deadline = asyncio.timeout(self.protocol.timeout)
         try:
             with pool.tracking() as submitted:
                 async with deadline:
+                    graph, runtime = await self._attempt_graph(pool, cell.combination)
+                    invocation = build_invocation(
+                        self._job, cell, case, attempt.number, needs_thread=runtime.needs_thread
+                    )
                     with metering() as meter, runtime.attempt(invocation.config):
                         state = await self._invoke(pool, graph, sync, case.inputs, invocation)
         except TimeoutError as exc:
@@ -132,6 +144,16 @@ class CellExecutor:
         if isinstance(decision, Retry):
             return decision
         return await _in_pool(pool, self.scorer.failure, cell, decision.attempts)
+
+    async def _attempt_graph(
+        self, pool: ElasticThreadPool, combination: Combination
+    ) -> tuple[Any, GraphRuntime]:
+        """The attempt's graph. One built for the attempt (`isolation: cell`) is built in
+        `pool`, off the loop (user factories may block), and within the attempt: its time
+        counts towards the timeout, and a factory that raises fails the attempt."""
+        if not self._isolated:
+            return self._graph(combination)
+        return await _in_pool(pool, self._graph, combination)
 
     async def _invoke(
         self,
@@ -171,9 +193,6 @@ class CellExecutor:
         false (the run was stopped), no further attempt starts.
         """
         case = self.scorer.case(cell)
-        built = self._built(cell.combination)
-        graph, _ = self._graphs.get(built)
-        runtime = self._graphs.runtime(built)
         history: tuple[Attempt, ...] = ()
         if after is not None:
             if isinstance(after, GiveUp) or not keep_going():
@@ -182,20 +201,21 @@ class CellExecutor:
             history = after.attempts
         while True:
             attempt = self.protocol.begin(cell, history)
-            invocation = build_invocation(
-                self._job, cell, case, attempt.number, needs_thread=runtime.needs_thread
-            )
             claim = guard.watch(attempt)
             error: BaseException | None = None
-            with metering() as meter, runtime.attempt(invocation.config):
-                try:
+            try:
+                graph, runtime = self._graph(cell.combination)
+                invocation = build_invocation(
+                    self._job, cell, case, attempt.number, needs_thread=runtime.needs_thread
+                )
+                with metering() as meter, runtime.attempt(invocation.config):
                     state = _invoke_sync(graph, case.inputs, invocation)
-                except Exception as exc:
-                    error = exc
-                except BaseException:
-                    if claim.release():
-                        raise
-                    return None
+            except Exception as exc:
+                error = exc
+            except BaseException:
+                if claim.release():
+                    raise
+                return None
             if not claim.release():
                 return None
             if error is None:

@@ -54,7 +54,27 @@ def _prepare_all(manifests: ManifestSet) -> list[PreparedBatch]:
     prepared = []
     for batch, source in manifests.batchtests:
         workflow, wf_source = manifests.workflow_for(batch, source)
-        path = tuple(dict.fromkeys([str(wf_source.base_dir), str(source.base_dir)]))
+        # The Workflow's pythonPath (beside its manifest) first, then the manifests' folders.
+        wf_where = wf_source.where("Workflow", workflow.metadata.name)
+        own = workflow.spec.python_path_under(wf_source.base_dir)
+        for i, entry in enumerate(own):
+            if not Path(entry).is_dir():
+                from wtb.errors import ManifestError
+
+                raise ManifestError(
+                    f"no directory {entry}",
+                    where=f"{wf_where}: spec.pythonPath[{i}]",
+                    fix="give a directory relative to the Workflow manifest's directory",
+                )
+        path = tuple(
+            dict.fromkeys(
+                [
+                    *own,
+                    str(wf_source.base_dir),
+                    str(source.base_dir),
+                ]
+            )
+        )
         extend_sys_path(path)
         prepared.append(
             prepare(
@@ -62,7 +82,7 @@ def _prepare_all(manifests: ManifestSet) -> list[PreparedBatch]:
                 workflow,
                 base_dir=source.base_dir,
                 where=source.where("BatchTest", batch.metadata.name),
-                workflow_where=wf_source.where("Workflow", workflow.metadata.name),
+                workflow_where=wf_where,
                 python_path=path,
             )
         )
@@ -240,6 +260,7 @@ def _run_prepared(
         for item in prepared:
             name = item.batch.metadata.name
             plan = item.plan
+            _print_warnings(item)
             if output == "table":
                 err.print(
                     f"[bold]{name}[/]: {len(plan.combinations)} combinations"
@@ -346,6 +367,14 @@ def _run_with_progress(
         )
 
 
+def _print_warnings(item: PreparedBatch) -> None:
+    """The warnings raised while the graph and its variants were built, each naming the
+    node and variant (on stderr, so that `-o json` output stays parseable)."""
+    for warning in item.warnings:
+        click.secho("warning: ", fg="yellow", bold=True, err=True, nl=False)
+        click.echo(str(warning), err=True)
+
+
 @cli.command()
 @FILES
 def validate(files: tuple[str, ...]) -> None:
@@ -368,6 +397,7 @@ def validate(files: tuple[str, ...]) -> None:
             f" = {plan.total} cells"
             + (f"; in every cell: {fixed}" if (fixed := fixed_label(item.batch.spec)) else "")
         )
+        _print_warnings(item)
     for execution, _ in manifests.executions:
         click.echo(f"ok  Execution {execution.metadata.namespace}/{execution.metadata.name}")
 

@@ -16,8 +16,9 @@ Running it again after a crash finishes the remainder. Two drivers of the same r
 never record a cell twice: the store's unique key on (run, cell) refuses the second write of
 a cell, whatever the timing. (They may both run a cell; only one result is kept.)
 
-User code is imported from the driver's `PYTHONPATH` and the installed packages; actors on
-the same node get the same path.
+User code is imported from the Workflow's `pythonPath` (relative to the working directory,
+the image's), the driver's `PYTHONPATH` and the installed packages; actors get the same
+path.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from wtb.errors import ManifestError, ManifestErrors, StorageError, WtbError
+from wtb.importing import extend_sys_path
 
 log = logging.getLogger("wtb.driver")
 
@@ -54,6 +57,16 @@ def _handle_sigterm() -> None:
 _LOG_EVERY_S = 10.0
 
 
+def _python_path(record: dict[str, Any]) -> tuple[str, ...]:
+    """The Workflow's `pythonPath`, relative to the working directory (the image's), then
+    the driver's `PYTHONPATH`; actors get the same (`RunSpec.python_path`)."""
+    from wtb.api.workflow import WorkflowSpec
+
+    workflow = WorkflowSpec.model_validate(record["workflow"])
+    env = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return tuple(dict.fromkeys([*workflow.python_path_under(Path.cwd()), *env]))
+
+
 def drive(
     run_key: str,
     *,
@@ -75,7 +88,6 @@ def drive(
     from wtb.storage.engine import redact
 
     settings = get_settings()
-    python_path = tuple(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
     with ResultStore.open(database_url, retry_seconds=settings.store_retry_seconds) as store:
         recorded = store.get_run(run_key)
         if recorded is None:
@@ -83,6 +95,8 @@ def drive(
                 f"no run {run_key!r} in the result store {redact(database_url)}",
                 fix="record the run first (the operator does), or check WTB_DATABASE_URL",
             )
+        python_path = _python_path(recorded.spec)
+        extend_sys_path(python_path)
         if not is_planned(recorded):
             try:
                 recorded = plan_recorded_run(

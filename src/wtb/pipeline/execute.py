@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wtb import events
 from wtb._iterables import chunked
@@ -164,6 +164,7 @@ def run_batch(
         on_progress=on_progress,
         flush_every=flush_every,
         flush_seconds=flush_seconds,
+        build_warnings=[str(w) for w in prepared.warnings],
     )
 
 
@@ -178,16 +179,23 @@ def execute_run(
     on_progress: ProgressCallback | None = None,
     flush_every: int = 200,
     flush_seconds: float = 0.5,
+    build_warnings: Sequence[str] = (),
 ) -> RunOutcome:
     """Run a started run's unrecorded cells with `runner`, record them, and mark the run
-    succeeded when every cell is recorded (by this process or a concurrent one)."""
+    succeeded when every cell is recorded (by this process or a concurrent one).
+
+    `build_warnings` (raised while the graph and variants were built, each naming its
+    variant) are kept in the audit log with the `batch.started` event."""
     bus = bus or EventBus()
     started = time.perf_counter()
     before = store.progress(run.id).done
     total = plan.total
     writer = ResultWriter(store, run.id, every=flush_every, seconds=flush_seconds)
     unsubscribe = bus.subscribe(writer.add_event)
-    bus.publish(events.Event(events.BATCH_STARTED, None, {"run": run.run_key, "total": total}))
+    started_data: dict[str, Any] = {"run": run.run_key, "total": total}
+    if build_warnings:
+        started_data["warnings"] = list(build_warnings)
+    bus.publish(events.Event(events.BATCH_STARTED, None, started_data))
     done = before
     if on_progress:
         on_progress(done, total)

@@ -8,6 +8,10 @@ any cell runs, and nothing is written. `wtb validate` does exactly this.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +44,40 @@ if TYPE_CHECKING:
     from wtb.storage.store import ResultStore
 
 
+log = logging.getLogger("wtb.driver")
+
+
+@dataclass(frozen=True)
+class BuildWarning:
+    """A warning LangGraph or the user's code raised while WTB built the graph or a variant
+    (LangGraph's about a node's `config` annotation, a deprecation): `subject` names what
+    was being built (`the graph`, `node 'x', variant 'y'`), `where` the manifest field."""
+
+    subject: str
+    where: str
+    category: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.subject}: {self.category}: {self.message}"
+
+
+@contextmanager
+def _attributed(sink: list[BuildWarning], subject: str, where: str) -> Iterator[None]:
+    """Collect the warnings raised inside into `sink`, attributed to `subject`, instead of
+    letting them go to stderr unattributed (or be hidden by the filters after a first time).
+    Not thread-safe (`warnings.catch_warnings`): `prepare` runs before any cell."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen: set[tuple[str, str]] = set()
+    for w in caught:
+        key = (w.category.__name__, str(w.message))
+        if key not in seen:
+            seen.add(key)
+            sink.append(BuildWarning(subject, where, *key))
+
+
 @dataclass(frozen=True)
 class PreparedBatch:
     batch: BatchTest
@@ -47,6 +85,8 @@ class PreparedBatch:
     job: RunSpec
     plan: Plan
     run_info: RunInfo
+    warnings: tuple[BuildWarning, ...] = ()
+    """Warnings raised while the graph and the variants were built (none is hidden)."""
 
     def record(self, store: ResultStore, *, start: bool = True) -> RunRecord:
         """Record the workflow and the run; without `start` it stays pending for a driver."""
@@ -69,8 +109,10 @@ def prepare(
     derived from the content.
     """
     spec = batch.spec
-    builder = load_builder(workflow.spec, where=f"{workflow_where}: spec.graph")
-    check_compiles(builder, where=f"{workflow_where}: spec.graph")
+    raised: list[BuildWarning] = []
+    with _attributed(raised, "the graph", f"{workflow_where}: spec.graph"):
+        builder = load_builder(workflow.spec, where=f"{workflow_where}: spec.graph")
+        check_compiles(builder, where=f"{workflow_where}: spec.graph")
     nodes = node_paths(builder)
     for node in workflow.spec.variants:
         check_node_path(
@@ -93,24 +135,32 @@ def prepare(
         )
         for i, variant in enumerate(variants):
             if variant != ORIGINAL:
-                resolve_variant(
-                    workflow.spec,
-                    node,
-                    variant,
-                    where=f"{where}: spec.matrix.{node}[{i}]",
-                    workflow_where=workflow_where,
-                )
+                with _attributed(
+                    raised,
+                    f"node {node!r}, variant {variant!r}",
+                    f"{where}: spec.matrix.{node}[{i}]",
+                ):
+                    resolve_variant(
+                        workflow.spec,
+                        node,
+                        variant,
+                        where=f"{where}: spec.matrix.{node}[{i}]",
+                        workflow_where=workflow_where,
+                    )
     for node, variant in (spec.fixed or {}).items():
         check_node_path(
             node, nodes, field="fixed", graph=graph, where=f"{where}: spec.fixed.{node}"
         )
-        resolve_variant(
-            workflow.spec,
-            node,
-            variant,
-            where=f"{where}: spec.fixed.{node}",
-            workflow_where=workflow_where,
-        )
+        with _attributed(
+            raised, f"node {node!r}, variant {variant!r}", f"{where}: spec.fixed.{node}"
+        ):
+            resolve_variant(
+                workflow.spec,
+                node,
+                variant,
+                where=f"{where}: spec.fixed.{node}",
+                workflow_where=workflow_where,
+            )
     build_evaluators(spec.evaluators, where=f"{where}: spec.evaluators")
     cases = load_cases(spec.dataset, base_dir, where=f"{where}: spec.dataset")
     plan = build_plan(spec, cases, where=f"{where}: spec")
@@ -126,7 +176,9 @@ def prepare(
     key = run_key or local_run_key(meta.namespace, meta.name, job.digest())
     job = dataclasses.replace(job, run_key=key)
     info = run_info(batch, job, key, plan.total)
-    return PreparedBatch(batch=batch, workflow=workflow, job=job, plan=plan, run_info=info)
+    return PreparedBatch(
+        batch=batch, workflow=workflow, job=job, plan=plan, run_info=info, warnings=tuple(raised)
+    )
 
 
 def _check_setting_axis(
@@ -205,6 +257,8 @@ def plan_recorded_run(
         python_path=python_path,
         run_key=run.run_key,
     )
+    for warning in prepared.warnings:
+        log.warning("run %s: %s", run.run_key, warning)
     planned = store.plan_run(run.run_key, prepared.job.to_record(), prepared.plan.total)
     if planned is None:
         raise ManifestError(f"run {run.run_key!r} was deleted from the result store", where=where)
