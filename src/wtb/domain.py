@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 Combination = tuple[tuple[str, str], ...]
 """A variant combination: (axis, choice) pairs sorted by axis name, an axis being a node
@@ -46,14 +46,28 @@ class Cell:
     repeat: int
 
 
+class NodeFigures(TypedDict):
+    """What one node of a cell's graph took in the cell's (last) attempt."""
+
+    ms: float
+    """Wall time of the node's runs, added up (a node in a loop runs several times)."""
+    calls: int
+    tokens: int | None
+    """Tokens of the chat models and LLMs called inside the node; None when none reported."""
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     number: int
     status: AttemptStatus
     started_at: datetime
     duration_ms: float
+    """From when the graph started (not when the attempt was queued) to its end."""
     error_type: str | None = None
     error_message: str | None = None
+    run_id: str | None = None
+    """The LangChain run id of the attempt's graph invocation (its root run in a trace);
+    None when the attempt never reached the graph (its worker was lost)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +85,8 @@ class CellResult:
     evaluator_errors: dict[str, str] = field(default_factory=dict)
     """Per metric whose evaluator raised: 'ErrorClass: message' (that metric is None)."""
     attempts: tuple[Attempt, ...] = ()
+    nodes: dict[str, NodeFigures] | None = None
+    """Per node of the graph (subgraph nodes as "parent/child"), in the last attempt."""
 
 
 @dataclass(frozen=True, slots=True)
