@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypedDict
+from typing import Any, Final, Literal, TypedDict
 
 Combination = tuple[tuple[str, str], ...]
 """A variant combination: (axis, choice) pairs sorted by axis name, an axis being a node
@@ -46,6 +46,10 @@ class Cell:
     repeat: int
 
 
+MAX_NODES: Final = 64
+"""Nodes whose figures a cell keeps: the slowest ones (a generated graph can have many)."""
+
+
 class NodeFigures(TypedDict):
     """What one node of a cell's graph took in the cell's (last) attempt."""
 
@@ -65,7 +69,7 @@ class Attempt:
     """From when the graph started (not when the attempt was queued) to its end."""
     error_type: str | None = None
     error_message: str | None = None
-    run_id: str | None = None
+    root_run_id: str | None = None
     """The LangChain run id of the attempt's graph invocation (its root run in a trace);
     None when the attempt never reached the graph (its worker was lost)."""
 

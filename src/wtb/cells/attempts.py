@@ -73,7 +73,7 @@ class AttemptProtocol:
         """Start the cell's next attempt after `history` (its numbering and retry budget
         continue from there)."""
         attempt = self.observe(cell, history, datetime.now(UTC), time.perf_counter())
-        attempt.run_id = str(uuid.uuid4())
+        attempt.root_run_id = str(uuid.uuid4())
         self._emit(events.Event(events.CELL_ATTEMPT_STARTED, cell.key, {"attempt": attempt.number}))
         return attempt
 
@@ -122,7 +122,7 @@ class CellAttempt:
     number: int
     started_at: datetime
     t0: float
-    run_id: str | None = None
+    root_run_id: str | None = None
     """The root run id its graph invocation is given (`begin`); None when observed."""
     _ended: bool = field(default=False, repr=False)
 
@@ -156,7 +156,7 @@ class CellAttempt:
             self.elapsed_ms(),
             error_type,
             message,
-            self.run_id,
+            self.root_run_id,
         )
 
     def succeeded(self) -> tuple[Attempt, ...]:
@@ -166,7 +166,11 @@ class CellAttempt:
             events.Event(events.CELL_ATTEMPT_SUCCEEDED, self.cell.key, {"attempt": self.number})
         )
         record = Attempt(
-            self.number, "succeeded", self.started_at, self.elapsed_ms(), run_id=self.run_id
+            self.number,
+            "succeeded",
+            self.started_at,
+            self.elapsed_ms(),
+            root_run_id=self.root_run_id,
         )
         return (*self.history, record)
 

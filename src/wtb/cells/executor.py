@@ -116,7 +116,7 @@ class CellExecutor:
             case,
             attempt.number,
             needs_thread=runtime.needs_thread,
-            run_id=attempt.run_id,
+            run_id=attempt.root_run_id,
             callbacks=[timer],
         )
         deadline = asyncio.timeout(self.protocol.timeout)
@@ -208,7 +208,7 @@ class CellExecutor:
                 case,
                 attempt.number,
                 needs_thread=runtime.needs_thread,
-                run_id=attempt.run_id,
+                run_id=attempt.root_run_id,
                 callbacks=[timer],
             )
             claim = guard.watch(attempt)

@@ -24,10 +24,8 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from wtb.domain import NodeFigures
+from wtb.domain import MAX_NODES, NodeFigures
 
-MAX_NODES: Final = 64
-"""Nodes kept per cell: the slowest ones (a generated graph can have many)."""
 _STEP_TAG: Final = "graph:step:"
 
 
