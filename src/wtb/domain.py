@@ -118,3 +118,16 @@ class CaseAggregate:
     metric_means: dict[str, float | None]
     outcome_varies: bool
     """True when repeats of this case disagree (status or primary metric)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAggregate:
+    """One node of one combination, over its succeeded cells where the node ran."""
+
+    cells: int
+    ms_p50: float | None
+    """Median of the node's time per cell (its runs in the cell added up)."""
+    calls: float
+    """Mean runs of the node per cell."""
+    tokens: float | None
+    """Mean tokens per cell, over the cells where the node reported tokens."""

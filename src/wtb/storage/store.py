@@ -28,7 +28,15 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from wtb._iterables import chunked
 from wtb._jsonable import jsonable
-from wtb.domain import MAX_NODES, Attempt, CaseAggregate, CellResult, ComboAggregate, NodeFigures
+from wtb.domain import (
+    MAX_NODES,
+    Attempt,
+    CaseAggregate,
+    CellResult,
+    ComboAggregate,
+    NodeAggregate,
+    NodeFigures,
+)
 from wtb.errors import StorageError
 from wtb.events import Event
 from wtb.storage import aggregates
@@ -415,6 +423,22 @@ class ResultStore:
                 for a in conn.execute(stmt)
             ]
 
+    def root_run_ids(self, run_id: int) -> dict[str, list[str | None]]:
+        """Per recorded cell, its attempts' root run ids in order (None where an attempt
+        never reached its graph, or was recorded before run ids were)."""
+        stmt = (
+            select(_ATTEMPTS.c.cell_key, _ATTEMPTS.c.root_run_id)
+            .where(_ATTEMPTS.c.run_id == run_id)
+            .order_by(_ATTEMPTS.c.cell_key, _ATTEMPTS.c.number)
+        )
+        found: dict[str, list[str | None]] = {}
+        with self._transaction() as conn:
+            for cell_key, root in conn.execution_options(yield_per=aggregates.STREAM_ROWS).execute(
+                stmt
+            ):
+                found.setdefault(cell_key, []).append(root)
+        return found
+
     def audit(self, run_id: int) -> list[Event]:
         """The run's audit trail, oldest first."""
         stmt = select(_AUDIT).where(_AUDIT.c.run_id == run_id).order_by(_AUDIT.c.id)
@@ -429,6 +453,11 @@ class ResultStore:
     def combo_aggregates(self, run_id: int) -> list[ComboAggregate]:
         with self._transaction() as conn:
             return aggregates.combo_aggregates(conn, run_id)
+
+    def node_aggregates(self, run_id: int) -> dict[str, dict[str, NodeAggregate]]:
+        """Per combo_key, per node: its figures over the combination's succeeded cells."""
+        with self._transaction() as conn:
+            return aggregates.node_aggregates(conn, run_id)
 
     def case_aggregates(
         self, run_id: int, metrics: Sequence[str], primary: str
