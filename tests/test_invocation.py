@@ -197,6 +197,8 @@ def test_a_tracer_sees_run_name_tags_and_metadata_of_each_invocation(
         assert run["metadata"]["wtb_combination"] == label
         assert run["metadata"]["wtb_case"] == r.cell.case_id
         assert run["metadata"]["team"] == "batch"
+        # The attempt's record holds the root run's id: the cell's trace is found from it.
+        assert [a.root_run_id for a in r.attempts] == [run["run_id"]]
 
 
 def test_a_looping_graph_stops_at_its_recursion_limit_and_is_not_retried(
