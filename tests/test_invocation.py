@@ -172,6 +172,11 @@ def test_every_level_reaches_the_graph_the_most_specific_winning(
             "wtb_attempt": 1,
             "wtb_combination": combination_label(r.cell.combination),
         }
+        # Per-node figures and the root run id come back from wherever the cell ran (a Ray
+        # actor sends its results to the driver).
+        assert r.nodes is not None
+        assert r.nodes["respond"]["calls"] == 1
+        assert r.attempts[-1].root_run_id is not None
     assert prepared.job.run_key.startswith("default/invoked:")
 
 
