@@ -101,6 +101,35 @@ def test_each_node_has_its_time_calls_and_tokens(tmp_path: Path) -> None:
         assert r.tokens == 2 * TOKENS  # the cell's total (from the state) agrees
 
 
+def test_a_subgraphs_nodes_are_keyed_by_their_path() -> None:
+    """A subgraph's nodes are told from the parent's: `parent/child`; the parent node's time
+    includes its children's, and a node that runs twice counts two calls."""
+    from langgraph.graph import END, START, StateGraph
+    from timingflow.graph import State, prepare, work
+
+    from wtb.cells.nodes import NodeTimer
+
+    inner = StateGraph(State)
+    inner.add_node("work", work)
+    inner.add_edge(START, "work")
+    outer = StateGraph(State)
+    outer.add_node("prepare", prepare)
+    outer.add_node("sub", inner.compile())
+    outer.add_edge(START, "prepare")
+    outer.add_edge("prepare", "sub")
+    outer.add_conditional_edges("sub", lambda s: END if s["answer"] == "qq" else "again")
+    outer.add_node("again", lambda s: {"answer": s["answer"] + "q"})
+    outer.add_edge("again", "sub")
+    timer = NodeTimer()
+    outer.compile().invoke({"question": "q"}, {"callbacks": [timer]})
+    nodes = timer.figures()
+    assert nodes is not None
+    assert set(nodes) == {"prepare", "sub", "sub/work", "again"}
+    assert nodes["sub"]["calls"] == nodes["sub/work"]["calls"] == 2
+    assert nodes["sub/work"]["ms"] >= 2 * WORK_MS
+    assert nodes["sub"]["ms"] >= nodes["sub/work"]["ms"]
+
+
 def test_the_matrix_says_which_node_got_slower(tmp_path: Path) -> None:
     prepared = _prepared(tmp_path, _batch(cases=4, concurrency=2))
     with ResultStore.open(f"sqlite:///{tmp_path / 'wtb.db'}") as store:

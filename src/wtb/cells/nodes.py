@@ -166,7 +166,7 @@ class NodeTimer(BaseCallbackHandler):  # type: ignore[misc]  # untyped to mypy h
         now = time.perf_counter()
         with self._lock:
             figures = {key: NodeFigures(**entry) for key, entry in self._figures.items()}
-            for key, t0 in list(self._open.values()):
+            for key, t0 in self._open.copy().values():  # copy(): atomic, unlike iterating
                 entry = figures.setdefault(key, NodeFigures(ms=0.0, calls=0, tokens=None))
                 entry["ms"] += (now - t0) * 1000
                 entry["calls"] += 1
