@@ -18,7 +18,6 @@ import uuid
 from typing import Any
 
 from trivial_workload import compiled_graph
-
 from wtb.cells.nodes import NodeTimer
 
 
