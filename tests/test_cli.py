@@ -248,6 +248,10 @@ def _without_timing(matrix: dict[str, Any]) -> dict[str, Any]:
     for row in matrix["rows"]:
         kept = {k: v for k, v in row.items() if k != "latencyMs"}
         kept["metrics"] = {k: v for k, v in row["metrics"].items() if k != "latency"}
+        kept["nodes"] = {
+            node: {k: v for k, v in figures.items() if k != "msP50"}
+            for node, figures in (row["nodes"] or {}).items()
+        }
         rows.append(kept)
     return {**matrix, "rows": rows}
 

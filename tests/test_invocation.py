@@ -172,6 +172,11 @@ def test_every_level_reaches_the_graph_the_most_specific_winning(
             "wtb_attempt": 1,
             "wtb_combination": combination_label(r.cell.combination),
         }
+        # Per-node figures and the root run id come back from wherever the cell ran (a Ray
+        # actor sends its results to the driver).
+        assert r.nodes is not None
+        assert r.nodes["respond"]["calls"] == 1
+        assert r.attempts[-1].root_run_id is not None
     assert prepared.job.run_key.startswith("default/invoked:")
 
 
@@ -197,6 +202,8 @@ def test_a_tracer_sees_run_name_tags_and_metadata_of_each_invocation(
         assert run["metadata"]["wtb_combination"] == label
         assert run["metadata"]["wtb_case"] == r.cell.case_id
         assert run["metadata"]["team"] == "batch"
+        # The attempt's record holds the root run's id: the cell's trace is found from it.
+        assert [a.root_run_id for a in r.attempts] == [run["run_id"]]
 
 
 def test_a_looping_graph_stops_at_its_recursion_limit_and_is_not_retried(

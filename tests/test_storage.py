@@ -9,6 +9,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from statistics import mean
@@ -24,7 +25,7 @@ from sqlalchemy.exc import StatementError
 
 from services.postgres import PostgresServices
 from services.support import wait_until
-from wtb.domain import Attempt, Cell, CellResult
+from wtb.domain import MAX_NODES, Attempt, Cell, CellResult, NodeFigures
 from wtb.errors import StorageError
 from wtb.events import BATCH_STARTED, CELL_ATTEMPT_FAILED, Event
 from wtb.storage import (
@@ -187,7 +188,7 @@ def test_migrating_twice_is_a_no_op(store: ResultStore) -> None:
     upgrade(store.engine)
     with ResultStore.open(store.engine.url.render_as_string(hide_password=False)) as again:
         assert again.progress(run.id).done == 1
-    assert _revision(store.engine) == _head(store.engine) == "0001"
+    assert _revision(store.engine) == _head(store.engine) == HEAD_REVISION
     assert set(inspect(store.engine).get_table_names()) >= TABLES
 
 
@@ -252,7 +253,7 @@ def test_a_sqlite_database_holding_other_tables_is_migrated(tmp_path: Path) -> N
 def test_concurrent_migrations_of_a_fresh_database(store_url: str) -> None:
     stores = _in_threads(4, lambda _: ResultStore.open(store_url))
     try:
-        assert _revision(stores[0].engine) == "0001"
+        assert _revision(stores[0].engine) == HEAD_REVISION
         with stores[0].engine.connect() as conn:
             versions = conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one()
         assert versions == 1
@@ -302,7 +303,7 @@ def test_concurrent_migrating_processes(store_url: str) -> None:
                     seconds=60,
                 )
             _finish(processes)
-        assert _revision(engine) == "0001"
+        assert _revision(engine) == HEAD_REVISION
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one()
         assert versions == 1
@@ -507,6 +508,58 @@ def test_record_writes_cells_attempts_and_audit(store: ResultStore) -> None:
     # Events alone (no result) are recorded too, against their run only.
     store.record(run.id, [], [Event(BATCH_STARTED, None, {"run": None}, at=T0)])
     assert len(store.audit(run.id)) == 3
+
+
+def test_node_figures_and_root_run_ids_are_stored(store: ResultStore) -> None:
+    """A cell keeps its per-node figures (the slowest MAX_NODES) and every attempt its
+    graph invocation's root run id."""
+    run = store.begin_run(_info())
+    many = {f"n{i:03}": NodeFigures(ms=float(i), calls=1, tokens=None) for i in range(100)}
+    many["llm"] = NodeFigures(ms=float("inf"), calls=2, tokens=42)
+    base = _result(0, 0, 0, attempts=2)
+    traced = tuple(
+        replace(a, root_run_id=f"00000000-0000-4000-8000-00000000000{a.number}")
+        for a in base.attempts
+    )
+    results = [replace(base, attempts=traced, nodes=many), _result(1, 0, 0)]
+    store.record(run.id, results)
+    cells = {c.cell_key: c for c in store.iter_cells(run.id)}
+    nodes = cells["cell-0-0-0"].nodes
+    assert nodes is not None
+    assert len(nodes) == MAX_NODES
+    assert nodes["llm"] == {"ms": None, "calls": 2, "tokens": 42}  # no infinity in JSON
+    assert nodes["n099"] == {"ms": 99.0, "calls": 1, "tokens": None}
+    assert "n000" not in nodes  # the fastest go
+    assert cells["cell-1-0-0"].nodes is None
+    assert [a.root_run_id for a in store.attempts(run.id, "cell-0-0-0")] == [
+        "00000000-0000-4000-8000-000000000001",
+        "00000000-0000-4000-8000-000000000002",
+    ]
+    assert [a.root_run_id for a in store.attempts(run.id, "cell-1-0-0")] == [None]
+
+
+def test_upgrading_from_0001_keeps_cells(store_url: str) -> None:
+    """A store made before node timings migrates on; its cells have no nodes."""
+    engine = make_engine(store_url)
+    try:
+        upgrade(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO batch_runs (run_key, namespace, name, spec_digest, spec, "
+                    "status, total_cells, created_at) VALUES ('old', 'ns', 'b', 'd', '{}', "
+                    "'running', 1, :at)"
+                ),
+                {"at": T0},
+            )
+        with ResultStore.open(store_url) as store:
+            assert _revision(store.engine) == HEAD_REVISION
+            found = store.get_run("old")
+            assert found is not None
+            store.record(found.id, [_result(0, 0, 0)])
+            assert [c.nodes for c in store.iter_cells(found.id)] == [None]
+    finally:
+        engine.dispose()
 
 
 def test_recording_again_inserts_nothing(store: ResultStore) -> None:

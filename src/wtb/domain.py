@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal, TypedDict
 
 Combination = tuple[tuple[str, str], ...]
 """A variant combination: (axis, choice) pairs sorted by axis name, an axis being a node
@@ -46,14 +46,32 @@ class Cell:
     repeat: int
 
 
+MAX_NODES: Final = 64
+"""Nodes whose figures a cell keeps: the slowest ones (a generated graph can have many)."""
+
+
+class NodeFigures(TypedDict):
+    """What one node of a cell's graph took in the cell's (last) attempt."""
+
+    ms: float
+    """Wall time of the node's runs, added up (a node in a loop runs several times)."""
+    calls: int
+    tokens: int | None
+    """Tokens of the chat models and LLMs called inside the node; None when none reported."""
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     number: int
     status: AttemptStatus
     started_at: datetime
     duration_ms: float
+    """From when the graph started (not when the attempt was queued) to its end."""
     error_type: str | None = None
     error_message: str | None = None
+    root_run_id: str | None = None
+    """The LangChain run id of the attempt's graph invocation (its root run in a trace);
+    None when the attempt never reached the graph (its worker was lost)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +89,8 @@ class CellResult:
     evaluator_errors: dict[str, str] = field(default_factory=dict)
     """Per metric whose evaluator raised: 'ErrorClass: message' (that metric is None)."""
     attempts: tuple[Attempt, ...] = ()
+    nodes: dict[str, NodeFigures] | None = None
+    """Per node of the graph (subgraph nodes as "parent/child"), in the last attempt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +118,16 @@ class CaseAggregate:
     metric_means: dict[str, float | None]
     outcome_varies: bool
     """True when repeats of this case disagree (status or primary metric)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAggregate:
+    """One node of one combination, over its succeeded cells where the node ran."""
+
+    cells: int
+    ms_p50: float | None
+    """Median of the node's time per cell (its runs in the cell added up)."""
+    calls: float
+    """Mean runs of the node per cell."""
+    tokens: float | None
+    """Mean tokens per cell, over the cells where the node reported tokens."""

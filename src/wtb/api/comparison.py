@@ -25,6 +25,19 @@ class LatencySummary(StatusModel):
     p95: float | None = None
 
 
+class NodeSummary(StatusModel):
+    """One node of a combination's graph, over the combination's succeeded cells."""
+
+    ms_p50: float | None = Field(
+        default=None, description="Median time of the node per cell (its runs added up)."
+    )
+    calls: float = Field(default=0.0, description="Mean runs of the node per cell.")
+    tokens: float | None = Field(
+        default=None, description="Mean tokens per cell of the models called in the node."
+    )
+    cells: int = Field(default=0, description="Succeeded cells in which the node ran.")
+
+
 class DeltaSummary(StatusModel):
     """Paired difference of the primary metric against the baseline, per case."""
 
@@ -51,6 +64,11 @@ class MatrixRow(StatusModel):
     verdict: Verdict
     flakiness: float | None = Field(
         default=None, description="Share of cases whose outcome differs across repeats."
+    )
+    nodes: dict[str, NodeSummary] | None = Field(
+        default=None,
+        description="Per node (a subgraph's as parent/child), the slowest first, at most "
+        "16: which node got slower or dearer.",
     )
 
 

@@ -17,6 +17,7 @@ An attempt ends once: a second ending (a watchdog and the worker racing) is refu
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +73,7 @@ class AttemptProtocol:
         """Start the cell's next attempt after `history` (its numbering and retry budget
         continue from there)."""
         attempt = self.observe(cell, history, datetime.now(UTC), time.perf_counter())
+        attempt.root_run_id = str(uuid.uuid4())
         self._emit(events.Event(events.CELL_ATTEMPT_STARTED, cell.key, {"attempt": attempt.number}))
         return attempt
 
@@ -120,7 +122,20 @@ class CellAttempt:
     number: int
     started_at: datetime
     t0: float
+    root_run_id: str | None = None
+    """The root run id its graph invocation is given (`begin`); None when observed."""
     _ended: bool = field(default=False, repr=False)
+
+    def graph_starts(self) -> None:
+        """The graph starts now: the attempt's duration is measured from here.
+
+        Called by whoever invokes the graph, in the thread that invokes it, so that what
+        came before (a worker thread's queue behind other cells, building the config) is
+        not counted as the variant's latency. An attempt that never gets this far (it
+        timed out in the queue) keeps its start: its duration is the time it waited.
+        """
+        self.started_at = datetime.now(UTC)
+        self.t0 = time.perf_counter()
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000
@@ -134,7 +149,15 @@ class CellAttempt:
 
     def _record(self, status: AttemptStatus, error_type: str, message: str) -> Attempt:
         self._claim()
-        return Attempt(self.number, status, self.started_at, self.elapsed_ms(), error_type, message)
+        return Attempt(
+            self.number,
+            status,
+            self.started_at,
+            self.elapsed_ms(),
+            error_type,
+            message,
+            self.root_run_id,
+        )
 
     def succeeded(self) -> tuple[Attempt, ...]:
         """The cell's attempts, this successful one last."""
@@ -142,7 +165,13 @@ class CellAttempt:
         self.protocol._emit(
             events.Event(events.CELL_ATTEMPT_SUCCEEDED, self.cell.key, {"attempt": self.number})
         )
-        record = Attempt(self.number, "succeeded", self.started_at, self.elapsed_ms())
+        record = Attempt(
+            self.number,
+            "succeeded",
+            self.started_at,
+            self.elapsed_ms(),
+            root_run_id=self.root_run_id,
+        )
         return (*self.history, record)
 
     def raised(self, exc: BaseException) -> Decision:

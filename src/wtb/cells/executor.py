@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from wtb.cells.attempts import AttemptProtocol, CellAttempt, Decision, EmitEvent, GiveUp, Retry
 from wtb.cells.invocation import Invocation, build_invocation
+from wtb.cells.nodes import NodeTimer
 from wtb.cells.retry import RetryPolicy
 from wtb.cells.scoring import Scorer
 from wtb.cells.threads import ElasticThreadPool
@@ -43,7 +44,10 @@ class AttemptGuard(Protocol):
     def watch(self, attempt: CellAttempt) -> Claim: ...
 
 
-def _invoke_sync(graph: Any, inputs: dict[str, Any], invocation: Invocation) -> Any:
+def _invoke_sync(
+    graph: Any, inputs: dict[str, Any], invocation: Invocation, attempt: CellAttempt
+) -> Any:
+    attempt.graph_starts()  # in the thread that runs it: a queue before is not latency
     return graph.invoke(inputs, invocation.config, context=invocation.context_for(graph))
 
 
@@ -116,16 +120,25 @@ class CellExecutor:
         case = self.scorer.case(cell)
         sync = self.is_sync(cell.combination)
         attempt = self.protocol.begin(cell, history)
+        timer = NodeTimer()
         deadline = asyncio.timeout(self.protocol.timeout)
         try:
             with pool.tracking() as submitted:
                 async with deadline:
                     graph, runtime = await self._attempt_graph(pool, cell.combination)
                     invocation = build_invocation(
-                        self._job, cell, case, attempt.number, needs_thread=runtime.needs_thread
+                        self._job,
+                        cell,
+                        case,
+                        attempt.number,
+                        needs_thread=runtime.needs_thread,
+                        run_id=attempt.root_run_id,
+                        callbacks=[timer],
                     )
                     with metering() as meter, runtime.attempt(invocation.config):
-                        state = await self._invoke(pool, graph, sync, case.inputs, invocation)
+                        state = await self._invoke(
+                            pool, graph, sync, case.inputs, invocation, attempt
+                        )
         except TimeoutError as exc:
             # Ours when the deadline expired; otherwise the graph raised it (transient).
             if deadline.expired():
@@ -140,10 +153,12 @@ class CellExecutor:
             attempts = attempt.succeeded()
             # Scoring runs user evaluators, which may block (an HTTP call to a judge):
             # never on the loop, where it would stall every other cell.
-            return await _in_pool(pool, self.scorer.success, cell, state, attempts, meter)
+            return await _in_pool(
+                pool, self.scorer.success, cell, state, attempts, meter, timer.figures()
+            )
         if isinstance(decision, Retry):
             return decision
-        return await _in_pool(pool, self.scorer.failure, cell, decision.attempts)
+        return await _in_pool(pool, self.scorer.failure, cell, decision.attempts, timer.figures())
 
     async def _attempt_graph(
         self, pool: ElasticThreadPool, combination: Combination
@@ -162,16 +177,20 @@ class CellExecutor:
         sync: bool,
         inputs: dict[str, Any],
         invocation: Invocation,
+        attempt: CellAttempt,
     ) -> Any:
         if not sync:
+            attempt.graph_starts()
             return await graph.ainvoke(
                 inputs, invocation.config, context=invocation.context_for(graph)
             )
         # One thread hop per cell rather than one per node: sync graphs run whole in a worker.
         # The worker runs in a copy of this task's context, so report_usage reaches the meter
         # and the graph's store and cache reach the attempt's (wtb.runtime.attempt).
+        # The attempt's clock starts when a worker picks the call up (`_invoke_sync`): the
+        # pool is shared with scoring and result hand-off, and waiting there is not latency.
         context = contextvars.copy_context()
-        future = pool.submit(context.run, _invoke_sync, graph, inputs, invocation)
+        future = pool.submit(context.run, _invoke_sync, graph, inputs, invocation, attempt)
         return await asyncio.wrap_future(future)
 
     # -- threads -------------------------------------------------------------------------
@@ -201,15 +220,22 @@ class CellExecutor:
             history = after.attempts
         while True:
             attempt = self.protocol.begin(cell, history)
+            timer = NodeTimer()
             claim = guard.watch(attempt)
             error: BaseException | None = None
             try:
                 graph, runtime = self._graph(cell.combination)
                 invocation = build_invocation(
-                    self._job, cell, case, attempt.number, needs_thread=runtime.needs_thread
+                    self._job,
+                    cell,
+                    case,
+                    attempt.number,
+                    needs_thread=runtime.needs_thread,
+                    run_id=attempt.root_run_id,
+                    callbacks=[timer],
                 )
                 with metering() as meter, runtime.attempt(invocation.config):
-                    state = _invoke_sync(graph, case.inputs, invocation)
+                    state = _invoke_sync(graph, case.inputs, invocation, attempt)
             except Exception as exc:
                 error = exc
             except BaseException:
@@ -219,9 +245,9 @@ class CellExecutor:
             if not claim.release():
                 return None
             if error is None:
-                return self.scorer.success(cell, state, attempt.succeeded(), meter)
+                return self.scorer.success(cell, state, attempt.succeeded(), meter, timer.figures())
             decision = attempt.raised(error)
             if isinstance(decision, GiveUp) or not keep_going():
-                return self.scorer.failure(cell, decision.attempts)
+                return self.scorer.failure(cell, decision.attempts, timer.figures())
             time.sleep(decision.delay)
             history = decision.attempts

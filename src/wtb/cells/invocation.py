@@ -9,10 +9,15 @@ the tag `wtb`, and metadata `wtb_run`, `wtb_cell`, `wtb_case`, `wtb_repeat`, `wt
 `wtb_combination` (the user's metadata may not use the `wtb_` prefix, so these always win).
 A graph with a checkpointer (WTB's own in-memory saver, see `wtb.runtime.attempt`) runs each
 attempt on a thread of its own, `configurable.thread_id`, which wins over the user's.
+Each attempt's invocation gets `run_id`, a uuid made for it (stored with the attempt, so
+the cell's trace in LangSmith or OpenTelemetry is found from the cell), and WTB's own
+callback handler (`wtb.cells.nodes.NodeTimer`, per-node figures) beside the graph's own.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,10 +82,18 @@ def thread_id(cell: Cell, attempt_number: int) -> str:
 
 
 def build_invocation(
-    job: RunSpec, cell: Cell, case: Case, attempt: int, *, needs_thread: bool = False
+    job: RunSpec,
+    cell: Cell,
+    case: Case,
+    attempt: int,
+    *,
+    needs_thread: bool = False,
+    run_id: str | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> Invocation:
     """The RunnableConfig and context of attempt `attempt` (1-based) of `cell` on `case`;
-    `needs_thread` when the graph has a checkpointer."""
+    `needs_thread` when the graph has a checkpointer; `run_id` the root run's id (a uuid
+    string), `callbacks` handlers added to the graph's own (LangGraph merges them)."""
     spec = merged_invocation(job, cell.combination, case)
     label = combination_label(cell.combination)
     metadata: dict[str, Any] = {
@@ -98,6 +111,10 @@ def build_invocation(
         "tags": tags,
         "metadata": metadata,
     }
+    if run_id is not None:
+        config["run_id"] = uuid.UUID(run_id)
+    if callbacks:
+        config["callbacks"] = list(callbacks)
     if spec.recursion_limit is not None:  # else the graph's own, as in production
         config["recursion_limit"] = spec.recursion_limit
     if spec.configurable or needs_thread:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from wtb._jsonable import jsonable
-from wtb.domain import Attempt, Case, Cell, CellResult
+from wtb.domain import Attempt, Case, Cell, CellResult, NodeFigures
 from wtb.evaluators import EvalContext, Evaluator
 from wtb.evaluators.build import build_evaluators, evaluate
 from wtb.runs.spec import RunSpec
@@ -29,15 +29,26 @@ class Scorer:
         return self._cases[cell.case_id]
 
     def success(
-        self, cell: Cell, state: Any, attempts: Sequence[Attempt], meter: UsageMeter
+        self,
+        cell: Cell,
+        state: Any,
+        attempts: Sequence[Attempt],
+        meter: UsageMeter,
+        nodes: dict[str, NodeFigures] | None = None,
     ) -> CellResult:
-        """The result of a cell whose last attempt succeeded with final `state`."""
+        """The result of a cell whose last attempt succeeded with final `state`; `nodes`
+        are that attempt's per-node figures."""
         tokens, cost = combine(meter, usage_from_state(state))
-        return self._finish(cell, state, attempts, tokens, cost)
+        return self._finish(cell, state, attempts, tokens, cost, nodes)
 
-    def failure(self, cell: Cell, attempts: Sequence[Attempt]) -> CellResult:
-        """The result of a cell whose last attempt failed."""
-        return self._finish(cell, None, attempts, None, None)
+    def failure(
+        self,
+        cell: Cell,
+        attempts: Sequence[Attempt],
+        nodes: dict[str, NodeFigures] | None = None,
+    ) -> CellResult:
+        """The result of a cell whose last attempt failed (`nodes`: how far it got)."""
+        return self._finish(cell, None, attempts, None, None, nodes)
 
     def _finish(
         self,
@@ -46,6 +57,7 @@ class Scorer:
         attempts: Sequence[Attempt],
         tokens: int | None,
         cost: float | None,
+        nodes: dict[str, NodeFigures] | None = None,
     ) -> CellResult:
         case = self._cases[cell.case_id]
         last = attempts[-1]
@@ -77,4 +89,5 @@ class Scorer:
             error_message=None if ok else last.error_message,
             evaluator_errors=evaluator_errors,
             attempts=tuple(attempts),
+            nodes=nodes or None,
         )

@@ -406,15 +406,27 @@ def validate(files: tuple[str, ...]) -> None:
 @click.argument("name", required=False)
 @click.option("-n", "--namespace", default=None, help="Namespace of the BatchTest.")
 @click.option("--run", "run_key", default=None, help="A run key (as `wtb results` lists them).")
+@click.option(
+    "--cells",
+    "with_cells",
+    is_flag=True,
+    help="With -o json/yaml: every cell too, with its attempts' root run ids (to find its "
+    "trace) and its per-node figures.",
+)
 @DATABASE
 @OUTPUT
 def results(
-    name: str | None, namespace: str | None, run_key: str | None, database: str | None, output: str
+    name: str | None,
+    namespace: str | None,
+    run_key: str | None,
+    with_cells: bool,
+    database: str | None,
+    output: str,
 ) -> None:
     """Print a stored run's matrix (the newest run of NAME), or list the runs."""
     from rich.console import Console
 
-    from wtb.cli.render import as_data, dump, matrix_table
+    from wtb.cli.render import as_data, cells_data, dump, matrix_table
     from wtb.comparison.stored import matrix_for_run
     from wtb.runs.record import recorded_spec
     from wtb.settings import get_settings
@@ -457,7 +469,12 @@ def results(
                     "succeeded": p.succeeded,
                     "failed": p.failed,
                 }
-                click.echo(dump([as_data(chosen.name, chosen.run_key, matrix, progress)], output))
+                document = as_data(chosen.name, chosen.run_key, matrix, progress)
+                if with_cells:
+                    document["cells"] = cells_data(
+                        store.iter_cells(chosen.id), store.root_run_ids(chosen.id)
+                    )
+                click.echo(dump([document], output))
     except WtbError as exc:
         _fail(exc)
 

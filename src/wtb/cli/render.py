@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from wtb.api.comparison import ComparisonMatrix, Interval, MatrixRow
+
+if TYPE_CHECKING:
+    from wtb.storage.records import StoredCell
 
 _VERDICT_STYLE = {
     "better": "bold green",
@@ -93,7 +96,20 @@ def _columns(matrix: ComparisonMatrix) -> tuple[list[tuple[str, Cell]], list[tup
         optional.append(("Σ tokens", lambda r: str(r.tokens) if r.tokens is not None else "-"))
     if any(row.cost is not None for row in matrix.rows):
         optional.append(("Σ cost", lambda r: f"{r.cost:.4g}" if r.cost is not None else "-"))
+    if any(row.nodes for row in matrix.rows):
+        optional.append(("slowest node (p50)", _slowest_node))
     return essential, optional
+
+
+def _slowest_node(row: MatrixRow) -> str:
+    """The row's slowest node, its median ms and mean tokens: "generate 812ms 1.2k tok"."""
+    if not row.nodes:
+        return "-"
+    node, summary = next(iter(row.nodes.items()))  # the slowest first
+    text = f"{node} {_num(summary.ms_p50)}ms"
+    if summary.tokens is not None:
+        text += f" {_num(summary.tokens)} tok"
+    return text
 
 
 def matrix_table(title: str, matrix: ComparisonMatrix, width: int | None = None) -> Any:
@@ -144,6 +160,26 @@ def as_data(
         "progress": progress,
         "matrix": matrix.model_dump(mode="json", by_alias=True),
     }
+
+
+def cells_data(
+    cells: Iterable[StoredCell], root_run_ids: Mapping[str, list[str | None]]
+) -> list[dict[str, Any]]:
+    """Recorded cells for -o json/yaml: what finds a cell's trace (its attempts' root run
+    ids, the last one the attempt its result is from) and its per-node figures."""
+    return [
+        {
+            "cell": c.cell_key,
+            "combination": dict(c.combination),
+            "case": c.case_id,
+            "repeat": c.repeat,
+            "status": c.status,
+            "latencyMs": c.latency_ms,
+            "rootRunIds": list(root_run_ids.get(c.cell_key, [])),
+            "nodes": c.nodes,
+        }
+        for c in cells
+    ]
 
 
 def dump(documents: list[dict[str, Any]], fmt: str) -> str:

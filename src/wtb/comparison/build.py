@@ -16,6 +16,7 @@ from wtb.api.comparison import (
     Interval,
     LatencySummary,
     MatrixRow,
+    NodeSummary,
     Verdict,
 )
 from wtb.comparison.stats import (
@@ -26,10 +27,13 @@ from wtb.comparison.stats import (
     paired_delta,
     wilson_interval,
 )
-from wtb.domain import CaseAggregate, Combination, ComboAggregate
+from wtb.domain import CaseAggregate, Combination, ComboAggregate, NodeAggregate
 from wtb.variant_matrix import combination_label
 
-__all__ = ["build_matrix"]
+__all__ = ["MAX_ROW_NODES", "build_matrix"]
+
+MAX_ROW_NODES = 16
+"""Nodes shown per matrix row, the slowest (the matrix goes into a resource's status)."""
 
 
 @dataclass(slots=True)
@@ -96,10 +100,21 @@ def _bounded(rows: list[MatrixRow], max_rows: int | None) -> list[MatrixRow]:
     return kept[:-1] + [row for row in rows if row.baseline]
 
 
+def _row_nodes(nodes: Mapping[str, NodeAggregate] | None) -> dict[str, NodeSummary] | None:
+    if not nodes:
+        return None
+    slowest = sorted(nodes.items(), key=lambda item: (-(item[1].ms_p50 or 0.0), item[0]))
+    return {
+        node: NodeSummary(ms_p50=a.ms_p50, calls=a.calls, tokens=a.tokens, cells=a.cells)
+        for node, a in slowest[:MAX_ROW_NODES]
+    }
+
+
 def _row(
     combo: ComboAggregate,
     *,
     summary: _ComboCases,
+    nodes: Mapping[str, NodeAggregate] | None,
     delta: PairedDelta | None,
     holm_result: HolmResult | None,
     higher_is_better: bool,
@@ -144,6 +159,7 @@ def _row(
         delta=delta_summary,
         verdict=verdict,
         flakiness=summary.varying / summary.repeated if summary.repeated else None,
+        nodes=_row_nodes(nodes),
     )
 
 
@@ -158,6 +174,7 @@ def build_matrix(
     confidence: float = 0.95,
     max_rows: int | None = None,
     fixed: Mapping[str, str] | None = None,
+    nodes: Mapping[str, Mapping[str, NodeAggregate]] | None = None,
 ) -> ComparisonMatrix:
     """The comparison matrix of a batch, from the database's aggregates.
 
@@ -165,7 +182,8 @@ def build_matrix(
     may stream. A baseline combination with no recorded cell still gets a row (zero runs),
     and every other row is then "insufficient data". Rows are sorted best first by the
     primary metric; `max_rows` bounds them (keeping the baseline), `combinations` counts all.
-    `fixed` (the nodes replaced in every cell) is shown once, beside the rows.
+    `fixed` (the nodes replaced in every cell) is shown once, beside the rows. `nodes`
+    (per combo_key, per node) gives each row its node figures.
     """
     directions = dict(metrics)
     if primary_metric not in directions:
@@ -202,6 +220,7 @@ def build_matrix(
         _row(
             combo,
             summary=reduced[combo.combo_key],
+            nodes=(nodes or {}).get(combo.combo_key),
             delta=deltas.get(combo.combo_key),
             holm_result=corrected.get(combo.combo_key),
             higher_is_better=higher_is_better,

@@ -32,4 +32,5 @@ def matrix_for_run(
         alpha=spec.alpha,
         max_rows=max_rows,
         fixed=spec.fixed,
+        nodes=store.node_aggregates(run_id),
     )

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
-from math import floor
+from math import floor, isfinite
+from random import Random
+from statistics import median
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, case, func, or_, select
 
-from wtb.domain import CaseAggregate, Combination, ComboAggregate
+from wtb.domain import CaseAggregate, Combination, ComboAggregate, NodeAggregate
 from wtb.storage.schema import cells
 
 P50 = Fraction(1, 2)
 P95 = Fraction(19, 20)
 STREAM_ROWS = 1000
 """Rows fetched per round trip when aggregates are streamed."""
+NODE_SAMPLE = 4096
+"""Node times kept per (combination, node) for its median: beyond, a uniform sample."""
 
 _CELLS = cells.c
 _SUCCEEDED = func.sum(case((_CELLS.status == "succeeded", 1), else_=0))
@@ -163,3 +167,71 @@ def _case_aggregate(row: Row[Any], metrics: Sequence[str]) -> CaseAggregate:
         },
         outcome_varies=bool(status_varies) or score_varies,
     )
+
+
+class _NodeRunning:
+    """One (combination, node)'s figures while cells stream past."""
+
+    __slots__ = ("calls", "cells", "seen", "times", "token_cells", "tokens")
+
+    def __init__(self) -> None:
+        self.cells = 0
+        self.calls = 0
+        self.tokens = 0
+        self.token_cells = 0
+        self.times: list[float] = []
+        self.seen = 0
+
+    def add(self, figures: dict[str, Any], rng: Random) -> None:
+        self.cells += 1
+        self.calls += int(figures.get("calls") or 0)
+        tokens = figures.get("tokens")
+        if isinstance(tokens, int):
+            self.tokens += tokens
+            self.token_cells += 1
+        ms = figures.get("ms")
+        if not isinstance(ms, int | float) or not isfinite(ms):
+            return
+        self.seen += 1
+        if len(self.times) < NODE_SAMPLE:
+            self.times.append(float(ms))
+        else:  # reservoir sampling: every time kept with the same probability
+            slot = rng.randrange(self.seen)
+            if slot < NODE_SAMPLE:
+                self.times[slot] = float(ms)
+
+    def aggregate(self) -> NodeAggregate:
+        return NodeAggregate(
+            cells=self.cells,
+            ms_p50=median(self.times) if self.times else None,
+            calls=self.calls / self.cells,
+            tokens=self.tokens / self.token_cells if self.token_cells else None,
+        )
+
+
+def node_aggregates(conn: Connection, run_id: int) -> dict[str, dict[str, NodeAggregate]]:
+    """Per combo_key and node: median time, mean calls and tokens over succeeded cells.
+
+    Cells' node figures are JSON, which SQLite and PostgreSQL take apart differently, so
+    they are streamed and reduced here; memory stays bounded (NODE_SAMPLE times per node).
+    The median is exact up to NODE_SAMPLE cells per combination, then estimated from a
+    uniform sample (seeded: the same run gives the same matrix).
+    """
+    stmt = (
+        select(_CELLS.combo_key, _CELLS.nodes)
+        .where(_CELLS.run_id == run_id, _CELLS.status == "succeeded", _CELLS.nodes.is_not(None))
+        .order_by(_CELLS.id)
+    )
+    rng = Random(run_id)
+    running: dict[str, dict[str, _NodeRunning]] = {}
+    for combo_key, nodes in conn.execution_options(yield_per=STREAM_ROWS).execute(stmt):
+        if not isinstance(nodes, dict):
+            continue
+        combo = running.setdefault(combo_key, {})
+        for node, figures in nodes.items():
+            if isinstance(figures, dict):
+                combo.setdefault(node, _NodeRunning()).add(figures, rng)
+    return {
+        combo_key: {node: r.aggregate() for node, r in sorted(nodes.items())}
+        for combo_key, nodes in running.items()
+    }

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from wtb.domain import CellStatus, Combination
+from wtb.domain import CellStatus, Combination, NodeFigures
 
 RunStatus = Literal["pending", "running", "succeeded", "failed"]
 FinalStatus = Literal["succeeded", "failed"]
@@ -81,3 +81,5 @@ class StoredCell:
     error_message: str | None
     attempts: int
     finished_at: datetime
+    nodes: dict[str, NodeFigures] | None = None
+    """Per node of the last attempt (see `wtb.domain.CellResult.nodes`)."""

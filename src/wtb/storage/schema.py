@@ -3,7 +3,7 @@
 Core, not the ORM: the store only runs statements, and the ORM's import alone would cost
 every `wtb run` more than its cells. Importing this module loads no database dialect.
 
-The initial Alembic revision creates exactly these tables; a test checks that they agree.
+The Alembic revisions create exactly these tables; a test checks that they agree.
 Indexes follow the access paths: B-tree for lookups by run, status, combination and case;
 on PostgreSQL also GIN on the JSON metrics and BRIN on the append-only time columns.
 """
@@ -168,6 +168,8 @@ cells = Table(
     Column("error_message", Text),
     Column("attempts", Integer, nullable=False),
     Column("finished_at", UtcDateTime, nullable=False),
+    # Per node of the last attempt: {node: {ms, calls, tokens}}, at most MAX_NODES nodes.
+    Column("nodes", Json),
     UniqueConstraint("run_id", "cell_key"),
     _one_of("status", CELL_STATUSES, "status"),
     Index("ix_cells_run_id_status", "run_id", "status"),
@@ -187,6 +189,8 @@ attempts = Table(
     Column("error_message", Text),
     Column("started_at", UtcDateTime, nullable=False),
     Column("duration_ms", Float, nullable=False),
+    # The LangChain run id of the attempt's graph invocation: its trace's root run.
+    Column("root_run_id", String(36)),
     UniqueConstraint("run_id", "cell_key", "number"),
     _one_of("status", ATTEMPT_STATUSES, "status"),
 )

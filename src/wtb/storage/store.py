@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
@@ -28,7 +28,15 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from wtb._iterables import chunked
 from wtb._jsonable import jsonable
-from wtb.domain import Attempt, CaseAggregate, CellResult, ComboAggregate
+from wtb.domain import (
+    MAX_NODES,
+    Attempt,
+    CaseAggregate,
+    CellResult,
+    ComboAggregate,
+    NodeAggregate,
+    NodeFigures,
+)
 from wtb.errors import StorageError
 from wtb.events import Event
 from wtb.storage import aggregates
@@ -410,9 +418,26 @@ class ResultStore:
                     duration_ms=a.duration_ms,
                     error_type=a.error_type,
                     error_message=a.error_message,
+                    root_run_id=a.root_run_id,
                 )
                 for a in conn.execute(stmt)
             ]
+
+    def root_run_ids(self, run_id: int) -> dict[str, list[str | None]]:
+        """Per recorded cell, its attempts' root run ids in order (None where an attempt
+        never reached its graph, or was recorded before run ids were)."""
+        stmt = (
+            select(_ATTEMPTS.c.cell_key, _ATTEMPTS.c.root_run_id)
+            .where(_ATTEMPTS.c.run_id == run_id)
+            .order_by(_ATTEMPTS.c.cell_key, _ATTEMPTS.c.number)
+        )
+        found: dict[str, list[str | None]] = {}
+        with self._transaction() as conn:
+            for cell_key, root in conn.execution_options(yield_per=aggregates.STREAM_ROWS).execute(
+                stmt
+            ):
+                found.setdefault(cell_key, []).append(root)
+        return found
 
     def audit(self, run_id: int) -> list[Event]:
         """The run's audit trail, oldest first."""
@@ -428,6 +453,11 @@ class ResultStore:
     def combo_aggregates(self, run_id: int) -> list[ComboAggregate]:
         with self._transaction() as conn:
             return aggregates.combo_aggregates(conn, run_id)
+
+    def node_aggregates(self, run_id: int) -> dict[str, dict[str, NodeAggregate]]:
+        """Per combo_key, per node: its figures over the combination's succeeded cells."""
+        with self._transaction() as conn:
+            return aggregates.node_aggregates(conn, run_id)
 
     def case_aggregates(
         self, run_id: int, metrics: Sequence[str], primary: str
@@ -462,6 +492,19 @@ def _cell_values(run_id: int, result: CellResult) -> dict[str, Any]:
         "error_message": result.error_message,
         "attempts": len(result.attempts),
         "finished_at": result.finished_at,
+        "nodes": _nodes_values(result.nodes),
+    }
+
+
+def _nodes_values(nodes: Mapping[str, NodeFigures] | None) -> dict[str, Any] | None:
+    """Per-node figures as JSON: at most MAX_NODES, the slowest (the executor keeps that many
+    already; this bounds results made elsewhere), non-finite times as null."""
+    if not nodes:
+        return None
+    kept = sorted(nodes.items(), key=lambda item: -(item[1]["ms"] or 0.0))[:MAX_NODES]
+    return {
+        node: {"ms": _finite(f["ms"]), "calls": f["calls"], "tokens": f["tokens"]}
+        for node, f in sorted(kept)
     }
 
 
@@ -475,6 +518,7 @@ def _attempt_values(run_id: int, cell_key: str, attempt: Attempt) -> dict[str, A
         "error_message": attempt.error_message,
         "started_at": attempt.started_at,
         "duration_ms": attempt.duration_ms,
+        "root_run_id": attempt.root_run_id,
     }
 
 
@@ -518,4 +562,5 @@ def _stored_cell(row: Row[Any]) -> StoredCell:
         error_message=row.error_message,
         attempts=row.attempts,
         finished_at=row.finished_at,
+        nodes=row.nodes,
     )
