@@ -187,7 +187,7 @@ def test_migrating_twice_is_a_no_op(store: ResultStore) -> None:
     upgrade(store.engine)
     with ResultStore.open(store.engine.url.render_as_string(hide_password=False)) as again:
         assert again.progress(run.id).done == 1
-    assert _revision(store.engine) == _head(store.engine) == "0001"
+    assert _revision(store.engine) == _head(store.engine) == HEAD_REVISION
     assert set(inspect(store.engine).get_table_names()) >= TABLES
 
 
@@ -252,7 +252,7 @@ def test_a_sqlite_database_holding_other_tables_is_migrated(tmp_path: Path) -> N
 def test_concurrent_migrations_of_a_fresh_database(store_url: str) -> None:
     stores = _in_threads(4, lambda _: ResultStore.open(store_url))
     try:
-        assert _revision(stores[0].engine) == "0001"
+        assert _revision(stores[0].engine) == HEAD_REVISION
         with stores[0].engine.connect() as conn:
             versions = conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one()
         assert versions == 1
@@ -302,7 +302,7 @@ def test_concurrent_migrating_processes(store_url: str) -> None:
                     seconds=60,
                 )
             _finish(processes)
-        assert _revision(engine) == "0001"
+        assert _revision(engine) == HEAD_REVISION
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one()
         assert versions == 1

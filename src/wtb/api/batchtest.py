@@ -59,6 +59,12 @@ class CaseSpec(SpecModel):
         description="What this case's invocations get; the most specific level, over the "
         "Workflow's, the BatchTest's and the combination's.",
     )
+    resume: list[Any] | None = Field(
+        default=None,
+        max_length=100,
+        description="The human's scripted answers: each interrupt() of the graph is resumed "
+        "with the next value, in order, on the same thread, until the graph finishes.",
+    )
 
 
 class DatasetSpec(SpecModel):
@@ -95,7 +101,8 @@ class EvaluatorSpec(SpecModel):
     type: EvaluatorType
     output: str | None = Field(
         default=None,
-        description="Dotted path of the compared value in the final state (comparing types).",
+        description="Dotted path of the compared value in what the graph returned "
+        "(comparing types); `$state.` first reads the full final state instead.",
     )
     expected: str | None = Field(
         default=None,

@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from wtb.cells.attempts import AttemptProtocol, CellAttempt, Decision, EmitEvent, GiveUp, Retry
+from wtb.cells.graph_run import GraphOutcome, invoke_async, invoke_sync
 from wtb.cells.invocation import Invocation, build_invocation
 from wtb.cells.retry import RetryPolicy
 from wtb.cells.scoring import Scorer
 from wtb.cells.threads import ElasticThreadPool
-from wtb.domain import Attempt, Cell, CellResult, Combination
+from wtb.domain import Attempt, Case, Cell, CellResult, Combination
 from wtb.graphs import VariantGraphs
 from wtb.importing import extend_sys_path
 from wtb.runs.spec import RunSpec
@@ -42,10 +43,6 @@ class AttemptGuard(Protocol):
     def watch(self, attempt: CellAttempt) -> Claim: ...
 
 
-def _invoke_sync(graph: Any, inputs: dict[str, Any], invocation: Invocation) -> Any:
-    return graph.invoke(inputs, invocation.config, context=invocation.context_for(graph))
-
-
 async def _in_pool(pool: ElasticThreadPool, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.wrap_future(pool.submit(fn, *args))
 
@@ -56,7 +53,11 @@ class CellExecutor:
     def __init__(self, job: RunSpec, *, emit: EmitEvent, backoff_scale: float = 1.0) -> None:
         extend_sys_path(job.python_path)
         self._job = job
-        self._graphs = VariantGraphs(job.workflow)
+        # Resuming an interrupt needs a checkpointer thread: with scripted answers in the
+        # data set, every graph gets WTB's saver.
+        self._graphs = VariantGraphs(
+            job.workflow, saver=any(case.resume is not None for case in job.cases)
+        )
         # Nodes fixed outside the matrix are in no combination (nor its label or cell keys),
         # but in every graph built.
         self._fixed: Combination = tuple(sorted((job.batch.fixed or {}).items()))
@@ -113,7 +114,7 @@ class CellExecutor:
             with pool.tracking() as submitted:
                 async with deadline:
                     with metering() as meter, runtime.attempt(invocation.config):
-                        state = await self._invoke(pool, graph, sync, case.inputs, invocation)
+                        outcome = await self._invoke(pool, graph, sync, case, invocation)
         except TimeoutError as exc:
             # Ours when the deadline expired; otherwise the graph raised it (transient).
             if deadline.expired():
@@ -128,7 +129,7 @@ class CellExecutor:
             attempts = attempt.succeeded()
             # Scoring runs user evaluators, which may block (an HTTP call to a judge):
             # never on the loop, where it would stall every other cell.
-            return await _in_pool(pool, self.scorer.success, cell, state, attempts, meter)
+            return await _in_pool(pool, self.scorer.success, cell, outcome, attempts, meter)
         if isinstance(decision, Retry):
             return decision
         return await _in_pool(pool, self.scorer.failure, cell, decision.attempts)
@@ -138,18 +139,16 @@ class CellExecutor:
         pool: ElasticThreadPool,
         graph: Any,
         sync: bool,
-        inputs: dict[str, Any],
+        case: Case,
         invocation: Invocation,
-    ) -> Any:
+    ) -> GraphOutcome:
         if not sync:
-            return await graph.ainvoke(
-                inputs, invocation.config, context=invocation.context_for(graph)
-            )
+            return await invoke_async(graph, case.inputs, case.resume, invocation)
         # One thread hop per cell rather than one per node: sync graphs run whole in a worker.
         # The worker runs in a copy of this task's context, so report_usage reaches the meter
         # and the graph's store and cache reach the attempt's (wtb.runtime.attempt).
         context = contextvars.copy_context()
-        future = pool.submit(context.run, _invoke_sync, graph, inputs, invocation)
+        future = pool.submit(context.run, invoke_sync, graph, case.inputs, case.resume, invocation)
         return await asyncio.wrap_future(future)
 
     # -- threads -------------------------------------------------------------------------
@@ -189,7 +188,7 @@ class CellExecutor:
             error: BaseException | None = None
             with metering() as meter, runtime.attempt(invocation.config):
                 try:
-                    state = _invoke_sync(graph, case.inputs, invocation)
+                    outcome = invoke_sync(graph, case.inputs, case.resume, invocation)
                 except Exception as exc:
                     error = exc
                 except BaseException:
@@ -199,7 +198,7 @@ class CellExecutor:
             if not claim.release():
                 return None
             if error is None:
-                return self.scorer.success(cell, state, attempt.succeeded(), meter)
+                return self.scorer.success(cell, outcome, attempt.succeeded(), meter)
             decision = attempt.raised(error)
             if isinstance(decision, GiveUp) or not keep_going():
                 return self.scorer.failure(cell, decision.attempts)
