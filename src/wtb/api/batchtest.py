@@ -375,6 +375,10 @@ class BatchTestStatus(StatusModel):
     total: int | None = None
     completed: int | None = None
     failed: int | None = None
+    interrupted: int | None = Field(
+        default=None,
+        description="Cells stopped at an interrupt() waiting for a human: not successes.",
+    )
     progress: str | None = Field(default=None, description="done/total, for printer columns.")
     best: str | None = Field(default=None, description="Label of the best combination.")
     score: str | None = Field(default=None, description="Primary metric of the best combination.")
