@@ -22,7 +22,7 @@ from toybatch import prepare_documents
 from wtb.cli.main import cli
 from wtb.domain import CellResult
 from wtb.errors import ManifestError, ManifestErrors
-from wtb.events import EventBus
+from wtb.events import CELL_ATTEMPT_SUCCEEDED, Event, EventBus
 from wtb.pipeline.prepare import PreparedBatch
 
 SILENT = Path(__file__).parent / "fixtures" / "silent"
@@ -74,11 +74,11 @@ def _prepared(tmp_path: Path, workflow: dict[str, Any], batch: dict[str, Any]) -
     )
 
 
-def _run_inline(prepared: PreparedBatch) -> list[CellResult]:
+def _run_inline(prepared: PreparedBatch, bus: EventBus | None = None) -> list[CellResult]:
     from wtb.runners import InlineRunner
 
     runner = InlineRunner(backoff_scale=0)
-    return list(runner.run(prepared.job, prepared.plan.iter_cells(), EventBus()))
+    return list(runner.run(prepared.job, prepared.plan.iter_cells(), bus or EventBus()))
 
 
 @pytest.fixture(autouse=True)
@@ -94,8 +94,13 @@ def test_a_graph_stopped_at_an_interrupt_is_interrupted_not_succeeded(
     tmp_path: Path, factory: str
 ) -> None:
     cases = [{"id": "c0", "inputs": {"question": "q0"}, "expected": {"approved": "yes"}}]
-    results = _run_inline(_prepared(tmp_path, *_review(factory, cases)))
+    bus = EventBus()
+    seen: list[Event] = []
+    bus.subscribe(seen.append, frozenset({CELL_ATTEMPT_SUCCEEDED}))
+    results = _run_inline(_prepared(tmp_path, *_review(factory, cases)), bus)
     assert len(results) == 2
+    # The attempt returned (it is not retried), and its event says it stopped.
+    assert [e.data for e in seen] == [{"attempt": 1, "interrupted": True}] * 2
     for r in results:
         assert r.status == "interrupted", r
         assert r.error_type == "Interrupted"

@@ -126,7 +126,7 @@ class CellExecutor:
         except Exception as exc:
             decision = attempt.raised(exc)
         else:
-            attempts = attempt.succeeded()
+            attempts = attempt.succeeded(interrupted=bool(outcome.interrupts))
             # Scoring runs user evaluators, which may block (an HTTP call to a judge):
             # never on the loop, where it would stall every other cell.
             return await _in_pool(pool, self.scorer.success, cell, outcome, attempts, meter)
@@ -198,7 +198,8 @@ class CellExecutor:
             if not claim.release():
                 return None
             if error is None:
-                return self.scorer.success(cell, outcome, attempt.succeeded(), meter)
+                attempts = attempt.succeeded(interrupted=bool(outcome.interrupts))
+                return self.scorer.success(cell, outcome, attempts, meter)
             decision = attempt.raised(error)
             if isinstance(decision, GiveUp) or not keep_going():
                 return self.scorer.failure(cell, decision.attempts)

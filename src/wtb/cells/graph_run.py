@@ -6,7 +6,10 @@ for every state channel (`stream_channels_asis`) it returns the full state, and 
 the graph would have returned is then those keys of the output schema, the same values.
 
 A graph that calls `interrupt()` returns with `__interrupt__` instead of finishing (with or
-without a checkpointer in LangGraph 1.x). A case's scripted answers (`resume`) are sent one
+without a checkpointer in LangGraph 1.x). A graph compiled with static interrupts
+(`interrupt_before` / `interrupt_after`) returns its state so far with no mark at all:
+only its checkpointer thread tells that nodes are still to run (`get_state(...).next`),
+so WTB asks it whenever the graph has one. A case's scripted answers (`resume`) are sent one
 by one with `Command(resume=value)` on the same checkpointer thread; what is still pending
 afterwards makes the cell `interrupted`, and answers the graph never asked for are a
 mistake in the data set, which fails the cell.
@@ -49,8 +52,34 @@ def _pending(result: Any) -> tuple[Any, ...]:
     return ()
 
 
-def _outcome(graph: Any, result: Any) -> GraphOutcome:
-    interrupts = _pending(result)
+def _static_stop(snapshot: Any) -> tuple[Any, ...]:
+    """The stop of a static interrupt, from the thread's state: nodes still to run."""
+    if snapshot is None or not snapshot.next:
+        return ()
+    return (f"stopped before {', '.join(snapshot.next)} (a static interrupt)",)
+
+
+def _thread(graph: Any, invocation: Invocation) -> bool:
+    """Whether the invocation runs on a checkpointer thread whose state can be read."""
+    configurable = invocation.config.get("configurable") or {}
+    return graph.checkpointer is not None and "thread_id" in configurable
+
+
+def _pending_sync(graph: Any, result: Any, invocation: Invocation) -> tuple[Any, ...]:
+    found = _pending(result)
+    if found or not _thread(graph, invocation):
+        return found
+    return _static_stop(graph.get_state(invocation.config))
+
+
+async def _pending_async(graph: Any, result: Any, invocation: Invocation) -> tuple[Any, ...]:
+    found = _pending(result)
+    if found or not _thread(graph, invocation):
+        return found
+    return _static_stop(await graph.aget_state(invocation.config))
+
+
+def _outcome(graph: Any, result: Any, interrupts: tuple[Any, ...]) -> GraphOutcome:
     if isinstance(result, Mapping) and INTERRUPT_KEY in result:
         result = {k: v for k, v in result.items() if k != INTERRUPT_KEY}
     wanted = graph.output_channels
@@ -80,13 +109,15 @@ def invoke_sync(
     keys = _full_keys(graph)
     context = invocation.context_for(graph)
     result = graph.invoke(inputs, invocation.config, context=context, output_keys=keys)
+    pending = _pending_sync(graph, result, invocation)
     for used, value in enumerate(resume or ()):
-        if not _pending(result):
+        if not pending:
             raise _unused(resume or (), used)
         result = graph.invoke(
             Command(resume=value), invocation.config, context=context, output_keys=keys
         )
-    return _outcome(graph, result)
+        pending = _pending_sync(graph, result, invocation)
+    return _outcome(graph, result, pending)
 
 
 async def invoke_async(
@@ -97,10 +128,12 @@ async def invoke_async(
     keys = _full_keys(graph)
     context = invocation.context_for(graph)
     result = await graph.ainvoke(inputs, invocation.config, context=context, output_keys=keys)
+    pending = await _pending_async(graph, result, invocation)
     for used, value in enumerate(resume or ()):
-        if not _pending(result):
+        if not pending:
             raise _unused(resume or (), used)
         result = await graph.ainvoke(
             Command(resume=value), invocation.config, context=context, output_keys=keys
         )
-    return _outcome(graph, result)
+        pending = await _pending_async(graph, result, invocation)
+    return _outcome(graph, result, pending)
