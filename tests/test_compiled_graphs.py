@@ -142,7 +142,9 @@ def test_on_ray_actors_too(ray_cluster: object, tmp_path: Path, graph: str) -> N
 
     prepared = _prepared(tmp_path, graph, "async")
     results = _run(prepared, RayRunner(actors=1, backoff_scale=0))
-    for r, out in zip(results, _outputs(results), strict=True):
+    # The checkpointed graph stops before `finish`, as compiled: interrupted.
+    status = "interrupted" if graph == "checkpointed" else "succeeded"
+    for r, out in zip(results, _outputs(results, status), strict=True):
         assert out["answer"] == "Paris"
         assert out["notes"] == [r.cell.case_id]
         assert out["gone"] is True
