@@ -150,7 +150,7 @@ def test_scripted_answers_resume_the_graph_to_its_end(tmp_path: Path, factory: s
         assert len(long.attempts) == 1  # a data set mistake is not retried
 
 
-@pytest.mark.parametrize("resume", [[], "yes", list(range(101))])
+@pytest.mark.parametrize("resume", [[], "yes", list(range(101)), ["yes", None]])
 def test_resume_is_validated(tmp_path: Path, resume: Any) -> None:
     cases = [{"id": "c0", "inputs": {"question": "q0"}, "resume": resume}]
     with pytest.raises((ManifestError, ManifestErrors)) as caught:

@@ -128,6 +128,13 @@ def _resume(value: object, where: str) -> tuple[Any, ...] | None:
         raise ManifestError(
             f"`resume` has {len(value)} values, more than {MAX_RESUME}", where=where, fix=fix
         )
+    if any(v is None for v in value):
+        # LangGraph takes Command(resume=None) for "no answer" and fails on it.
+        raise ManifestError(
+            f"`resume[{value.index(None)}]` is null, which LangGraph cannot resume with",
+            where=where,
+            fix="answer with another value (false, an empty string or object)",
+        )
     return tuple(value)
 
 
