@@ -41,7 +41,13 @@ def test_run_prints_matrix_and_resumes(tmp_path: Path) -> None:
     first = _invoke("run", "-f", str(TOY), "--database", db, "-o", "json")
     assert first.exit_code == 0, first.output
     data = _matrix(first.stdout)
-    assert data["progress"] == {"total": 120, "done": 120, "succeeded": 120, "failed": 0}
+    assert data["progress"] == {
+        "total": 120,
+        "done": 120,
+        "succeeded": 120,
+        "failed": 0,
+        "interrupted": 0,
+    }
     rows = _rows(data)
     assert rows["answer=original"]["baseline"] is True
     assert rows["answer=original"]["verdict"] == "baseline"
@@ -264,7 +270,13 @@ def test_same_results_on_every_backend(store_url: str, tmp_path: Path) -> None:
     result = _invoke("run", "-f", str(TOY), "--database", store_url, "-o", "json")
     assert result.exit_code == 0, result.output
     data = _matrix(result.stdout)
-    assert data["progress"] == {"total": 120, "done": 120, "succeeded": 120, "failed": 0}
+    assert data["progress"] == {
+        "total": 120,
+        "done": 120,
+        "succeeded": 120,
+        "failed": 0,
+        "interrupted": 0,
+    }
     assert _without_timing(data["matrix"]) == _without_timing(_matrix(reference.stdout)["matrix"])
     again = _invoke("results", "toy-answers", "--database", store_url, "-o", "json")
     assert _matrix(again.stdout)["matrix"] == data["matrix"]
@@ -287,4 +299,4 @@ def test_odd_text_is_recorded_on_every_backend(store_url: str, tmp_path: Path) -
     result = _invoke("run", "-f", str(tmp_path / "m.yaml"), "--database", store_url, "-o", "json")
     assert result.exit_code == 0, result.output
     progress = _matrix(result.stdout)["progress"]
-    assert progress == {"total": 160, "done": 160, "succeeded": 80, "failed": 80}
+    assert progress == {"total": 160, "done": 160, "succeeded": 80, "failed": 80, "interrupted": 0}

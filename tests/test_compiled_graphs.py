@@ -32,11 +32,14 @@ def _app_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(APP))
 
 
-def _prepared(tmp_path: Path, graph: str, variant: str) -> PreparedBatch:
+def _prepared(
+    tmp_path: Path, graph: str, variant: str, resume: list[Any] | None = None
+) -> PreparedBatch:
     """A batch over the app's compiled graph `graph` with node `remember` as `variant`,
     each question twice. `variant` is `original` (sync: the inline runner runs cells whole
     on worker threads), `async` (cells run on the loop, with `ainvoke`) or `both` (the
-    two combinations, all on the loop: the sync one whole in the loop's pool)."""
+    two combinations, all on the loop: the sync one whole in the loop's pool). `resume`:
+    every case's scripted answers."""
     workflow = {
         "apiVersion": "wtb.dev/v1alpha1",
         "kind": "Workflow",
@@ -58,7 +61,12 @@ def _prepared(tmp_path: Path, graph: str, variant: str) -> PreparedBatch:
             "baseline": {"remember": "original" if variant == "both" else variant},
             "dataset": {
                 "cases": [
-                    {"id": q, "inputs": {"question": q}, "expected": {"answer": "Paris"}}
+                    {
+                        "id": q,
+                        "inputs": {"question": q},
+                        "expected": {"answer": "Paris"},
+                        **({"resume": resume} if resume is not None else {}),
+                    }
                     for q in QUESTIONS
                 ]
             },
@@ -78,11 +86,11 @@ def _run(prepared: PreparedBatch, runner: Runner | None = None) -> list[CellResu
     return list(runner.run(prepared.job, prepared.plan.iter_cells(), EventBus()))
 
 
-def _outputs(results: list[CellResult]) -> list[dict[str, Any]]:
+def _outputs(results: list[CellResult], status: str = "succeeded") -> list[dict[str, Any]]:
     assert len(results) % (len(QUESTIONS) * 2) == 0
     outputs = []
     for r in results:
-        assert r.status == "succeeded", (r.error_type, r.error_message)
+        assert r.status == status, (r.error_type, r.error_message)
         assert r.output is not None
         outputs.append(r.output)
     return outputs
@@ -134,7 +142,9 @@ def test_on_ray_actors_too(ray_cluster: object, tmp_path: Path, graph: str) -> N
 
     prepared = _prepared(tmp_path, graph, "async")
     results = _run(prepared, RayRunner(actors=1, backoff_scale=0))
-    for r, out in zip(results, _outputs(results), strict=True):
+    # The checkpointed graph stops before `finish`, as compiled: interrupted.
+    status = "interrupted" if graph == "checkpointed" else "succeeded"
+    for r, out in zip(results, _outputs(results, status), strict=True):
         assert out["answer"] == "Paris"
         assert out["notes"] == [r.cell.case_id]
         assert out["gone"] is True
@@ -166,10 +176,17 @@ def test_interrupts_are_kept_and_the_users_saver_gets_no_checkpoint(
 
     before = _store_items()
     results = _run(_prepared(tmp_path, "checkpointed", variant))
-    for r, out in zip(results, _outputs(results), strict=True):
+    # Stopped before `finish`, as compiled: interrupted, not a success.
+    for r, out in zip(results, _outputs(results, "interrupted"), strict=True):
         assert out["answer"] == "Paris"
         assert out["notes"] == [r.cell.case_id]
-        assert "finished" not in out  # stopped before `finish`, as compiled
+        assert "finished" not in out
+        assert r.error_message is not None
+        assert "stopped before finish" in r.error_message
+    # A scripted answer takes the graph past the static interrupt, to its end.
+    resumed = _run(_prepared(tmp_path, "checkpointed", variant, resume=["go on"]))
+    for out in _outputs(resumed):
+        assert "finished" in out
     assert not SAVER.storage
     assert not SAVER.writes
     assert _store_items() == before

@@ -454,6 +454,7 @@ def test_free_form_fields_only_where_the_model_is_free_form() -> None:
             ".spec.dataset.cases[].expected",
             ".spec.dataset.cases[].inputs",
             *_invoke_fields(".spec.dataset.cases[]"),
+            ".spec.dataset.cases[].resume[]",
             ".spec.evaluators[].config",
             *_invoke_fields(".spec"),
         ],

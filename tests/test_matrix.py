@@ -295,3 +295,38 @@ def test_ties_are_ordered_by_label() -> None:
     for row in matrix.rows:
         if row.delta is not None:
             assert (row.delta.mean, row.delta.p_value, row.delta.p_adjusted) == (0.0, 1.0, 1.0)
+
+
+def test_interrupted_cells_and_evaluator_errors_are_shown_not_hidden() -> None:
+    """Interrupted cells are not successes and are counted apart; cells whose evaluator
+    raised are counted per metric next to the metric's n (the cases with a value)."""
+    interrupted = ComboAggregate(
+        combo_key="x",
+        combination=BETTER,
+        runs=90,
+        succeeded=80,
+        tokens=None,
+        cost=None,
+        latency_p50=1.0,
+        latency_p95=2.0,
+        interrupted=6,
+        evaluator_errors={"accuracy": 3},
+    )
+    values = _scenario()
+    # Three cases lost their accuracy to the evaluator: they are not in its n.
+    cases = [
+        c
+        if c.combo_key != "x" or c.case_id not in {"case-00", "case-01", "case-02"}
+        else CaseAggregate("x", c.case_id, 3, 3, {"accuracy": None, "latency": 1.0}, False)
+        for c in _cases(values)
+    ]
+    matrix = _build(combos=[_combo("b", BASELINE), interrupted], cases=cases)
+    row = _row(matrix, combination_label(BETTER))
+    assert (row.runs, row.succeeded, row.interrupted) == (90, 80, 6)
+    assert row.success_rate.value == pytest.approx(80 / 90)
+    assert row.evaluator_errors == {"accuracy": 3, "latency": 0}
+    assert row.metrics["accuracy"].n == N_CASES - 3
+    assert row.delta is not None
+    assert row.delta.n == N_CASES - 3
+    base = _row(matrix, combination_label(BASELINE))
+    assert (base.interrupted, base.evaluator_errors) == (0, {"accuracy": 0, "latency": 0})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import subprocess
 import sys
@@ -670,6 +671,52 @@ def test_combo_aggregates_match_an_independent_computation(
         assert agg.latency_p95 == pytest.approx(float(np.percentile(latencies, 95)))
     single = aggregates[-1]
     assert (single.latency_p50, single.latency_p95, single.tokens) == (42.0, 42.0, None)
+
+
+def test_interrupted_cells_and_evaluator_errors_are_counted_apart(store: ResultStore) -> None:
+    run = store.begin_run(_info(total=4))
+    results = [
+        _result(0, 0, 0),
+        dataclasses.replace(
+            _result(0, 1, 0, metrics={"exact": 0.0, "judge": None}),
+            status="interrupted",
+            error_type="Interrupted",
+            error_message="approve?",
+            evaluator_errors={"judge": "RuntimeError: down"},
+        ),
+        _result(0, 2, 0, status="failed"),
+        dataclasses.replace(
+            _result(1, 0, 0, metrics={"exact": None}),
+            evaluator_errors={"exact": "PathNotFoundError: 'answer'"},
+        ),
+    ]
+    store.record(run.id, results)
+    progress = store.progress(run.id)
+    assert (progress.done, progress.succeeded, progress.failed, progress.interrupted) == (
+        4,
+        2,
+        1,
+        1,
+    )
+    first, second = store.combo_aggregates(run.id, ["exact", "judge"])
+    assert (first.runs, first.succeeded, first.interrupted) == (3, 1, 1)
+    assert first.evaluator_errors == {"exact": 0, "judge": 1}
+    assert (second.interrupted, second.evaluator_errors) == (0, {"exact": 1, "judge": 0})
+    stored = {c.cell_key: c for c in store.iter_cells(run.id)}
+    assert stored["cell-0-1-0"].status == "interrupted"
+
+
+def test_migration_0002_keeps_the_cells_recorded_before_it(store: ResultStore) -> None:
+    run = store.begin_run(_info())
+    store.record(run.id, [_result(0, 0, 0), _result(0, 1, 0, status="failed")])
+    downgrade(store.engine, "0001")
+    assert _revision(store.engine) == "0001"
+    upgrade(store.engine)
+    assert _revision(store.engine) == HEAD_REVISION
+    assert store.progress(run.id).done == 2
+    interrupted = dataclasses.replace(_result(0, 2, 0), status="interrupted")
+    store.record(run.id, [interrupted])
+    assert store.progress(run.id).interrupted == 1
 
 
 def test_case_aggregates_average_repeats_and_flag_disagreement(store: ResultStore) -> None:

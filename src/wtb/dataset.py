@@ -4,6 +4,7 @@ Rows are `{"id"?, "inputs": {...}, "expected"?: {...}, "invoke"?: {...}}`, or fl
 column is an input, except `id` and the columns named in `expectedFields`. A case without an
 id gets one derived from its content, so it stays the same across runs and machines.
 `invoke` is what the case's invocations get (`wtb.api.invocation`), the most specific level.
+`resume` lists the answers to the graph's `interrupt()` calls, in order.
 
 Data sets are held in memory as a list of Case: fine up to about 100,000 cases.
 """
@@ -11,9 +12,10 @@ Data sets are held in memory as a list of Case: fine up to about 100,000 cases.
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,9 @@ from wtb.domain import Case
 from wtb.errors import ManifestError, yaml_problem
 
 _FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml"}
-_ROW_KEYS = frozenset({"id", "inputs", "expected", "invoke"})
+_ROW_KEYS = frozenset({"id", "inputs", "expected", "invoke", "resume"})
+MAX_RESUME = 100
+"""Scripted interrupt answers one case may give: a graph that asks more is looping."""
 _ROW_FIX = 'write rows as {"id": ..., "inputs": {...}, "expected": {...}} or as flat objects'
 _INVOKE_FIX = (
     "give `invoke` as an object with any of context, configurable, recursionLimit, tags, metadata"
@@ -49,7 +53,8 @@ def _case(row: dict[str, Any], expected_fields: Sequence[str], where: str) -> Ca
             raise ManifestError(
                 f"unknown key {unknown[0]!r} in a row with `inputs`",
                 where=where,
-                fix="rows with `inputs` may only have `id`, `inputs`, `expected` and `invoke`",
+                fix="rows with `inputs` may only have `id`, `inputs`, `expected`, `invoke` "
+                "and `resume`",
             )
         inputs, expected = row["inputs"], row.get("expected")
         if not isinstance(inputs, dict):
@@ -76,11 +81,17 @@ def _case(row: dict[str, Any], expected_fields: Sequence[str], where: str) -> Ca
     expected = expected or None
     # Only rows with `inputs` have an `invoke` block; in a flat row it is an input column.
     invoke = _invoke(row.get("invoke"), where) if "inputs" in row else None
+    resume = _resume(row.get("resume"), where) if "inputs" in row else None
     try:
-        # `invoke` is part of a case's content only when given: ids derived before it
-        # existed stay the same.
+        # `invoke` and `resume` are part of a case's content only when given: ids derived
+        # before they existed stay the same.
         content = canonical_json(
-            {"inputs": inputs, "expected": expected, **({"invoke": invoke} if invoke else {})}
+            {
+                "inputs": inputs,
+                "expected": expected,
+                **({"invoke": invoke} if invoke else {}),
+                **({"resume": list(resume)} if resume is not None else {}),
+            }
         )
     except (TypeError, ValueError) as exc:
         raise ManifestError(
@@ -90,14 +101,41 @@ def _case(row: dict[str, Any], expected_fields: Sequence[str], where: str) -> Ca
         ) from exc
     given = row.get("id")
     if given is None:
-        return Case(id=_content_id(content), inputs=inputs, expected=expected, invoke=invoke)
+        return Case(
+            id=_content_id(content), inputs=inputs, expected=expected, invoke=invoke, resume=resume
+        )
     if isinstance(given, dict | list) or given == "":
         raise ManifestError(
             f"`id` must be a non-empty string or number, got {given!r}",
             where=where,
             fix="write a short unique id, or leave it out to derive one from the content",
         )
-    return Case(id=str(given), inputs=inputs, expected=expected, invoke=invoke)
+    return Case(id=str(given), inputs=inputs, expected=expected, invoke=invoke, resume=resume)
+
+
+def _resume(value: object, where: str) -> tuple[Any, ...] | None:
+    """A row's `resume`: the answers to the graph's interrupts, in order."""
+    if value is None:
+        return None
+    fix = "give `resume` as a list of values, one per interrupt() the graph reaches"
+    if not isinstance(value, list):
+        raise ManifestError(
+            f"`resume` is a {type(value).__name__}, not a list", where=where, fix=fix
+        )
+    if not value:
+        raise ManifestError("`resume` is empty", where=where, fix=f"{fix}, or leave it out")
+    if len(value) > MAX_RESUME:
+        raise ManifestError(
+            f"`resume` has {len(value)} values, more than {MAX_RESUME}", where=where, fix=fix
+        )
+    if any(v is None for v in value):
+        # LangGraph takes Command(resume=None) for "no answer" and fails on it.
+        raise ManifestError(
+            f"`resume[{value.index(None)}]` is null, which LangGraph cannot resume with",
+            where=where,
+            fix="answer with another value (false, an empty string or object)",
+        )
+    return tuple(value)
 
 
 def _invoke(value: object, where: str) -> dict[str, Any] | None:
@@ -121,11 +159,38 @@ def _invoke(value: object, where: str) -> dict[str, Any] | None:
     return spec.model_dump(mode="json", by_alias=True, exclude_none=True) or None
 
 
-def _cases(rows: Iterable[Located], expected_fields: Sequence[str]) -> list[Case]:
+def _check_inputs(case: Case, known: Collection[str], where: str) -> None:
+    """Refuse input keys the graph's input schema lacks: LangGraph drops them silently, so
+    a misspelt key would run every cell without the value it meant to give."""
+    for key in sorted(case.inputs):
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, list(known), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ManifestError(
+            f"case {case.id!r}: input {key!r} is not a key of the graph's input schema "
+            "(LangGraph would drop it)",
+            where=where,
+            fix=f"{hint}the input schema has: {', '.join(sorted(known)) or 'no keys'}",
+        )
+
+
+def _cases(
+    rows: Iterable[Located],
+    expected_fields: Sequence[str],
+    input_keys: Collection[str] | None = None,
+) -> list[Case]:
     cases: list[Case] = []
     first_seen: dict[str, str] = {}
+    checked: set[frozenset[str]] = set()
     for where, row in rows:
         case = _case(row, expected_fields, where)
+        if input_keys is not None:
+            # Rows of a big data set share a few key sets: each is checked once.
+            keys = frozenset(case.inputs)
+            if keys not in checked:
+                _check_inputs(case, input_keys, where)
+                checked.add(keys)
         if case.id in first_seen:
             raise ManifestError(
                 f"duplicate case id {case.id!r}, first at {first_seen[case.id]}",
@@ -229,7 +294,13 @@ def _shown(path: Path) -> str:
         return str(resolved)
 
 
-def _file_cases(spec: DatasetSpec, file: str, base_dir: Path, where: str) -> list[Case]:
+def _file_cases(
+    spec: DatasetSpec,
+    file: str,
+    base_dir: Path,
+    where: str,
+    input_keys: Collection[str] | None,
+) -> list[Case]:
     path = base_dir / file
     fmt = spec.format or _FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -246,7 +317,7 @@ def _file_cases(spec: DatasetSpec, file: str, base_dir: Path, where: str) -> lis
         )
     name = _shown(path)
     try:
-        cases = _cases(_READERS[fmt](path, name), spec.expected_fields)
+        cases = _cases(_READERS[fmt](path, name), spec.expected_fields, input_keys)
     except UnicodeDecodeError as exc:
         raise ManifestError(
             f"not UTF-8 text: {exc.reason} at byte {exc.start}",
@@ -260,15 +331,23 @@ def _file_cases(spec: DatasetSpec, file: str, base_dir: Path, where: str) -> lis
     return cases
 
 
-def load_cases(spec: DatasetSpec, base_dir: Path, where: str = "spec.dataset") -> list[Case]:
+def load_cases(
+    spec: DatasetSpec,
+    base_dir: Path,
+    where: str = "spec.dataset",
+    *,
+    input_keys: Collection[str] | None = None,
+) -> list[Case]:
     """The cases of a data set, in file order; file paths are relative to `base_dir`.
+
+    With `input_keys` (the graph's input schema), an input key outside it is refused.
 
     Raises ManifestError naming the file and line (or the manifest field) and the fix.
     """
     if spec.path is not None:
-        return _file_cases(spec, spec.path, base_dir, where)
+        return _file_cases(spec, spec.path, base_dir, where, input_keys)
     rows = (
         (f"{where}.cases[{i}]", c.model_dump(by_alias=True, exclude_none=True))
         for i, c in enumerate(spec.cases)
     )
-    return _cases(rows, spec.expected_fields)
+    return _cases(rows, spec.expected_fields, input_keys)

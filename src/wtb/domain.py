@@ -14,7 +14,10 @@ Combination = tuple[tuple[str, str], ...]
 """A variant combination: (axis, choice) pairs sorted by axis name, an axis being a node
 (its variant) or a Workflow setting (its choice)."""
 
-CellStatus = Literal["succeeded", "failed"]
+CellStatus = Literal["succeeded", "failed", "interrupted"]
+"""`interrupted`: the graph stopped at `interrupt()` waiting for a human, with no scripted
+answer left (a data set row's `resume`). Never a success: counted apart from failures, and
+like them in success rates."""
 AttemptStatus = Literal["succeeded", "failed", "timeout", "transient"]
 
 WORKER_LOST = "WorkerLost"
@@ -33,6 +36,9 @@ class Case:
     expected: dict[str, Any] | None = None
     invoke: dict[str, Any] | None = None
     """The row's `invoke` block as JSON (camelCase, validated by `wtb.dataset`)."""
+    resume: tuple[Any, ...] | None = None
+    """The human's scripted answers, in order: each interrupt() of the graph is resumed with
+    the next one (`Command(resume=value)`, same checkpointer thread)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,10 @@ class ComboAggregate:
     cost: float | None
     latency_p50: float | None
     latency_p95: float | None
+    interrupted: int = 0
+    """Cells stopped at an interrupt (neither succeeded nor counted among failures)."""
+    evaluator_errors: dict[str, int] = field(default_factory=dict)
+    """Per metric: cells whose value is missing because its evaluator raised."""
 
 
 @dataclass(frozen=True, slots=True)

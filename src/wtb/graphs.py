@@ -124,6 +124,15 @@ def check_compiles(builder: StateGraph[Any], *, where: str) -> None:
         builder.compile()
 
 
+def input_keys(builder: StateGraph[Any]) -> frozenset[str] | None:
+    """The keys the graph's input schema has (LangGraph drops any other input key); None
+    when its input is not a mapping of keys (a graph over a single root value)."""
+    channels = builder.schemas.get(builder.input_schema)
+    if not channels or "__root__" in channels:
+        return None
+    return frozenset(channels)
+
+
 def _require_callable(obj: object, path: str, where: str) -> None:
     if not callable(obj):
         raise ManifestError(
@@ -482,8 +491,12 @@ class VariantGraphs:
     the graph factory and the variants' factories run again, so no node object is shared
     with another cell attempt."""
 
-    def __init__(self, spec: WorkflowSpec) -> None:
+    def __init__(self, spec: WorkflowSpec, *, saver: bool = False) -> None:
+        """`saver`: give every graph WTB's checkpointer, whatever the user compiled (cases
+        that resume interrupts need one; an interrupt() in a node cannot be seen
+        statically)."""
         self._spec = spec
+        self._saver = saver
         self._compiled: dict[
             tuple[tuple[str, str], ...], tuple[CompiledStateGraph[Any], bool, GraphRuntime]
         ] = {}
@@ -533,5 +546,5 @@ class VariantGraphs:
                 if variant != ORIGINAL
             },
         )
-        graph, runtime = settings.compile(builder)
+        graph, runtime = settings.compile(builder, saver=self._saver)
         return graph, is_sync_graph(builder), runtime

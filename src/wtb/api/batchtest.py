@@ -59,6 +59,12 @@ class CaseSpec(SpecModel):
         description="What this case's invocations get; the most specific level, over the "
         "Workflow's, the BatchTest's and the combination's.",
     )
+    resume: list[Any] | None = Field(
+        default=None,
+        max_length=100,
+        description="The human's scripted answers: each interrupt() of the graph is resumed "
+        "with the next value, in order, on the same thread, until the graph finishes.",
+    )
 
 
 class DatasetSpec(SpecModel):
@@ -95,7 +101,8 @@ class EvaluatorSpec(SpecModel):
     type: EvaluatorType
     output: str | None = Field(
         default=None,
-        description="Dotted path of the compared value in the final state (comparing types).",
+        description="Dotted path of the compared value in what the graph returned "
+        "(comparing types); `$state.` first reads the full final state instead.",
     )
     expected: str | None = Field(
         default=None,
@@ -378,6 +385,10 @@ class BatchTestStatus(StatusModel):
     total: int | None = None
     completed: int | None = None
     failed: int | None = None
+    interrupted: int | None = Field(
+        default=None,
+        description="Cells stopped at an interrupt() waiting for a human: not successes.",
+    )
     progress: str | None = Field(default=None, description="done/total, for printer columns.")
     best: str | None = Field(default=None, description="Label of the best combination.")
     score: str | None = Field(default=None, description="Primary metric of the best combination.")

@@ -55,11 +55,24 @@ class MatrixRow(StatusModel):
     baseline: bool = False
     runs: int
     succeeded: int
+    interrupted: int = Field(
+        default=0,
+        description="Cells stopped at an interrupt() with no scripted answer left: not "
+        "successes (the success rate counts them as failures), shown apart from failures.",
+    )
     success_rate: Interval
     latency_ms: LatencySummary
     tokens: int | None = None
     cost: float | None = None
-    metrics: dict[str, Interval] = Field(default_factory=dict)
+    metrics: dict[str, Interval] = Field(
+        default_factory=dict,
+        description="Per metric: the mean over per-case means, n the cases with a value.",
+    )
+    evaluator_errors: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per metric: cells whose evaluator raised (or could not read its path); "
+        "their value is missing, so the metric's n may be smaller than the cases run.",
+    )
     delta: DeltaSummary | None = None
     verdict: Verdict
     flakiness: float | None = Field(

@@ -159,12 +159,15 @@ class CellAttempt:
             self.root_run_id,
         )
 
-    def succeeded(self) -> tuple[Attempt, ...]:
-        """The cell's attempts, this successful one last."""
+    def succeeded(self, *, interrupted: bool = False) -> tuple[Attempt, ...]:
+        """The cell's attempts, this successful one last: the graph returned without
+        raising. `interrupted` when it returned stopped at an interrupt: the attempt is
+        over and not retried, and its event says so (the cell is then `interrupted`)."""
         self._claim()
-        self.protocol._emit(
-            events.Event(events.CELL_ATTEMPT_SUCCEEDED, self.cell.key, {"attempt": self.number})
-        )
+        data: dict[str, object] = {"attempt": self.number}
+        if interrupted:
+            data["interrupted"] = True
+        self.protocol._emit(events.Event(events.CELL_ATTEMPT_SUCCEEDED, self.cell.key, data))
         record = Attempt(
             self.number,
             "succeeded",

@@ -16,12 +16,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from wtb.cells.attempts import AttemptProtocol, CellAttempt, Decision, EmitEvent, GiveUp, Retry
+from wtb.cells.graph_run import GraphOutcome, invoke_async, invoke_sync
 from wtb.cells.invocation import Invocation, build_invocation
 from wtb.cells.nodes import NodeTimer
 from wtb.cells.retry import RetryPolicy
 from wtb.cells.scoring import Scorer
 from wtb.cells.threads import ElasticThreadPool
-from wtb.domain import Attempt, Cell, CellResult, Combination
+from wtb.domain import Attempt, Case, Cell, CellResult, Combination
 from wtb.graphs import VariantGraphs
 from wtb.importing import extend_sys_path
 from wtb.runs.spec import RunSpec
@@ -45,10 +46,10 @@ class AttemptGuard(Protocol):
 
 
 def _invoke_sync(
-    graph: Any, inputs: dict[str, Any], invocation: Invocation, attempt: CellAttempt
-) -> Any:
+    graph: Any, case: Case, invocation: Invocation, attempt: CellAttempt
+) -> GraphOutcome:
     attempt.graph_starts()  # in the thread that runs it: a queue before is not latency
-    return graph.invoke(inputs, invocation.config, context=invocation.context_for(graph))
+    return invoke_sync(graph, case.inputs, case.resume, invocation)
 
 
 async def _in_pool(pool: ElasticThreadPool, fn: Callable[..., T], *args: Any) -> T:
@@ -63,7 +64,11 @@ class CellExecutor:
     def __init__(self, job: RunSpec, *, emit: EmitEvent, backoff_scale: float = 1.0) -> None:
         extend_sys_path(job.python_path)
         self._job = job
-        self._graphs = VariantGraphs(job.workflow)
+        # Resuming an interrupt needs a checkpointer thread: with scripted answers in the
+        # data set, every graph gets WTB's saver.
+        self._graphs = VariantGraphs(
+            job.workflow, saver=any(case.resume is not None for case in job.cases)
+        )
         # A fresh graph (factories run again, compiled again) for every cell attempt.
         self._isolated = job.batch.isolation == "cell"
         # Nodes fixed outside the matrix are in no combination (nor its label or cell keys),
@@ -136,9 +141,7 @@ class CellExecutor:
                         callbacks=[timer],
                     )
                     with metering() as meter, runtime.attempt(invocation.config):
-                        state = await self._invoke(
-                            pool, graph, sync, case.inputs, invocation, attempt
-                        )
+                        outcome = await self._invoke(pool, graph, sync, case, invocation, attempt)
         except TimeoutError as exc:
             # Ours when the deadline expired; otherwise the graph raised it (transient).
             if deadline.expired():
@@ -150,11 +153,11 @@ class CellExecutor:
         except Exception as exc:
             decision = attempt.raised(exc)
         else:
-            attempts = attempt.succeeded()
+            attempts = attempt.succeeded(interrupted=bool(outcome.interrupts))
             # Scoring runs user evaluators, which may block (an HTTP call to a judge):
             # never on the loop, where it would stall every other cell.
             return await _in_pool(
-                pool, self.scorer.success, cell, state, attempts, meter, timer.figures()
+                pool, self.scorer.success, cell, outcome, attempts, meter, timer.figures()
             )
         if isinstance(decision, Retry):
             return decision
@@ -175,22 +178,20 @@ class CellExecutor:
         pool: ElasticThreadPool,
         graph: Any,
         sync: bool,
-        inputs: dict[str, Any],
+        case: Case,
         invocation: Invocation,
         attempt: CellAttempt,
-    ) -> Any:
+    ) -> GraphOutcome:
         if not sync:
             attempt.graph_starts()
-            return await graph.ainvoke(
-                inputs, invocation.config, context=invocation.context_for(graph)
-            )
+            return await invoke_async(graph, case.inputs, case.resume, invocation)
         # One thread hop per cell rather than one per node: sync graphs run whole in a worker.
         # The worker runs in a copy of this task's context, so report_usage reaches the meter
         # and the graph's store and cache reach the attempt's (wtb.runtime.attempt).
         # The attempt's clock starts when a worker picks the call up (`_invoke_sync`): the
         # pool is shared with scoring and result hand-off, and waiting there is not latency.
         context = contextvars.copy_context()
-        future = pool.submit(context.run, _invoke_sync, graph, inputs, invocation, attempt)
+        future = pool.submit(context.run, _invoke_sync, graph, case, invocation, attempt)
         return await asyncio.wrap_future(future)
 
     # -- threads -------------------------------------------------------------------------
@@ -235,7 +236,7 @@ class CellExecutor:
                     callbacks=[timer],
                 )
                 with metering() as meter, runtime.attempt(invocation.config):
-                    state = _invoke_sync(graph, case.inputs, invocation, attempt)
+                    outcome = _invoke_sync(graph, case, invocation, attempt)
             except Exception as exc:
                 error = exc
             except BaseException:
@@ -245,7 +246,8 @@ class CellExecutor:
             if not claim.release():
                 return None
             if error is None:
-                return self.scorer.success(cell, state, attempt.succeeded(), meter, timer.figures())
+                attempts = attempt.succeeded(interrupted=bool(outcome.interrupts))
+                return self.scorer.success(cell, outcome, attempts, meter, timer.figures())
             decision = attempt.raised(error)
             if isinstance(decision, GiveUp) or not keep_going():
                 return self.scorer.failure(cell, decision.attempts, timer.figures())

@@ -1,7 +1,9 @@
 """Scoring: a cell's attempts and final state in, its result out (usage, evaluators).
 
 Evaluators score failed cells too (a failure scores 0 or None by the metric's direction),
-so whoever gives up on a cell, a runner or the Ray driver, scores it here.
+so whoever gives up on a cell, a runner or the Ray driver, scores it here. A graph that
+stopped at an interrupt with no scripted answer left is `interrupted`: scored as a failure,
+recorded with the output it had so far.
 """
 
 from __future__ import annotations
@@ -10,12 +12,26 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from wtb._jsonable import jsonable
-from wtb.domain import Attempt, Case, Cell, CellResult, NodeFigures
+from wtb._jsonable import clean_text, jsonable
+from wtb.cells.graph_run import GraphOutcome
+from wtb.domain import Attempt, Case, Cell, CellResult, CellStatus, NodeFigures
 from wtb.evaluators import EvalContext, Evaluator
 from wtb.evaluators.build import build_evaluators, evaluate
 from wtb.runs.spec import RunSpec
 from wtb.usage import UsageMeter, combine, usage_from_state
+
+INTERRUPTED = "Interrupted"
+"""`error_type` of an interrupted cell; its message shows what the graph asked."""
+_MAX_MESSAGE = 2000
+
+
+def _interrupt_message(values: Sequence[Any]) -> str:
+    shown = "; ".join(repr(v) for v in values)
+    message = clean_text(
+        f"the graph stopped at interrupt() waiting for a human: {shown} "
+        "(script the answers in the case's `resume`)"
+    )
+    return message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE] + "..."
 
 
 class Scorer:
@@ -31,15 +47,17 @@ class Scorer:
     def success(
         self,
         cell: Cell,
-        state: Any,
+        outcome: GraphOutcome,
         attempts: Sequence[Attempt],
         meter: UsageMeter,
         nodes: dict[str, NodeFigures] | None = None,
     ) -> CellResult:
-        """The result of a cell whose last attempt succeeded with final `state`; `nodes`
-        are that attempt's per-node figures."""
-        tokens, cost = combine(meter, usage_from_state(state))
-        return self._finish(cell, state, attempts, tokens, cost, nodes)
+        """The result of a cell whose last attempt returned `outcome`: succeeded, or
+        interrupted when the graph stopped at an interrupt; `nodes` are that attempt's
+        per-node figures."""
+        # Tokens are read from the full state: an output schema may hide the messages.
+        tokens, cost = combine(meter, usage_from_state(outcome.state))
+        return self._finish(cell, outcome, attempts, tokens, cost, nodes)
 
     def failure(
         self,
@@ -53,7 +71,7 @@ class Scorer:
     def _finish(
         self,
         cell: Cell,
-        state: Any,
+        outcome: GraphOutcome | None,
         attempts: Sequence[Attempt],
         tokens: int | None,
         cost: float | None,
@@ -61,32 +79,44 @@ class Scorer:
     ) -> CellResult:
         case = self._cases[cell.case_id]
         last = attempts[-1]
-        ok = last.status == "succeeded"
         latency_ms = last.duration_ms
-        output = jsonable(state) if ok else None
+        status: CellStatus
+        if outcome is None or last.status != "succeeded":
+            status, error_type, error_message = "failed", last.error_type, last.error_message
+            output = state = None
+        else:
+            output = jsonable(outcome.output)
+            state = outcome.state if isinstance(outcome.state, dict) else jsonable(outcome.state)
+            if outcome.interrupts:
+                status, error_type = "interrupted", INTERRUPTED
+                error_message = _interrupt_message(outcome.interrupts)
+            else:
+                status, error_type, error_message = "succeeded", None, None
+        raw = None if outcome is None else outcome.output
         ctx = EvalContext(
             case=case,
             inputs=case.inputs,
             expected=case.expected,
-            output=(state if isinstance(state, dict) else output) if ok else None,
-            status="succeeded" if ok else "failed",
-            error_type=None if ok else last.error_type,
+            output=(raw if isinstance(raw, dict) else output) if status != "failed" else None,
+            status=status,
+            error_type=error_type,
             latency_ms=latency_ms,
             tokens=tokens,
             cost=cost,
+            state=state if isinstance(state, dict) else None,
         )
         metrics, evaluator_errors = evaluate(self._evaluators, ctx)
         return CellResult(
             cell=cell,
-            status="succeeded" if ok else "failed",
+            status=status,
             latency_ms=latency_ms,
             finished_at=datetime.now(UTC),
             output=output,
             metrics=metrics,
             tokens=tokens,
             cost=cost,
-            error_type=None if ok else last.error_type,
-            error_message=None if ok else last.error_message,
+            error_type=error_type,
+            error_message=error_message,
             evaluator_errors=evaluator_errors,
             attempts=tuple(attempts),
             nodes=nodes or None,

@@ -301,7 +301,9 @@ def _run_prepared(
                 )
                 err.print(
                     f"{outcome.recorded_now} cells run in {outcome.seconds:.1f} s{resumed}; "
-                    f"{progress.failed} failed; run {outcome.run_key}"
+                    f"{progress.failed} failed"
+                    + (f", {progress.interrupted} interrupted" if progress.interrupted else "")
+                    + f"; run {outcome.run_key}"
                 )
                 out.print(matrix_table(name, matrix, out.width))
             else:
@@ -315,6 +317,7 @@ def _run_prepared(
                             "done": progress.done,
                             "succeeded": progress.succeeded,
                             "failed": progress.failed,
+                            "interrupted": progress.interrupted,
                         },
                     )
                 )
@@ -459,6 +462,7 @@ def results(
             if output == "table":
                 Console(stderr=True).print(
                     f"run {chosen.run_key}: {p.done}/{p.total} cells, {p.failed} failed"
+                    + (f", {p.interrupted} interrupted" if p.interrupted else "")
                 )
                 console = _console()
                 console.print(matrix_table(chosen.name, matrix, console.width))
@@ -468,6 +472,7 @@ def results(
                     "done": p.done,
                     "succeeded": p.succeeded,
                     "failed": p.failed,
+                    "interrupted": p.interrupted,
                 }
                 document = as_data(chosen.name, chosen.run_key, matrix, progress)
                 if with_cells:

@@ -61,12 +61,29 @@ def _p(row: MatrixRow) -> str:
 Cell = Callable[[MatrixRow], Any]
 
 
+def _missing(row: MatrixRow, name: str) -> str:
+    """` (n=4, 2 errors)` when the metric's evaluator raised on some cells of the row: its
+    value then rests on fewer cases, and the reader must see it."""
+    errors = row.evaluator_errors.get(name, 0)
+    if not errors:
+        return ""
+    found = row.metrics.get(name)
+    n = found.n if found else 0
+    return f" (n={n}, {errors} error{'s' if errors != 1 else ''})"
+
+
 def _metric_cell(name: str) -> Cell:
     def cell(row: MatrixRow) -> str:
         found = row.metrics.get(name)
-        return _num(found.value) if found else "-"
+        return (_num(found.value) if found else "-") + _missing(row, name)
 
     return cell
+
+
+def _success(row: MatrixRow) -> str:
+    rate = row.success_rate.value
+    text = f"{rate:.0%}" if rate is not None else "-"
+    return f"{text} ({row.interrupted} interrupted)" if row.interrupted else text
 
 
 def _columns(matrix: ComparisonMatrix) -> tuple[list[tuple[str, Cell]], list[tuple[str, Cell]]]:
@@ -77,16 +94,16 @@ def _columns(matrix: ComparisonMatrix) -> tuple[list[tuple[str, Cell]], list[tup
     others = [m for m in (matrix.rows[0].metrics if matrix.rows else {}) if m != primary]
     essential: list[tuple[str, Cell]] = [
         ("combination", lambda r: Text(r.label, style="cyan" if r.baseline else "")),
-        (f"{primary} (95% CI)", lambda r: _interval(r.metrics.get(primary))),
+        (
+            f"{primary} (95% CI)",
+            lambda r: _interval(r.metrics.get(primary)) + _missing(r, primary),
+        ),
         ("Δ vs baseline", _delta),
         ("p (Holm)", _p),
         ("verdict", lambda r: Text(r.verdict, style=_VERDICT_STYLE.get(r.verdict, ""))),
     ]
     optional: list[tuple[str, Cell]] = [
-        (
-            "success",
-            lambda r: f"{r.success_rate.value:.0%}" if r.success_rate.value is not None else "-",
-        ),
+        ("success", _success),
         ("runs", lambda r: str(r.runs)),
         ("flaky", lambda r: f"{r.flakiness:.0%}" if r.flakiness is not None else "-"),
         ("p50/p95 ms", lambda r: f"{_num(r.latency_ms.p50)}/{_num(r.latency_ms.p95)}"),
@@ -143,6 +160,12 @@ def matrix_table(title: str, matrix: ComparisonMatrix, width: int | None = None)
     hidden = [header for header, _ in optional[keep:]]
     if hidden:
         table.caption += f"; not shown for width: {', '.join(hidden)} (use -o json)"
+    if any(row.interrupted for row in matrix.rows):
+        table.caption += "; interrupted: stopped at interrupt() waiting for a human"
+    if any(any(row.evaluator_errors.values()) for row in matrix.rows):
+        table.caption += (
+            "; n=, errors: cases with a value, cells whose evaluator raised (value missing)"
+        )
     if matrix.fixed:
         fixed = ", ".join(f"{node}={variant}" for node, variant in sorted(matrix.fixed.items()))
         table.caption += f"; in every combination: {fixed}"

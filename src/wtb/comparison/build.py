@@ -146,6 +146,7 @@ def _row(
         baseline=delta is None,
         runs=combo.runs,
         succeeded=combo.succeeded,
+        interrupted=combo.interrupted,
         success_rate=Interval(
             value=combo.succeeded / combo.runs if combo.runs else None,
             low=rate[0] if rate else None,
@@ -156,6 +157,7 @@ def _row(
         tokens=combo.tokens,
         cost=combo.cost,
         metrics=row_metrics,
+        evaluator_errors={name: combo.evaluator_errors.get(name, 0) for name in row_metrics},
         delta=delta_summary,
         verdict=verdict,
         flakiness=summary.varying / summary.repeated if summary.repeated else None,

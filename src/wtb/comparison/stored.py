@@ -24,7 +24,7 @@ def matrix_for_run(
     """Aggregate in the database, then compute the statistics: the comparison matrix."""
     metrics = [(e.name, e.direction_higher_is_better) for e in spec.evaluators]
     return build_matrix(
-        combos=store.combo_aggregates(run_id),
+        combos=store.combo_aggregates(run_id, [m for m, _ in metrics]),
         cases=store.case_aggregates(run_id, [m for m, _ in metrics], spec.primary_metric),
         metrics=metrics,
         primary_metric=spec.primary_metric,

@@ -11,7 +11,8 @@ from wtb.evaluators.context import EvalContext
 class Evaluator(ABC):
     """A named metric computed for every cell.
 
-    A failed cell (the graph raised) is not scored by `score`: a failure is not a success,
+    A failed or interrupted cell (the graph raised, or stopped waiting for a human) is
+    not scored by `score`: a failure is not a success,
     so a metric where higher is better gets 0.0, and one where lower is better gets None
     (0 would be the best value). Measuring evaluators override `failed_score`.
     """
@@ -21,7 +22,8 @@ class Evaluator(ABC):
         self.higher_is_better = higher_is_better
 
     def __call__(self, ctx: EvalContext) -> float | None:
-        if ctx.status == "failed":
+        # An interrupted graph did not finish: no more a success than a failure is.
+        if ctx.status != "succeeded":
             return self.failed_score()
         return self.score(ctx)
 

@@ -13,6 +13,11 @@ from wtb.evaluators.base import Evaluator
 from wtb.evaluators.context import EvalContext
 from wtb.evaluators.paths import PathNotFoundError, resolve_path
 
+STATE_ROOT = "$state."
+"""An `output` path starting so reads the full final state (keys an output schema hides
+from what the graph returns), not the output; `$`, not a plain `state.`, because a graph
+may well return a key named `state`."""
+
 
 class ExpectedValueMissingError(KeyError):
     """The case has no expected value where the evaluator looks for one."""
@@ -29,11 +34,14 @@ class ComparingEvaluator(Evaluator):
         if spec.output is None:  # refused by EvaluatorSpec; kept for the type checker
             raise ValueError(f"evaluator {spec.name!r} needs `output`")
         self.output_path = spec.output
-        self.expected_key = spec.expected or spec.output
+        self.expected_key = spec.expected or spec.output.removeprefix(STATE_ROOT)
         self.ignore_case = spec.ignore_case
 
     def output_value(self, ctx: EvalContext) -> Any:
-        return resolve_path(ctx.output, self.output_path)
+        path = self.output_path
+        if path.startswith(STATE_ROOT):
+            return resolve_path(ctx.state, path.removeprefix(STATE_ROOT))
+        return resolve_path(ctx.output, path)
 
     def expected_value(self, ctx: EvalContext) -> Any:
         expected = ctx.expected or {}

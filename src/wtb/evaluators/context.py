@@ -12,9 +12,11 @@ from wtb.domain import Case, CellStatus
 class EvalContext:
     """One cell as evaluators see it; user evaluators receive it as their only argument.
 
-    `output` is the final state as a dict, None when the graph failed (`status`
-    'failed', `error_type` then names the exception class). `tokens` and `cost` are None
-    when nothing was reported for the cell.
+    `output` is what the graph returned (its output schema's keys), None when the graph
+    failed (`status` 'failed', `error_type` then names the exception class). `state` is
+    the full final state, keys an output schema hides included. A graph stopped at an
+    interrupt has `status` 'interrupted' and the state it reached. `tokens` and `cost` are
+    None when nothing was reported for the cell.
     """
 
     case: Case
@@ -26,3 +28,4 @@ class EvalContext:
     latency_ms: float
     tokens: int | None
     cost: float | None
+    state: dict[str, Any] | None = None

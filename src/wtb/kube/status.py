@@ -23,6 +23,7 @@ class RunStatus:
     best: str | None
     score: str | None
     matrix: ComparisonMatrix | None
+    interrupted: int = 0
 
     @property
     def all_recorded(self) -> bool:
@@ -58,6 +59,7 @@ def run_status(store: ResultStore, run: RunRecord, *, max_rows: int) -> RunStatu
         total=progress.total,
         completed=progress.done,
         failed=progress.failed,
+        interrupted=progress.interrupted,
         progress=f"{progress.done}/{progress.total}",
         best=best,
         score=score,

@@ -108,6 +108,7 @@ class BatchTestStatusCopy(StatusCopy[BatchTestStatus]):
         self.status.total = run.total
         self.status.completed = run.completed
         self.status.failed = run.failed
+        self.status.interrupted = run.interrupted
         self.status.progress = run.progress
         self.status.best = run.best
         self.status.score = run.score

@@ -143,12 +143,13 @@ def drive(
             )
         final = store.progress(run.id)
         log.info(
-            "run %s: %d cells run in %.1f s; %d/%d recorded, %d failed",
+            "run %s: %d cells run in %.1f s; %d/%d recorded, %d failed, %d interrupted",
             run_key,
             outcome.recorded_now,
             outcome.seconds,
             final.done,
             final.total,
             final.failed,
+            final.interrupted,
         )
         return final.done >= final.total

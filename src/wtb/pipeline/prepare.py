@@ -27,6 +27,7 @@ from wtb.graphs import (
     check_compiles,
     check_context,
     check_node_path,
+    input_keys,
     load_builder,
     node_paths,
     resolve_variant,
@@ -162,7 +163,9 @@ def prepare(
                 workflow_where=workflow_where,
             )
     build_evaluators(spec.evaluators, where=f"{where}: spec.evaluators")
-    cases = load_cases(spec.dataset, base_dir, where=f"{where}: spec.dataset")
+    cases = load_cases(
+        spec.dataset, base_dir, where=f"{where}: spec.dataset", input_keys=input_keys(builder)
+    )
     plan = build_plan(spec, cases, where=f"{where}: spec")
     _check_contexts(builder, workflow, spec, plan, where=where, workflow_where=workflow_where)
     meta = batch.metadata

@@ -51,6 +51,7 @@ class RunSpec:
                     "inputs": c.inputs,
                     **({"expected": c.expected} if c.expected else {}),
                     **({"invoke": c.invoke} if c.invoke else {}),
+                    **({"resume": list(c.resume)} if c.resume is not None else {}),
                 }
                 for c in self.cases
             ]
@@ -75,6 +76,7 @@ class RunSpec:
                     inputs=c["inputs"],
                     expected=c.get("expected"),
                     invoke=c.get("invoke"),
+                    resume=None if c.get("resume") is None else tuple(c["resume"]),
                 )
                 for c in cases or ()
             ),

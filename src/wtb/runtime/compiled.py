@@ -91,17 +91,20 @@ class CompileSettings:
             or self.settings.get("interrupt_after_nodes")
         )
 
-    def compile(self, builder: StateGraph[Any]) -> tuple[CompiledStateGraph[Any], GraphRuntime]:
-        """The compiled graph, and the resources its attempts get."""
+    def compile(
+        self, builder: StateGraph[Any], *, saver: bool = False
+    ) -> tuple[CompiledStateGraph[Any], GraphRuntime]:
+        """The compiled graph, and the resources its attempts get; with `saver`, WTB's
+        checkpointer in any case (to resume interrupts)."""
         from langgraph.checkpoint.memory import InMemorySaver
 
         runtime = GraphRuntime(
             user_store=self.store,
             cache=self.cache,
-            saver=InMemorySaver() if self.needs_saver else None,
+            saver=InMemorySaver() if saver or self.needs_saver else None,
         )
         kwargs = runtime.compile_kwargs()
-        if self.checkpointer is False:
+        if self.checkpointer is False and not saver:
             kwargs["checkpointer"] = False
         compiled = builder.compile(**kwargs)
         for name, value in self.settings.items():

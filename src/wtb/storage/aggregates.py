@@ -29,6 +29,13 @@ NODE_SAMPLE = 4096
 
 _CELLS = cells.c
 _SUCCEEDED = func.sum(case((_CELLS.status == "succeeded", 1), else_=0))
+_INTERRUPTED = func.sum(case((_CELLS.status == "interrupted", 1), else_=0))
+
+
+def _evaluator_errors(name: str) -> ColumnElement[Any]:
+    """Cells whose evaluator `name` raised (its metric is missing for that reason)."""
+    raised = _CELLS.evaluator_errors[name].as_string().is_not(None)
+    return func.sum(case((raised, 1), else_=0))
 
 
 def combination_of(stored: dict[str, str]) -> Combination:
@@ -85,8 +92,11 @@ def _percentile(latencies: dict[int, float], n: int, q: Fraction) -> float:
     return latencies[low] + (latencies[low + 1] - latencies[low]) * float(fraction)
 
 
-def combo_aggregates(conn: Connection, run_id: int) -> list[ComboAggregate]:
-    """Runs, successes, token and cost totals and latency p50/p95 over all cells of each combo."""
+def combo_aggregates(
+    conn: Connection, run_id: int, metrics: Sequence[str] = ()
+) -> list[ComboAggregate]:
+    """Runs, successes, interrupted cells, token and cost totals and latency p50/p95 over all
+    cells of each combo, and per metric in `metrics` the cells whose evaluator raised."""
     ranks = _latency_ranks(conn, run_id)
     totals = conn.execute(
         select(
@@ -95,13 +105,15 @@ def combo_aggregates(conn: Connection, run_id: int) -> list[ComboAggregate]:
             _SUCCEEDED,
             func.sum(_CELLS.tokens),
             func.sum(_CELLS.cost),
+            _INTERRUPTED,
+            *(_evaluator_errors(name) for name in metrics),
         )
         .where(_CELLS.run_id == run_id)
         .group_by(_CELLS.combo_key)
         .order_by(_CELLS.combo_key)
     )
     aggregates = []
-    for combo_key, runs, succeeded, tokens, cost in totals:
+    for combo_key, runs, succeeded, tokens, cost, interrupted, *errors in totals:
         ranked = ranks.get(combo_key)
         if ranked is None:
             # Its first cell was committed between the two statements (a matrix built
@@ -118,6 +130,10 @@ def combo_aggregates(conn: Connection, run_id: int) -> list[ComboAggregate]:
                 cost=None if cost is None else float(cost),
                 latency_p50=_percentile(latencies, n, P50),
                 latency_p95=_percentile(latencies, n, P95),
+                interrupted=int(interrupted),
+                evaluator_errors={
+                    name: int(count) for name, count in zip(metrics, errors, strict=True)
+                },
             )
         )
     return aggregates

@@ -58,6 +58,8 @@ class RunProgress:
     done: int
     succeeded: int
     failed: int
+    interrupted: int = 0
+    """Cells stopped at an interrupt: done, neither succeeded nor failed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ NAMING_CONVENTION = {
 }
 
 RUN_STATUSES = ("pending", "running", "succeeded", "failed")
-CELL_STATUSES = ("succeeded", "failed")
+CELL_STATUSES = ("succeeded", "failed", "interrupted")
 ATTEMPT_STATUSES = ("succeeded", "failed", "timeout", "transient")
 
 

@@ -299,8 +299,13 @@ class ResultStore:
                 .group_by(_CELLS.c.status)
             )
             counts = {status: count for status, count in rows}
-        succeeded, failed = counts.get("succeeded", 0), counts.get("failed", 0)
-        return RunProgress(total=total, done=succeeded + failed, succeeded=succeeded, failed=failed)
+        return RunProgress(
+            total=total,
+            done=sum(counts.values()),
+            succeeded=counts.get("succeeded", 0),
+            failed=counts.get("failed", 0),
+            interrupted=counts.get("interrupted", 0),
+        )
 
     # -- cells ------------------------------------------------------------------------
 
@@ -450,9 +455,10 @@ class ResultStore:
 
     # -- aggregates -------------------------------------------------------------------
 
-    def combo_aggregates(self, run_id: int) -> list[ComboAggregate]:
+    def combo_aggregates(self, run_id: int, metrics: Sequence[str] = ()) -> list[ComboAggregate]:
+        """Per combination; with `metrics`, how many cells' evaluator of each one raised."""
         with self._transaction() as conn:
-            return aggregates.combo_aggregates(conn, run_id)
+            return aggregates.combo_aggregates(conn, run_id, metrics)
 
     def node_aggregates(self, run_id: int) -> dict[str, dict[str, NodeAggregate]]:
         """Per combo_key, per node: its figures over the combination's succeeded cells."""

@@ -2,8 +2,8 @@
 the cell's last attempt, JSON) and `attempts.root_run_id` (the LangChain run id of the attempt's
 graph invocation, to find its trace). Both nullable: rows recorded before have neither.
 
-Revision ID: 0002_node_timings
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from sqlalchemy.dialects import postgresql
 # Types spelled out here, not imported from the models: a revision must not change later.
 Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
-revision: str = "0002_node_timings"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | None = None
 depends_on: str | None = None
 
