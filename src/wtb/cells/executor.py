@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from wtb.cells.attempts import AttemptProtocol, CellAttempt, Decision, EmitEvent, GiveUp, Retry
 from wtb.cells.graph_run import GraphOutcome, invoke_async, invoke_sync
-from wtb.cells.invocation import Invocation, build_invocation
+from wtb.cells.invocation import Invocation, Invocations
 from wtb.cells.nodes import NodeTimer
 from wtb.cells.retry import RetryPolicy
 from wtb.cells.scoring import Scorer
@@ -63,7 +63,7 @@ class CellExecutor:
 
     def __init__(self, job: RunSpec, *, emit: EmitEvent, backoff_scale: float = 1.0) -> None:
         extend_sys_path(job.python_path)
-        self._job = job
+        self._invocations = Invocations(job)
         # Resuming an interrupt needs a checkpointer thread: with scripted answers in the
         # data set, every graph gets WTB's saver.
         self._graphs = VariantGraphs(
@@ -131,8 +131,7 @@ class CellExecutor:
             with pool.tracking() as submitted:
                 async with deadline:
                     graph, runtime = await self._attempt_graph(pool, cell.combination)
-                    invocation = build_invocation(
-                        self._job,
+                    invocation = self._invocations.build(
                         cell,
                         case,
                         attempt.number,
@@ -226,8 +225,7 @@ class CellExecutor:
             error: BaseException | None = None
             try:
                 graph, runtime = self._graph(cell.combination)
-                invocation = build_invocation(
-                    self._job,
+                invocation = self._invocations.build(
                     cell,
                     case,
                     attempt.number,

@@ -66,16 +66,6 @@ def case_invocation(case: Case) -> InvocationSpec | None:
     return None if case.invoke is None else InvocationSpec.model_validate(case.invoke)
 
 
-def merged_invocation(job: RunSpec, combination: Combination, case: Case) -> InvocationSpec:
-    """The user's `invoke` blocks for `combination` on `case`, merged."""
-    return merge_invocations(
-        [
-            *combination_invocation(job.workflow, job.batch.invoke, combination),
-            case_invocation(case),
-        ]
-    )
-
-
 def thread_id(cell: Cell, attempt_number: int) -> str:
     """The checkpointer thread of one attempt of a cell: no two attempts share one."""
     return f"{cell.key}#{attempt_number}"
@@ -91,34 +81,70 @@ def build_invocation(
     run_id: str | None = None,
     callbacks: Sequence[Any] = (),
 ) -> Invocation:
-    """The RunnableConfig and context of attempt `attempt` (1-based) of `cell` on `case`;
-    `needs_thread` when the graph has a checkpointer; `run_id` the root run's id (a uuid
-    string), `callbacks` handlers added to the graph's own (LangGraph merges them)."""
-    spec = merged_invocation(job, cell.combination, case)
-    label = combination_label(cell.combination)
-    metadata: dict[str, Any] = {
-        **(spec.metadata or {}),
-        "wtb_run": job.run_key,
-        "wtb_cell": cell.key,
-        "wtb_case": cell.case_id,
-        "wtb_repeat": cell.repeat,
-        "wtb_attempt": attempt,
-        "wtb_combination": label,
-    }
-    tags = [WTB_TAG, *(t for t in spec.tags or () if t != WTB_TAG)]
-    config: RunnableConfig = {
-        "run_name": ":".join(part for part in ("wtb", job.batch_name, label) if part),
-        "tags": tags,
-        "metadata": metadata,
-    }
-    if run_id is not None:
-        config["run_id"] = uuid.UUID(run_id)
-    if callbacks:
-        config["callbacks"] = list(callbacks)
-    if spec.recursion_limit is not None:  # else the graph's own, as in production
-        config["recursion_limit"] = spec.recursion_limit
-    if spec.configurable or needs_thread:
-        config["configurable"] = dict(spec.configurable or {})
-    if needs_thread:
-        config["configurable"]["thread_id"] = thread_id(cell, attempt)
-    return Invocation(config=config, context=spec.context)
+    """The RunnableConfig and context of attempt `attempt` (1-based) of `cell` on `case`
+    (see `Invocations.build`)."""
+    return Invocations(job).build(
+        cell, case, attempt, needs_thread=needs_thread, run_id=run_id, callbacks=callbacks
+    )
+
+
+class Invocations:
+    """Builds the invocations of one run's attempts. What depends only on the combination
+    (its `invoke` blocks merged, its label, the run name) is worked out once per
+    combination: an attempt of a fast graph should not pay for it again."""
+
+    def __init__(self, job: RunSpec) -> None:
+        self._job = job
+        self._combinations: dict[Combination, tuple[InvocationSpec, str, str]] = {}
+
+    def _combination(self, combination: Combination) -> tuple[InvocationSpec, str, str]:
+        found = self._combinations.get(combination)
+        if found is None:
+            job = self._job
+            spec = merge_invocations(
+                combination_invocation(job.workflow, job.batch.invoke, combination)
+            )
+            label = combination_label(combination)
+            run_name = ":".join(part for part in ("wtb", job.batch_name, label) if part)
+            found = self._combinations[combination] = (spec, label, run_name)
+        return found
+
+    def build(
+        self,
+        cell: Cell,
+        case: Case,
+        attempt: int,
+        *,
+        needs_thread: bool = False,
+        run_id: str | None = None,
+        callbacks: Sequence[Any] = (),
+    ) -> Invocation:
+        """The RunnableConfig and context of attempt `attempt` (1-based) of `cell` on
+        `case`; `needs_thread` when the graph has a checkpointer; `run_id` the root run's
+        id (a uuid string), `callbacks` handlers added to the graph's own (LangGraph merges
+        them)."""
+        spec, label, run_name = self._combination(cell.combination)
+        if case.invoke is not None:
+            spec = merge_invocations([spec, case_invocation(case)])
+        metadata: dict[str, Any] = {
+            **(spec.metadata or {}),
+            "wtb_run": self._job.run_key,
+            "wtb_cell": cell.key,
+            "wtb_case": cell.case_id,
+            "wtb_repeat": cell.repeat,
+            "wtb_attempt": attempt,
+            "wtb_combination": label,
+        }
+        tags = [WTB_TAG, *(t for t in spec.tags or () if t != WTB_TAG)]
+        config: RunnableConfig = {"run_name": run_name, "tags": tags, "metadata": metadata}
+        if run_id is not None:
+            config["run_id"] = uuid.UUID(run_id)
+        if callbacks:
+            config["callbacks"] = list(callbacks)
+        if spec.recursion_limit is not None:  # else the graph's own, as in production
+            config["recursion_limit"] = spec.recursion_limit
+        if spec.configurable or needs_thread:
+            config["configurable"] = dict(spec.configurable or {})
+        if needs_thread:
+            config["configurable"]["thread_id"] = thread_id(cell, attempt)
+        return Invocation(config=config, context=spec.context)
