@@ -195,7 +195,7 @@ def test_interrupts_are_kept_and_the_users_saver_gets_no_checkpoint(
 def test_each_attempt_has_its_own_thread_deleted_after_it(tmp_path: Path) -> None:
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from wtb.cells.invocation import build_invocation
+    from wtb.cells.invocation import Invocations
 
     prepared = _prepared(tmp_path, "checkpointed", "original")
     graphs = VariantGraphs(prepared.job.workflow)
@@ -207,9 +207,10 @@ def test_each_attempt_has_its_own_thread_deleted_after_it(tmp_path: Path) -> Non
     cells = list(prepared.plan.iter_cells())
     job = prepared.job
     cases = job.case_index()
+    invocations = Invocations(job)
 
     def config(cell: Cell, attempt: int) -> Any:
-        return build_invocation(job, cell, cases[cell.case_id], attempt, needs_thread=True).config
+        return invocations.build(cell, cases[cell.case_id], attempt, needs_thread=True).config
 
     first, second, other = config(cells[0], 1), config(cells[0], 2), config(cells[1], 1)
     threads = {c["configurable"]["thread_id"] for c in (first, second, other)}

@@ -99,6 +99,20 @@ class CellExecutor:
             return tuple(sorted((*combination, *self._fixed)))
         return combination
 
+    def _invocation(
+        self, attempt: CellAttempt, case: Case, runtime: GraphRuntime, timer: NodeTimer
+    ) -> Invocation:
+        """What the attempt's graph is invoked with: its config (a checkpointer thread when
+        the graph has a saver, the root run id, the node timer) and context."""
+        return self._invocations.build(
+            attempt.cell,
+            case,
+            attempt.number,
+            needs_thread=runtime.needs_thread,
+            run_id=attempt.root_run_id,
+            callbacks=[timer],
+        )
+
     # -- asyncio -------------------------------------------------------------------------
 
     async def run(self, cell: Cell, pool: ElasticThreadPool) -> CellResult:
@@ -131,14 +145,7 @@ class CellExecutor:
             with pool.tracking() as submitted:
                 async with deadline:
                     graph, runtime = await self._attempt_graph(pool, cell.combination)
-                    invocation = self._invocations.build(
-                        cell,
-                        case,
-                        attempt.number,
-                        needs_thread=runtime.needs_thread,
-                        run_id=attempt.root_run_id,
-                        callbacks=[timer],
-                    )
+                    invocation = self._invocation(attempt, case, runtime, timer)
                     with metering() as meter, runtime.attempt(invocation.config):
                         outcome = await self._invoke(pool, graph, sync, case, invocation, attempt)
         except TimeoutError as exc:
@@ -225,14 +232,7 @@ class CellExecutor:
             error: BaseException | None = None
             try:
                 graph, runtime = self._graph(cell.combination)
-                invocation = self._invocations.build(
-                    cell,
-                    case,
-                    attempt.number,
-                    needs_thread=runtime.needs_thread,
-                    run_id=attempt.root_run_id,
-                    callbacks=[timer],
-                )
+                invocation = self._invocation(attempt, case, runtime, timer)
                 with metering() as meter, runtime.attempt(invocation.config):
                     outcome = _invoke_sync(graph, case, invocation, attempt)
             except Exception as exc:

@@ -71,23 +71,6 @@ def thread_id(cell: Cell, attempt_number: int) -> str:
     return f"{cell.key}#{attempt_number}"
 
 
-def build_invocation(
-    job: RunSpec,
-    cell: Cell,
-    case: Case,
-    attempt: int,
-    *,
-    needs_thread: bool = False,
-    run_id: str | None = None,
-    callbacks: Sequence[Any] = (),
-) -> Invocation:
-    """The RunnableConfig and context of attempt `attempt` (1-based) of `cell` on `case`
-    (see `Invocations.build`)."""
-    return Invocations(job).build(
-        cell, case, attempt, needs_thread=needs_thread, run_id=run_id, callbacks=callbacks
-    )
-
-
 class Invocations:
     """Builds the invocations of one run's attempts. What depends only on the combination
     (its `invoke` blocks merged, its label, the run name) is worked out once per
