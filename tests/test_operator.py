@@ -128,7 +128,7 @@ def _rounded(value: Any) -> Any:
 
 
 def _comparable(matrix: dict[str, Any]) -> dict[str, Any]:
-    """The matrix in one canonical form, without what depends on timing (latency)."""
+    """The matrix in one canonical form, without what depends on timing (latency, node times)."""
     matrix = _rounded(
         ComparisonMatrix.model_validate(matrix).model_dump(mode="json", by_alias=True)
     )
@@ -137,6 +137,11 @@ def _comparable(matrix: dict[str, Any]) -> dict[str, Any]:
         kept = {k: v for k, v in row.items() if k not in _TIMING}
         kept["metrics"] = {
             k: v for k, v in row.get("metrics", {}).items() if k not in _TIMING_METRICS
+        }
+        # Per-node figures without their times (whose order follows the times, too).
+        kept["nodes"] = {
+            node: {k: v for k, v in figures.items() if k != "msP50"}
+            for node, figures in sorted((row.get("nodes") or {}).items())
         }
         rows.append(kept)
     return {**matrix, "rows": sorted(rows, key=lambda r: r["label"])}
