@@ -95,7 +95,7 @@ REACT_CASES = [
 ]
 
 
-def _react(tmp_path: Path) -> PreparedBatch:
+def _react(tmp_path: Path, isolation: str = "shared") -> PreparedBatch:
     workflow = _workflow(
         "react:graph",
         {
@@ -118,6 +118,7 @@ def _react(tmp_path: Path) -> PreparedBatch:
         REACT_CASES,
         evaluators,
     )
+    batch["spec"]["isolation"] = isolation
     return _prepared(tmp_path, workflow, batch)
 
 
@@ -151,8 +152,13 @@ def _assert_react(results: list[CellResult]) -> None:
         assert (r.nodes["call_model"]["calls"], r.nodes["tools"]["calls"]) == (2, 1)
 
 
-def test_a_react_agent_with_a_runtime_context_loops_until_no_tool_calls(tmp_path: Path) -> None:
-    _assert_react(_run(_react(tmp_path)))
+@pytest.mark.parametrize("isolation", ["shared", "cell"])
+def test_a_react_agent_with_a_runtime_context_loops_until_no_tool_calls(
+    tmp_path: Path, isolation: str
+) -> None:
+    """One graph per combination serves every cell (`shared`), or one per attempt (`cell`;
+    the module's node objects are the same in every build): the same answers either way."""
+    _assert_react(_run(_react(tmp_path, isolation)))
 
 
 @pytest.mark.ray
@@ -197,6 +203,12 @@ def test_a_router_over_a_send_fan_out_subgraph_with_a_child_swapped(tmp_path: Pa
         findings = [f"{prefix}:{s}" for s in subs]
         assert sorted(output["findings"]) == findings
         assert output["answer"] == " + ".join(findings)
+    for r in results:
+        subs = {"three": 3, "two": 2, "plain": 0}[r.cell.case_id]
+        assert r.nodes is not None
+        # The per-node figures count the fan-out: one `research/search` run per Send.
+        assert r.nodes.get("research/search", {"calls": 0})["calls"] == subs
+        assert ("research" in r.nodes) is (subs > 0)
     # The original cells return what the app returns run by itself.
     from appshapes.router import build
 
