@@ -204,11 +204,11 @@ def test_a_router_over_a_send_fan_out_subgraph_with_a_child_swapped(tmp_path: Pa
         assert sorted(output["findings"]) == findings
         assert output["answer"] == " + ".join(findings)
     for r in results:
-        subs = {"three": 3, "two": 2, "plain": 0}[r.cell.case_id]
+        sends = {"three": 3, "two": 2, "plain": 0}[r.cell.case_id]
         assert r.nodes is not None
         # The per-node figures count the fan-out: one `research/search` run per Send.
-        assert r.nodes.get("research/search", {"calls": 0})["calls"] == subs
-        assert ("research" in r.nodes) is (subs > 0)
+        assert r.nodes.get("research/search", {"calls": 0})["calls"] == sends
+        assert ("research" in r.nodes) is (sends > 0)
     # The original cells return what the app returns run by itself.
     from appshapes.router import build
 
