@@ -452,6 +452,9 @@ def _run_until_reason(
             f"a condition with reason {reason}",
             logs=process.logs,
         )
+        # Kopf posts the event from a queue after the status write; stopping the operator at
+        # once can drop it (seen under load), so wait for it (15 s at most) first.
+        has_event(api, namespace, batchtest["metadata"]["name"], reason)
     finally:
         process.stop()
     return status, process.logs()
