@@ -53,11 +53,15 @@ def _run(job: RunSpec, bus: EventBus | None = None, **runner: Any) -> list[CellR
 
 
 def _comparable(matrix: Any) -> dict[str, Any]:
-    """The matrix without what timing decides (latencies)."""
+    """The matrix without what timing decides (latencies, node times)."""
     rows = {}
     for row in matrix.model_dump(mode="json")["rows"]:
         row.pop("latency_ms")
         row["metrics"].pop("latency", None)
+        row["nodes"] = {
+            node: {k: v for k, v in figures.items() if k != "ms_p50"}
+            for node, figures in sorted((row.get("nodes") or {}).items())
+        }
         rows[row["label"]] = row
     return rows
 
