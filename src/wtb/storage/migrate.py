@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 SCRIPT_LOCATION = Path(__file__).parent / "migrations"
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The newest revision under migrations/versions; a test checks that Alembic agrees."""
 
 VERSION_TABLE = "alembic_version"

@@ -134,6 +134,8 @@ batch_runs = Table(
     Column("started_at", UtcDateTime),
     Column("finished_at", UtcDateTime),
     Column("error", Text),
+    # The fingerprint of the code the run was planned with (wtb.runs.fingerprints).
+    Column("code_fingerprint", String(64)),
     _one_of("status", RUN_STATUSES, "status"),
     Index("ix_batch_runs_namespace_name", "namespace", "name"),
 )
@@ -170,10 +172,18 @@ cells = Table(
     Column("finished_at", UtcDateTime, nullable=False),
     # Per node of the last attempt: {node: {ms, calls, tokens}}, at most MAX_NODES nodes.
     Column("nodes", Json),
+    # The node the last attempt failed in ("parent/child" in a subgraph).
+    Column("error_node", String(512)),
+    # Everything that determines the result (code, node settings, case, repeat): equal
+    # fingerprints may share a result across runs. NULL: never reused.
+    Column("fingerprint", String(64)),
+    # The run a reused result was first recorded in; NULL when it ran in this run.
+    Column("reused_from", Integer),
     UniqueConstraint("run_id", "cell_key"),
     _one_of("status", CELL_STATUSES, "status"),
     Index("ix_cells_run_id_status", "run_id", "status"),
     Index("ix_cells_run_id_combo_key_case_id", "run_id", "combo_key", "case_id"),
+    Index("ix_cells_fingerprint", "fingerprint"),
 )
 """One recorded cell; UNIQUE(run_id, cell_key) is what makes recording exactly-once."""
 
@@ -191,8 +201,12 @@ attempts = Table(
     Column("duration_ms", Float, nullable=False),
     # The LangChain run id of the attempt's graph invocation: its trace's root run.
     Column("root_run_id", String(36)),
+    # The node the attempt failed in, and its error's traceback (bounded).
+    Column("node", String(512)),
+    Column("traceback", Text),
     UniqueConstraint("run_id", "cell_key", "number"),
     _one_of("status", ATTEMPT_STATUSES, "status"),
+    Index("ix_attempts_root_run_id", "root_run_id"),
 )
 """One attempt at a cell; written with its cell, so a cell's history is complete or absent."""
 
