@@ -424,6 +424,8 @@ class ResultStore:
                     error_type=a.error_type,
                     error_message=a.error_message,
                     root_run_id=a.root_run_id,
+                    node=a.node,
+                    traceback=a.traceback,
                 )
                 for a in conn.execute(stmt)
             ]
@@ -499,7 +501,25 @@ def _cell_values(run_id: int, result: CellResult) -> dict[str, Any]:
         "attempts": len(result.attempts),
         "finished_at": result.finished_at,
         "nodes": _nodes_values(result.nodes),
+        "error_node": _node_name(result.error_node),
     }
+
+
+MAX_NODE_NAME = 512
+"""Characters of a node path kept (the column's width)."""
+MAX_TRACEBACK = 8000
+"""Characters of a traceback kept, its end (the executor bounds it already; this bounds
+results made elsewhere)."""
+
+
+def _node_name(node: str | None) -> str | None:
+    return None if node is None else node[:MAX_NODE_NAME]
+
+
+def _traceback(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_TRACEBACK:
+        return text
+    return "..." + text[len(text) - MAX_TRACEBACK + 3 :]
 
 
 def _nodes_values(nodes: Mapping[str, NodeFigures] | None) -> dict[str, Any] | None:
@@ -525,6 +545,8 @@ def _attempt_values(run_id: int, cell_key: str, attempt: Attempt) -> dict[str, A
         "started_at": attempt.started_at,
         "duration_ms": attempt.duration_ms,
         "root_run_id": attempt.root_run_id,
+        "node": _node_name(attempt.node),
+        "traceback": _traceback(attempt.traceback),
     }
 
 
@@ -569,4 +591,5 @@ def _stored_cell(row: Row[Any]) -> StoredCell:
         attempts=row.attempts,
         finished_at=row.finished_at,
         nodes=row.nodes,
+        error_node=row.error_node,
     )
