@@ -39,7 +39,7 @@ from wtb.domain import (
 )
 from wtb.errors import StorageError
 from wtb.events import Event
-from wtb.storage import aggregates
+from wtb.storage import aggregates, failures
 from wtb.storage.engine import make_engine, redact
 from wtb.storage.migrate import create_sqlite_schema, is_current, upgrade
 from wtb.storage.records import FinalStatus, RunInfo, RunProgress, RunRecord, StoredCell
@@ -466,6 +466,13 @@ class ResultStore:
         """Per combo_key, per node: its figures over the combination's succeeded cells."""
         with self._transaction() as conn:
             return aggregates.node_aggregates(conn, run_id)
+
+    def failure_groups(self, run_id: int, per_combination: int = 10) -> failures.StoredFailures:
+        """The run's failed cells grouped per combination by (error type, node, first line
+        of the message), largest first, at most `per_combination` groups each, with one
+        example each and what was left out (`wtb.storage.failures`)."""
+        with self._transaction() as conn:
+            return failures.failure_groups(conn, run_id, per_combination)
 
     def case_aggregates(
         self, run_id: int, metrics: Sequence[str], primary: str
