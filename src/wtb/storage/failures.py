@@ -3,9 +3,9 @@ of the message), largest groups first, each with one example.
 
 One statement, portable across SQLite and PostgreSQL: the cells of the run that failed are
 grouped (the first line of the message cut with the database's own string functions), the
-groups of each combination ranked with a window function, and only the first `per_combination`
-of each come back, joined with their example cell (the first one recorded) and the traceback
-of that cell's last attempt. The number of groups and cells left out per combination comes
+groups of each combination ranked with a window function (largest first, then by error
+type and message), and only the first `per_combination` of each come back, joined with
+their example cell (the first one recorded) and the traceback of that cell's last attempt. The number of groups and cells left out per combination comes
 with them. Interrupted cells (waiting for a human, `interrupted`) are not failures and are
 not grouped here.
 """
@@ -110,7 +110,10 @@ def failure_groups(conn: Connection, run_id: int, per_combination: int) -> Store
         g.n,
         g.example_id,
         func.row_number()
-        .over(partition_by=g.combo_key, order_by=(g.n.desc(), g.example_id))
+        .over(
+            partition_by=g.combo_key,
+            order_by=(g.n.desc(), g.error_type, g.message, g.example_id),
+        )
         .label("rank"),
         func.count().over(partition_by=g.combo_key).label("groups"),
         func.sum(g.n).over(partition_by=g.combo_key).label("cells"),
