@@ -502,10 +502,14 @@ def _print_failures(err: Any, store: Any, run_id: int, failed: int) -> None:
     """After a run's counts (table output): its failure groups, on stderr."""
     if not failed:
         return
+    from rich.console import Console
+
     from wtb.cli.render import failures_table
     from wtb.comparison.failures import failure_summary
 
-    err.print(failures_table(failure_summary(store, run_id)))
+    # Wide when stderr is a file or a pipe (a CI log), so messages are not folded.
+    console = err if err.is_terminal else Console(stderr=True, width=240)
+    console.print(failures_table(failure_summary(store, run_id)))
 
 
 def _with_failures(document: dict[str, Any], store: Any, run_id: int) -> dict[str, Any]:
