@@ -128,9 +128,9 @@ def test_each_attempt_records_its_node_and_traceback(
     assert len(cells) == 8
 
     ok = cells["original,original", "c0"]
-    assert ok.status == "succeeded" and ok.error_node is None
+    assert (ok.status, ok.error_node) == ("succeeded", None)
     (attempt,) = store.attempts(run_id, ok.cell_key)
-    assert attempt.node is None and attempt.traceback is None
+    assert (attempt.node, attempt.traceback) == (None, None)
 
     typed = cells["typeerror,original", "c1"]
     assert (typed.status, typed.error_type, typed.error_node) == ("failed", "TypeError", "answer")
@@ -152,7 +152,8 @@ def test_each_attempt_records_its_node_and_traceback(
         assert (sub.error_type, sub.error_node) == ("ValueError", "research/search")
         (attempt,) = store.attempts(run_id, sub.cell_key)
         assert attempt.node == "research/search"
-        assert attempt.traceback is not None and "in search_broken" in attempt.traceback
+        assert attempt.traceback is not None
+        assert "in search_broken" in attempt.traceback
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -325,7 +326,7 @@ def test_failure_groups_in_the_database(store_url: str) -> None:
         (cell,) = [c for c in store.iter_cells(run.id) if c.cell_key == "cell-1-6"]
         assert cell.error_node == "research/search"
         attempts = store.attempts(run.id, "cell-1-7")
-        assert [(a.node, a.traceback) for a in attempts][0] == ("answer", "first")
+        assert (attempts[0].node, attempts[0].traceback) == ("answer", "first")
 
 
 def test_no_failures_no_groups(store: ResultStore) -> None:
@@ -431,6 +432,7 @@ def test_status_messages_are_cut(store: ResultStore) -> None:
     from wtb.kube.status import status_failures
 
     groups, left_out = status_failures(store, run.id)
-    assert groups is not None and left_out is None
+    assert groups is not None
+    assert left_out is None
     assert len(groups[0].message) == STATUS_MESSAGE
     assert groups[0].message.endswith("...")

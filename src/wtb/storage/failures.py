@@ -5,9 +5,9 @@ One statement, portable across SQLite and PostgreSQL: the cells of the run that 
 grouped (the first line of the message cut with the database's own string functions), the
 groups of each combination ranked with a window function (largest first, then by error
 type and message), and only the first `per_combination` of each come back, joined with
-their example cell (the first one recorded) and the traceback of that cell's last attempt. The number of groups and cells left out per combination comes
-with them. Interrupted cells (waiting for a human, `interrupted`) are not failures and are
-not grouped here.
+their example cell (the first one recorded) and the traceback of that cell's last attempt.
+The number of groups and cells left out per combination comes with them. Interrupted
+cells (waiting for a human, `interrupted`) are not failures and are not grouped here.
 """
 
 from __future__ import annotations
