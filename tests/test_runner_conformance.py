@@ -98,6 +98,9 @@ def test_a_node_that_raises_is_one_recorded_failure(runner: RunnerUnderTest) -> 
         assert r.error_type == "ValueError"
         assert "cannot normalize" in (r.error_message or "")
         assert [a.status for a in r.attempts] == ["failed"]
+        # where it failed and how, brought back from wherever the cell ran
+        assert r.error_node == r.attempts[0].node == "normalize"
+        assert "cannot normalize" in (r.attempts[0].traceback or "")
         assert r.metrics["correct"] == 0.0  # a failure is not a success
         assert r.metrics["tokens"] is None
     assert _per_cell(seen) == {events.CELL_ATTEMPT_STARTED: 3, events.CELL_ATTEMPT_FAILED: 3}

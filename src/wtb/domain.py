@@ -78,6 +78,13 @@ class Attempt:
     root_run_id: str | None = None
     """The LangChain run id of the attempt's graph invocation (its root run in a trace);
     None when the attempt never reached the graph (its worker was lost)."""
+    node: str | None = None
+    """The node the attempt failed in, as `CellResult.nodes` names nodes ("parent/child" in
+    a subgraph): the innermost node run whose error it was, or for a timeout the node it
+    hung in. None when it succeeded, or failed outside every node."""
+    traceback: str | None = None
+    """The error's traceback, bounded (its end kept: the frames nearest the error) and
+    printable; None when there was no exception (a success, a timeout, a lost worker)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,8 @@ class CellResult:
     attempts: tuple[Attempt, ...] = ()
     nodes: dict[str, NodeFigures] | None = None
     """Per node of the graph (subgraph nodes as "parent/child"), in the last attempt."""
+    error_node: str | None = None
+    """The node the last attempt failed in (`Attempt.node`), when the cell failed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -372,6 +372,23 @@ class BatchTestSpec(SpecModel):
 Phase = Literal["Pending", "Provisioning", "Running", "Succeeded", "Failed"]
 
 
+class FailureGroupStatus(StatusModel):
+    """Failed cells of one combination that failed the same way (error type, node, first
+    line of the message), in a BatchTest's status: bounded, no tracebacks
+    (`wtb results NAME --failures` shows them)."""
+
+    combination: str = Field(description="Label of the combination.")
+    error_type: str = Field(description="The exception's class, or Timeout.")
+    node: str | None = Field(
+        default=None,
+        description="The node the cells failed in (parent/child in a subgraph), or hung in "
+        "for a timeout; unset when they failed outside every node.",
+    )
+    message: str = Field(description="The first line of the error message, truncated.")
+    count: int = Field(description="Failed cells in the group.")
+    example_case: str = Field(description="A case whose cell failed this way.")
+
+
 class BatchTestStatus(StatusModel):
     phase: Phase | None = None
     observed_generation: int | None = None
@@ -395,6 +412,14 @@ class BatchTestStatus(StatusModel):
     started_at: str | None = None
     finished_at: str | None = None
     matrix: ComparisonMatrix | None = None
+    failures: list[FailureGroupStatus] | None = Field(
+        default=None,
+        description="Why cells failed: the largest failure groups (at most 5 per "
+        "combination, 20 in all); interrupted cells are not failures.",
+    )
+    failure_groups_left_out: int | None = Field(
+        default=None, description="Failure groups not listed in `failures` (the bound)."
+    )
     conditions: list[Condition] = Field(default_factory=list)
 
 

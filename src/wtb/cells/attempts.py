@@ -12,6 +12,11 @@ a Ray actor) and whoever sees it end (the runner, or the Ray driver when a worke
     # decision: Retry(attempts, delay) or GiveUp(attempts); "failed"/"retried" events sent
 
 An attempt ends once: a second ending (a watchdog and the worker racing) is refused.
+
+Whoever runs the graph gives the attempt what watches its nodes (`attempt.nodes = timer`,
+a `NodeWatch` such as `wtb.cells.nodes.NodeTimer`): a failed attempt then records the node
+its error was raised in, a timed-out one the node it hung in, with the error's traceback
+(`wtb.cells.tracebacks`), bounded so that results stay small on their way back from Ray.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Protocol
 
 from wtb import events
 from wtb._jsonable import clean_text
 from wtb.cells.retry import RetryPolicy
+from wtb.cells.tracebacks import format_traceback
 from wtb.domain import Attempt, AttemptStatus, Cell
 
 EmitEvent = Callable[[events.Event], None]
@@ -51,6 +57,15 @@ class GiveUp:
 
 
 Decision = Retry | GiveUp
+
+
+class NodeWatch(Protocol):
+    """What sees an attempt's node runs: which node an error came from, which node is
+    still running when the attempt times out."""
+
+    def failed_node(self, exc: BaseException) -> str | None: ...
+
+    def hung_node(self) -> str | None: ...
 
 
 def describe(exc: BaseException) -> tuple[str, str]:
@@ -124,6 +139,9 @@ class CellAttempt:
     t0: float
     root_run_id: str | None = None
     """The root run id its graph invocation is given (`begin`); None when observed."""
+    nodes: NodeWatch | None = None
+    """What watches the attempt's node runs (set by whoever invokes the graph); None when
+    the attempt is observed from elsewhere (its node then unknown)."""
     _ended: bool = field(default=False, repr=False)
 
     def graph_starts(self) -> None:
@@ -147,7 +165,14 @@ class CellAttempt:
             raise RuntimeError(f"attempt {self.number} of cell {self.cell.key} ended twice")
         self._ended = True
 
-    def _record(self, status: AttemptStatus, error_type: str, message: str) -> Attempt:
+    def _record(
+        self,
+        status: AttemptStatus,
+        error_type: str,
+        message: str,
+        node: str | None = None,
+        traceback: str | None = None,
+    ) -> Attempt:
         self._claim()
         return Attempt(
             self.number,
@@ -157,7 +182,18 @@ class CellAttempt:
             error_type,
             message,
             self.root_run_id,
+            node=node,
+            traceback=traceback,
         )
+
+    def _node(self, exc: BaseException | None) -> str | None:
+        """The node `exc` came from, or (None: a timeout) the node still running."""
+        if self.nodes is None:
+            return None
+        try:
+            return self.nodes.hung_node() if exc is None else self.nodes.failed_node(exc)
+        except Exception:  # a watch that fails must not lose the attempt's record
+            return None
 
     def succeeded(self, *, interrupted: bool = False) -> tuple[Attempt, ...]:
         """The cell's attempts, this successful one last: the graph returned without
@@ -181,13 +217,15 @@ class CellAttempt:
         """The graph raised `exc`: retried when the policy calls it transient."""
         status: AttemptStatus = "transient" if self.protocol.policy.is_transient(exc) else "failed"
         error_type, message = describe(exc)
-        return self.protocol._end(self, self._record(status, error_type, message), retry=True)
+        node = self._node(exc)
+        record = self._record(status, error_type, message, node, format_traceback(exc))
+        return self.protocol._end(self, record, retry=True)
 
     def timed_out(self, message: str | None = None) -> Decision:
         """The attempt overran its deadline (`message` says how, when not the plain case):
         tried again only when the policy retries timeouts (`retry.retryTimeouts`)."""
         text = message or f"attempt exceeded {self.protocol.timeout:g} s"
-        record = self._record("timeout", TIMEOUT, text)
+        record = self._record("timeout", TIMEOUT, text, self._node(None))
         return self.protocol._end(self, record, retry=self.protocol.policy.retry_timeouts)
 
     def lost(self, error_type: str, message: str, *, give_up: bool = False) -> Decision:

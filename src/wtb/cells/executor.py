@@ -139,7 +139,7 @@ class CellExecutor:
         case = self.scorer.case(cell)
         sync = self.is_sync(cell.combination)
         attempt = self.protocol.begin(cell, history)
-        timer = NodeTimer()
+        timer = attempt.nodes = NodeTimer()
         deadline = asyncio.timeout(self.protocol.timeout)
         try:
             with pool.tracking() as submitted:
@@ -227,7 +227,7 @@ class CellExecutor:
             history = after.attempts
         while True:
             attempt = self.protocol.begin(cell, history)
-            timer = NodeTimer()
+            timer = attempt.nodes = NodeTimer()  # the watchdog's timeout asks it too
             claim = guard.watch(attempt)
             error: BaseException | None = None
             try:

@@ -12,10 +12,17 @@ Tokens come from `usage_metadata` of the messages a chat model (or LLM) returns,
 `on_llm_end`; they are attributed to the innermost node the model ran in (its run's
 metadata says which). Callbacks that only record a clock reading and a dict entry cost a
 few microseconds per node run (bench/harness_overhead.py measures it, docs/statistics.md).
+
+It also tells where an attempt failed (`wtb.cells.attempts.NodeWatch`). An error raised in a
+node ends the node's run first, then every run around it (the subgraph node it is in, the
+graph), each with `on_chain_error` and the same exception: the first node run it ends is
+the innermost, the node it was raised in. A timed-out attempt hung in the innermost node
+still open (or, on an event loop, the innermost one its cancellation ended).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Mapping
@@ -27,6 +34,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from wtb.domain import MAX_NODES, NodeFigures
 
 _STEP_TAG: Final = "graph:step:"
+_MAX_ERRORS: Final = 64
+"""Errors remembered per attempt (their first node each): bounded for looping graphs."""
 
 
 def node_key(metadata: Mapping[str, Any]) -> str | None:
@@ -64,6 +73,8 @@ class NodeTimer(BaseCallbackHandler):  # type: ignore[misc]  # untyped to mypy h
         self._open: dict[UUID, tuple[str, float]] = {}
         self._models: dict[UUID, str] = {}
         self._figures: dict[str, NodeFigures] = {}
+        self._errors: list[tuple[BaseException, str]] = []
+        """Each error that ended a node run, with the first (innermost) node it ended."""
 
     def _entry(self, key: str) -> NodeFigures:
         found = self._figures.get(key)
@@ -95,7 +106,7 @@ class NodeTimer(BaseCallbackHandler):  # type: ignore[misc]  # untyped to mypy h
         if key is not None:
             self._open[run_id] = (key, time.perf_counter())
 
-    def _close(self, run_id: UUID) -> None:
+    def _close(self, run_id: UUID, error: BaseException | None = None) -> None:
         opened = self._open.pop(run_id, None)
         if opened is None:
             return
@@ -105,12 +116,18 @@ class NodeTimer(BaseCallbackHandler):  # type: ignore[misc]  # untyped to mypy h
             entry = self._entry(key)
             entry["ms"] += ms
             entry["calls"] += 1
+            if (
+                error is not None
+                and len(self._errors) < _MAX_ERRORS
+                and not any(seen is error for seen, _ in self._errors)
+            ):
+                self._errors.append((error, key))
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._close(run_id)
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._close(run_id)
+        self._close(run_id, error)
 
     # -- model runs -----------------------------------------------------------------------
 
@@ -154,6 +171,38 @@ class NodeTimer(BaseCallbackHandler):  # type: ignore[misc]  # untyped to mypy h
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._models.pop(run_id, None)
+
+    # -- where it failed -------------------------------------------------------------------
+
+    def failed_node(self, exc: BaseException) -> str | None:
+        """The node `exc` was raised in (or an exception it was raised from or during); None
+        when it was raised outside every node (bad input, the recursion limit)."""
+        with self._lock:
+            errors = list(self._errors)
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            for error, key in errors:
+                if error is current:
+                    return key
+            current = current.__cause__ or current.__context__
+        return None
+
+    def hung_node(self) -> str | None:
+        """The node a timed-out attempt hung in: the innermost node still running (the
+        longest running of them when parallel branches hung), or the innermost one whose
+        run the timeout cancelled; None when no node had started."""
+        opened = sorted(self._open.copy().values(), key=lambda entry: entry[1])
+        keys = [key for key, _ in opened]
+        leaves = [key for key in keys if not any(o.startswith(key + "/") for o in keys)]
+        if leaves:
+            return leaves[0]
+        with self._lock:
+            cancelled = [key for e, key in self._errors if isinstance(e, asyncio.CancelledError)]
+        if not cancelled:
+            return None
+        return max(cancelled, key=lambda key: key.count("/"))
 
     # -- the figures ----------------------------------------------------------------------
 

@@ -83,10 +83,12 @@ class Scorer:
         status: CellStatus
         if outcome is None or last.status != "succeeded":
             status, error_type, error_message = "failed", last.error_type, last.error_message
+            error_node = last.node
             output = state = None
         else:
             output = jsonable(outcome.output)
             state = outcome.state if isinstance(outcome.state, dict) else jsonable(outcome.state)
+            error_node = None
             if outcome.interrupts:
                 status, error_type = "interrupted", INTERRUPTED
                 error_message = _interrupt_message(outcome.interrupts)
@@ -120,4 +122,5 @@ class Scorer:
             evaluator_errors=evaluator_errors,
             attempts=tuple(attempts),
             nodes=nodes or None,
+            error_node=error_node,
         )

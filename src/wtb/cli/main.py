@@ -305,22 +305,22 @@ def _run_prepared(
                     + (f", {progress.interrupted} interrupted" if progress.interrupted else "")
                     + f"; run {outcome.run_key}"
                 )
+                _print_failures(err, store, outcome.run_id, progress.failed)
                 out.print(matrix_table(name, matrix, out.width))
             else:
-                documents.append(
-                    as_data(
-                        name,
-                        outcome.run_key,
-                        matrix,
-                        {
-                            "total": progress.total,
-                            "done": progress.done,
-                            "succeeded": progress.succeeded,
-                            "failed": progress.failed,
-                            "interrupted": progress.interrupted,
-                        },
-                    )
+                document = as_data(
+                    name,
+                    outcome.run_key,
+                    matrix,
+                    {
+                        "total": progress.total,
+                        "done": progress.done,
+                        "succeeded": progress.succeeded,
+                        "failed": progress.failed,
+                        "interrupted": progress.interrupted,
+                    },
                 )
+                documents.append(_with_failures(document, store, outcome.run_id))
             if any(row.verdict == "worse" for row in matrix.rows):
                 gate_failed = True
     if documents:
@@ -416,6 +416,13 @@ def validate(files: tuple[str, ...]) -> None:
     help="With -o json/yaml: every cell too, with its attempts' root run ids (to find its "
     "trace) and its per-node figures.",
 )
+@click.option(
+    "--failures",
+    "with_failures",
+    is_flag=True,
+    help="Why cells failed instead of the matrix: failed cells grouped per combination by "
+    "error, node and first line of the message, each with an example and its traceback.",
+)
 @DATABASE
 @OUTPUT
 def results(
@@ -423,6 +430,7 @@ def results(
     namespace: str | None,
     run_key: str | None,
     with_cells: bool,
+    with_failures: bool,
     database: str | None,
     output: str,
 ) -> None:
@@ -448,14 +456,12 @@ def results(
                 click.echo("no stored run matches", err=True)
                 sys.exit(1)
             if name is None and run_key is None:
-                for r in runs:
-                    p = store.progress(r.id)
-                    click.echo(
-                        f"{r.run_key}  {r.status:<9}  {p.done}/{p.total}"
-                        f"  {r.created_at:%Y-%m-%d %H:%M}"
-                    )
+                _list_runs(store, runs)
                 return
             chosen = runs[0]
+            if with_failures:
+                _show_failures(store, chosen, output)
+                return
             spec = recorded_spec(chosen).batch
             matrix = matrix_for_run(store, chosen.id, spec, baseline_of(spec))
             p = store.progress(chosen.id)
@@ -482,6 +488,74 @@ def results(
                 click.echo(dump([document], output))
     except WtbError as exc:
         _fail(exc)
+
+
+def _list_runs(store: Any, runs: list[Any]) -> None:
+    """The runs, one a line, their cells counted truthfully (ok, failed, interrupted)."""
+    from wtb.cli.render import run_line
+
+    for r in runs:
+        click.echo(run_line(r, store.progress(r.id)))
+
+
+def _print_failures(err: Any, store: Any, run_id: int, failed: int) -> None:
+    """After a run's counts (table output): its failure groups, on stderr."""
+    if not failed:
+        return
+    from rich.console import Console
+
+    from wtb.cli.render import failures_table
+    from wtb.comparison.failures import failure_summary
+
+    # Wide when stderr is a file or a pipe (a CI log), so messages are not folded.
+    console = err if err.is_terminal else Console(stderr=True, width=240)
+    console.print(failures_table(failure_summary(store, run_id)))
+
+
+def _with_failures(document: dict[str, Any], store: Any, run_id: int) -> dict[str, Any]:
+    """A run's -o json/yaml document with its failure groups under `failures`."""
+    from wtb.cli.render import failures_data
+    from wtb.comparison.failures import failure_summary
+
+    document["failures"] = failures_data(failure_summary(store, run_id))
+    return document
+
+
+def _show_failures(store: Any, run: Any, output: str) -> None:
+    """`wtb results NAME --failures`: the groups, then each example's traceback (table),
+    or the groups as data."""
+    from wtb.cli.render import dump, failure_examples, failures_data, failures_table
+    from wtb.comparison.failures import failure_summary
+
+    summary = failure_summary(store, run.id)
+    p = store.progress(run.id)
+    if output != "table":
+        document = {
+            "batchTest": run.name,
+            "run": run.run_key,
+            "progress": {
+                "total": p.total,
+                "done": p.done,
+                "succeeded": p.succeeded,
+                "failed": p.failed,
+                "interrupted": p.interrupted,
+            },
+            "failures": failures_data(summary),
+        }
+        click.echo(dump([document], output))
+        return
+    click.echo(
+        f"run {run.run_key}: {p.done}/{p.total} cells, {p.failed} failed"
+        + (f", {p.interrupted} interrupted (not failures)" if p.interrupted else ""),
+        err=True,
+    )
+    if not summary.groups:
+        click.echo("no failed cells")
+        return
+    console = _console()
+    console.print(failures_table(summary))
+    click.echo()
+    click.echo(failure_examples(summary))
 
 
 @cli.command()

@@ -1,4 +1,5 @@
-"""The comparison matrix as a terminal table, JSON or YAML."""
+"""The comparison matrix, the failure groups and the list of runs as a terminal table, JSON
+or YAML."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from wtb.api.comparison import ComparisonMatrix, Interval, MatrixRow
 
 if TYPE_CHECKING:
-    from wtb.storage.records import StoredCell
+    from wtb.comparison.failures import FailureSummary
+    from wtb.storage.records import RunProgress, RunRecord, StoredCell
 
 _VERDICT_STYLE = {
     "better": "bold green",
@@ -203,6 +205,113 @@ def cells_data(
         }
         for c in cells
     ]
+
+
+_RUN_STATE = {
+    "pending": "pending",
+    "running": "running",
+    "succeeded": "complete",
+    "failed": "stopped",
+}
+"""A run's status is about completion, not about its cells: said so in the list of runs."""
+
+
+def run_line(run: RunRecord, progress: RunProgress) -> str:
+    """One run in `wtb results`'s list: its key, whether it completed, its cells counted
+    truthfully ("288 cells: 96 ok, 192 failed"), when it was created."""
+    cells = (
+        f"{progress.done} cells"
+        if progress.done == progress.total
+        else (f"{progress.done}/{progress.total} cells")
+    )
+    counts = [f"{progress.succeeded} ok"]
+    if progress.failed:
+        counts.append(f"{progress.failed} failed")
+    if progress.interrupted:
+        counts.append(f"{progress.interrupted} interrupted")
+    state = _RUN_STATE.get(run.status, run.status)
+    return (
+        f"{run.run_key}  {state:<8}  {cells}: {', '.join(counts)}  {run.created_at:%Y-%m-%d %H:%M}"
+    )
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def failures_table(summary: FailureSummary, *, message_width: int = 120) -> Any:
+    """The failure groups as a rich Table: cells, combination, error, node, first line of
+    the message, example case; what the bound left out in the caption."""
+    from rich.table import Table
+
+    failed = sum(g.count for g in summary.groups) + sum(o.cells for o in summary.left_out)
+    table = Table(
+        title=f"failures: {failed} failed cell{'s' if failed != 1 else ''}",
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("cells", justify="right")
+    table.add_column("combination")
+    table.add_column("error", style="red")
+    table.add_column("node")
+    table.add_column("message")
+    table.add_column("e.g. case")
+    for g in summary.groups:
+        table.add_row(
+            str(g.count),
+            g.label,
+            g.error_type,
+            g.node or "-",
+            _shorten(g.message, message_width),
+            g.example_case,
+        )
+    if summary.left_out:
+        table.caption = "; ".join(
+            f"and {o.groups} more group{'s' if o.groups != 1 else ''}"
+            f" ({o.cells} cells) in {o.label}"
+            for o in summary.left_out
+        )
+    return table
+
+
+def failure_examples(summary: FailureSummary) -> str:
+    """Each group's example: its cell, whole message and last attempt's traceback."""
+    parts = []
+    for i, g in enumerate(summary.groups, start=1):
+        where = f" in node {g.node}" if g.node else ""
+        head = (
+            f"[{i}] {g.error_type}{where} ({g.count} cell{'s' if g.count != 1 else ''} "
+            f"of {g.label}); e.g. case {g.example_case}, cell {g.example_cell}"
+        )
+        body = g.example_traceback or f"{g.error_type}: {g.example_message}"
+        parts.append(f"{head}\n{body}")
+    return "\n\n".join(parts)
+
+
+def failures_data(summary: FailureSummary) -> dict[str, Any]:
+    """The failure groups for -o json/yaml."""
+    return {
+        "groups": [
+            {
+                "combination": g.label,
+                "comboKey": g.combo_key,
+                "errorType": g.error_type,
+                "node": g.node,
+                "message": g.message,
+                "count": g.count,
+                "example": {
+                    "case": g.example_case,
+                    "cell": g.example_cell,
+                    "message": g.example_message,
+                    "traceback": g.example_traceback,
+                },
+            }
+            for g in summary.groups
+        ],
+        "leftOut": [
+            {"combination": o.label, "groups": o.groups, "cells": o.cells} for o in summary.left_out
+        ],
+    }
 
 
 def dump(documents: list[dict[str, Any]], fmt: str) -> str:

@@ -1,12 +1,16 @@
-"""Progress and the comparison matrix of a run, read from the result store, in the shape of a
-BatchTest's status: bounded however big the batch (the best rows and the baseline; the full
-data stays in the database)."""
+"""Progress, the comparison matrix and the failure groups of a run, read from the result
+store, in the shape of a BatchTest's status: bounded however big the batch (the best rows
+and the baseline; the largest failure groups, messages cut, no tracebacks; the full data
+stays in the database)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
+from wtb.api.batchtest import FailureGroupStatus
 from wtb.api.comparison import ComparisonMatrix, MatrixRow
+from wtb.comparison.failures import failure_summary
 from wtb.comparison.stored import matrix_for_run
 from wtb.runs.record import recorded_spec
 from wtb.storage.records import RunRecord
@@ -24,11 +28,50 @@ class RunStatus:
     score: str | None
     matrix: ComparisonMatrix | None
     interrupted: int = 0
+    failures: list[FailureGroupStatus] | None = None
+    """The largest failure groups (None: no cell failed)."""
+    failure_groups_left_out: int | None = None
 
     @property
     def all_recorded(self) -> bool:
         """Every cell of a planned run has a result."""
         return self.total is not None and self.completed >= self.total
+
+
+STATUS_GROUPS_PER_COMBINATION: Final = 5
+STATUS_GROUPS: Final = 20
+STATUS_MESSAGE: Final = 300
+"""Bounds of the failure groups in status: per combination, in all, characters of a message."""
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def status_failures(
+    store: ResultStore, run_id: int
+) -> tuple[list[FailureGroupStatus] | None, int | None]:
+    """The run's largest failure groups, bounded for status, and how many were left out
+    (None, None when no cell failed)."""
+    summary = failure_summary(store, run_id, per_combination=STATUS_GROUPS_PER_COMBINATION)
+    if not summary.groups:
+        return None, None
+    largest = sorted(summary.groups, key=lambda g: -g.count)[:STATUS_GROUPS]
+    kept = {id(g) for g in largest}
+    groups = [
+        FailureGroupStatus(
+            combination=g.label,
+            error_type=_cut(g.error_type, STATUS_MESSAGE),
+            node=None if g.node is None else _cut(g.node, STATUS_MESSAGE),
+            message=_cut(g.message, STATUS_MESSAGE),
+            count=g.count,
+            example_case=_cut(g.example_case, STATUS_MESSAGE),
+        )
+        for g in summary.groups  # combinations by label, largest group first in each
+        if id(g) in kept
+    ]
+    left_out = len(summary.groups) - len(groups) + sum(o.groups for o in summary.left_out)
+    return groups, left_out or None
 
 
 def _score(row: MatrixRow, metric: str) -> str | None:
@@ -50,6 +93,7 @@ def run_status(store: ResultStore, run: RunRecord, *, max_rows: int) -> RunStatu
     spec = recorded.batch
     matrix = None
     best = score = None
+    failures, left_out = status_failures(store, run.id) if progress.failed else (None, None)
     if progress.done:
         matrix = matrix_for_run(store, run.id, spec, baseline_of(spec), max_rows=max_rows)
         ranked = [r for r in matrix.rows if r.runs]
@@ -64,4 +108,6 @@ def run_status(store: ResultStore, run: RunRecord, *, max_rows: int) -> RunStatu
         best=best,
         score=score,
         matrix=matrix,
+        failures=failures,
+        failure_groups_left_out=left_out,
     )

@@ -104,7 +104,7 @@ class BatchTestStatusCopy(StatusCopy[BatchTestStatus]):
         self.status.message = verdict.message
 
     def progress(self, run: RunStatus) -> None:
-        """Counts and the matrix as the result store has them now."""
+        """Counts, the matrix and the failure groups as the result store has them now."""
         self.status.total = run.total
         self.status.completed = run.completed
         self.status.failed = run.failed
@@ -113,6 +113,8 @@ class BatchTestStatusCopy(StatusCopy[BatchTestStatus]):
         self.status.best = run.best
         self.status.score = run.score
         self.status.matrix = run.matrix
+        self.status.failures = run.failures
+        self.status.failure_groups_left_out = run.failure_groups_left_out
 
     def succeed(self, verdict: Succeed, now: datetime) -> None:
         self.status.phase = "Succeeded"

@@ -85,3 +85,5 @@ class StoredCell:
     finished_at: datetime
     nodes: dict[str, NodeFigures] | None = None
     """Per node of the last attempt (see `wtb.domain.CellResult.nodes`)."""
+    error_node: str | None = None
+    """The node the last attempt failed in (see `wtb.domain.CellResult.error_node`)."""

@@ -39,7 +39,7 @@ from wtb.domain import (
 )
 from wtb.errors import StorageError
 from wtb.events import Event
-from wtb.storage import aggregates
+from wtb.storage import aggregates, failures
 from wtb.storage.engine import make_engine, redact
 from wtb.storage.migrate import create_sqlite_schema, is_current, upgrade
 from wtb.storage.records import FinalStatus, RunInfo, RunProgress, RunRecord, StoredCell
@@ -424,6 +424,8 @@ class ResultStore:
                     error_type=a.error_type,
                     error_message=a.error_message,
                     root_run_id=a.root_run_id,
+                    node=a.node,
+                    traceback=a.traceback,
                 )
                 for a in conn.execute(stmt)
             ]
@@ -465,6 +467,13 @@ class ResultStore:
         with self._transaction() as conn:
             return aggregates.node_aggregates(conn, run_id)
 
+    def failure_groups(self, run_id: int, per_combination: int = 10) -> failures.StoredFailures:
+        """The run's failed cells grouped per combination by (error type, node, first line
+        of the message), largest first, at most `per_combination` groups each, with one
+        example each and what was left out (`wtb.storage.failures`)."""
+        with self._transaction() as conn:
+            return failures.failure_groups(conn, run_id, per_combination)
+
     def case_aggregates(
         self, run_id: int, metrics: Sequence[str], primary: str
     ) -> Iterator[CaseAggregate]:
@@ -499,7 +508,25 @@ def _cell_values(run_id: int, result: CellResult) -> dict[str, Any]:
         "attempts": len(result.attempts),
         "finished_at": result.finished_at,
         "nodes": _nodes_values(result.nodes),
+        "error_node": _node_name(result.error_node),
     }
+
+
+MAX_NODE_NAME = 512
+"""Characters of a node path kept (the column's width)."""
+MAX_TRACEBACK = 8000
+"""Characters of a traceback kept, its end (the executor bounds it already; this bounds
+results made elsewhere)."""
+
+
+def _node_name(node: str | None) -> str | None:
+    return None if node is None else node[:MAX_NODE_NAME]
+
+
+def _traceback(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_TRACEBACK:
+        return text
+    return "..." + text[len(text) - MAX_TRACEBACK + 3 :]
 
 
 def _nodes_values(nodes: Mapping[str, NodeFigures] | None) -> dict[str, Any] | None:
@@ -525,6 +552,8 @@ def _attempt_values(run_id: int, cell_key: str, attempt: Attempt) -> dict[str, A
         "started_at": attempt.started_at,
         "duration_ms": attempt.duration_ms,
         "root_run_id": attempt.root_run_id,
+        "node": _node_name(attempt.node),
+        "traceback": _traceback(attempt.traceback),
     }
 
 
@@ -569,4 +598,5 @@ def _stored_cell(row: Row[Any]) -> StoredCell:
         attempts=row.attempts,
         finished_at=row.finished_at,
         nodes=row.nodes,
+        error_node=row.error_node,
     )
