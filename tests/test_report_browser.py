@@ -74,7 +74,7 @@ def _render(page: Path, shot_name: str) -> str:
 
 def _charts_drawn(dom: str) -> int:
     """Every chart the page declares was drawn by Plotly into SVG."""
-    declared = re.findall(r'<div class="chart" id="(chart-\d+)"', dom)
+    declared = re.findall(r'<div class="chart[^"]*" id="(chart-\d+)"', dom)
     assert declared
     for chart in declared:
         start = dom.index(f'id="{chart}"')

@@ -90,8 +90,8 @@ def forest(matrix: ComparisonMatrix) -> Figure | None:
     return {
         "data": [trace],
         "layout": _layout(
-            f"Δ {matrix.primary_metric} vs baseline ({matrix.baseline}), "
-            f"{matrix.confidence:.0%} interval; {direction} is better",
+            f"Δ {matrix.primary_metric} vs the baseline, {matrix.confidence:.0%} interval "
+            f"({direction} is better)",
             height=_height(len(rows)),
             xaxis={"title": {"text": f"Δ {_text(matrix.primary_metric)}"}, "zeroline": False},
             yaxis={"automargin": True},
@@ -250,7 +250,7 @@ def tradeoffs(matrix: ComparisonMatrix) -> list[Figure]:
             {
                 "data": [everything, line],
                 "layout": _layout(
-                    f"{primary} vs {title}; the Pareto front in green",
+                    f"{primary} vs {title} (Pareto front in green)",
                     height=340,
                     showlegend=True,
                     legend={"orientation": "h", "y": -0.25},

@@ -104,10 +104,27 @@ def _matrix_rows(matrix: ComparisonMatrix) -> list[dict[str, Any]]:
     return rows
 
 
-def _outcome(outcome: CaseOutcome | None) -> dict[str, Any] | None:
+def _at(output: dict[str, Any] | None, path: str | None) -> tuple[bool, Any]:
+    """(found, value) at a dotted path of an output; `$state.` paths are not in it."""
+    if output is None or not path or path.startswith("$"):
+        return False, None
+    value: Any = output
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return False, None
+    return True, value
+
+
+def _outcome(outcome: CaseOutcome | None, focus: str | None = None) -> dict[str, Any] | None:
     if outcome is None:
         return None
+    found, value = _at(outcome.output, focus)
     return {
+        "focus": f"{focus}: {clip(value)}" if found else None,
         "passes": outcome.passes,
         "primary": "-" if outcome.primary is None else f"{outcome.primary:.2f}",
         "ok": f"{outcome.succeeded}/{outcome.runs}",
@@ -139,8 +156,8 @@ def _case_views(page: RunPage) -> dict[str, Any]:
                     "flip": flip,
                     "inputs": inputs,
                     "expected": expected,
-                    "baseline": _outcome(row.baseline),
-                    "candidate": _outcome(row.candidates[key]),
+                    "baseline": _outcome(row.baseline, page.focus),
+                    "candidate": _outcome(row.candidates[key], page.focus),
                 }
             )
         for key in labels:
@@ -148,7 +165,8 @@ def _case_views(page: RunPage) -> dict[str, Any]:
             if outcome is None:
                 continue
             if outcome.flaky:
-                flaky.append({"case": row.case_id, "label": labels[key], **_outcome(outcome)})  # type: ignore[dict-item]
+                view = _outcome(outcome, page.focus) or {}
+                flaky.append({"case": row.case_id, "label": labels[key], **view})
             for metric, count in outcome.evaluator_errors.items():
                 errors.append(
                     {

@@ -61,6 +61,8 @@ class RunPage:
     """The nodes replaced in every cell, as a label ('' when none)."""
     failure_groups: Sequence[FailureGroupLike] | None
     """None: this build does not group failures (the page says so)."""
+    focus: str | None = None
+    """The output path the primary metric's evaluator reads (shown first), if any."""
 
 
 def failure_groups_for(store: ResultStore, run_id: int) -> Sequence[FailureGroupLike] | None:
@@ -94,4 +96,5 @@ def load_run_page(
         failure_groups=(
             failure_groups if failure_groups is not None else failure_groups_for(store, run.id)
         ),
+        focus=spec.evaluator(spec.primary_metric).output,
     )
