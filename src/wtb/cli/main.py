@@ -583,6 +583,12 @@ def view(database: str | None, host: str, port: int) -> None:
             server = ViewServer((host, port), store, database=redact(url), log_requests=True)
             bound_host, bound_port = server.server_address[:2]
             click.echo(f"serving {redact(url)} on http://{bound_host!s}:{bound_port}/", err=True)
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                click.secho(
+                    "warning: no authentication: anyone who reaches this address reads the runs",
+                    fg="yellow",
+                    err=True,
+                )
             try:
                 server.serve_forever()
             except KeyboardInterrupt:
