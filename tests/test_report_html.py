@@ -4,6 +4,7 @@ the Pareto front (`wtb.report`)."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,24 @@ def test_pareto_front() -> None:
     assert pareto_front(points, higher_is_better=True) == [0, 1, 4]
     assert pareto_front(points, higher_is_better=False) == [0]
     assert pareto_front([(1.0, 1.0), (1.0, 1.0)], higher_is_better=True) == [0, 1]
+
+
+def test_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without Jinja2 or Plotly, `wtb report` says which extra to install."""
+    from click.testing import CliRunner
+
+    from wtb.cli.main import cli
+    from wtb.report import assets
+
+    monkeypatch.setitem(sys.modules, "jinja2", None)
+    assets.environment.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            cli,
+            ["report", "any", "--database", f"sqlite:///{tmp_path / 'r.db'}", "-o", "x.html"],
+        )
+    finally:
+        assets.environment.cache_clear()
+    assert result.exit_code == 2
+    assert "reports need Jinja2" in result.output
+    assert "pip install 'wtb[report]'" in result.output

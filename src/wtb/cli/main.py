@@ -541,6 +541,7 @@ def report(
     name: str | None, namespace: str | None, run_key: str | None, path: str, database: str | None
 ) -> None:
     """Write a stored run's report (the newest run of NAME) as one self-contained HTML file."""
+    from wtb.report.assets import environment, plotly_js
     from wtb.report.html import render_run
     from wtb.report.page import load_run_page
     from wtb.storage import ResultStore
@@ -548,6 +549,8 @@ def report(
     if name is None and run_key is None:
         _fail(WtbError("name a BatchTest or give --run RUN_KEY (`wtb results` lists the runs)"))
     try:
+        environment()
+        plotly_js()
         with ResultStore.open(_store_url(database)) as store:
             if run_key:
                 found = store.get_run(run_key)
