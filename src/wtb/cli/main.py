@@ -423,6 +423,14 @@ def validate(files: tuple[str, ...]) -> None:
     help="Why cells failed instead of the matrix: failed cells grouped per combination by "
     "error, node and first line of the message, each with an example and its traceback.",
 )
+@click.option(
+    "--cases",
+    "by_case",
+    is_flag=True,
+    help="Case by case instead of the matrix: each combination's outcome per case, the "
+    "flips against the baseline, flaky cases and evaluator errors.",
+)
+@click.option("--flipped", is_flag=True, help="With --cases: only the cases a candidate flipped.")
 @DATABASE
 @OUTPUT
 def results(
@@ -431,6 +439,8 @@ def results(
     run_key: str | None,
     with_cells: bool,
     with_failures: bool,
+    by_case: bool,
+    flipped: bool,
     database: str | None,
     output: str,
 ) -> None:
@@ -463,6 +473,9 @@ def results(
                 _show_failures(store, chosen, output)
                 return
             spec = recorded_spec(chosen).batch
+            if by_case or flipped:
+                _print_cases(store, chosen, output, flipped=flipped)
+                return
             matrix = matrix_for_run(store, chosen.id, spec, baseline_of(spec))
             p = store.progress(chosen.id)
             if output == "table":
@@ -556,6 +569,113 @@ def _show_failures(store: Any, run: Any, output: str) -> None:
     console.print(failures_table(summary))
     click.echo()
     click.echo(failure_examples(summary))
+
+
+def _print_cases(store: Any, run: Any, output: str, *, flipped: bool) -> None:
+    """`wtb results --cases`: the run case by case."""
+    from wtb.cli.cases import cases_data, cases_table
+    from wtb.cli.render import dump
+    from wtb.comparison.cases import case_comparison_for_run
+    from wtb.runs.record import recorded_spec
+    from wtb.variant_matrix import baseline_of, expand_combinations
+
+    spec = recorded_spec(run).batch
+    comparison = case_comparison_for_run(
+        store, run.id, spec, baseline_of(spec), expand_combinations(spec)
+    )
+    if output == "table":
+        console = _console()
+        console.print(cases_table(run.name, comparison, flipped=flipped))
+    else:
+        click.echo(dump([cases_data(run.name, run.run_key, comparison, flipped=flipped)], output))
+
+
+def _store_url(database: str | None) -> str:
+    from wtb.settings import get_settings
+    from wtb.storage import default_sqlite_url
+
+    return database or get_settings().database_url or default_sqlite_url()
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("-n", "--namespace", default=None, help="Namespace of the BatchTest.")
+@click.option("--run", "run_key", default=None, help="A run key (as `wtb results` lists them).")
+@click.option(
+    "-o",
+    "--output",
+    "path",
+    default="report.html",
+    show_default=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="The HTML file to write (one file: scripts and styles inlined).",
+)
+@DATABASE
+def report(
+    name: str | None, namespace: str | None, run_key: str | None, path: str, database: str | None
+) -> None:
+    """Write a stored run's report (the newest run of NAME) as one self-contained HTML file."""
+    from wtb.report.assets import environment, plotly_js
+    from wtb.report.html import render_run
+    from wtb.report.page import load_run_page
+    from wtb.storage import ResultStore
+
+    if name is None and run_key is None:
+        _fail(WtbError("name a BatchTest or give --run RUN_KEY (`wtb results` lists the runs)"))
+    try:
+        environment()
+        plotly_js()
+        with ResultStore.open(_store_url(database)) as store:
+            if run_key:
+                found = store.get_run(run_key)
+                runs = [found] if found else []
+            else:
+                runs = store.find_runs(namespace=namespace, name=name)
+            if not runs:
+                click.echo("no stored run matches", err=True)
+                sys.exit(1)
+            page = render_run(load_run_page(store, runs[0]))
+        Path(path).write_text(page, encoding="utf-8")
+    except WtbError as exc:
+        _fail(exc)
+    click.echo(f"wrote {path} (run {runs[0].run_key})", err=True)
+
+
+@cli.command()
+@DATABASE
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+def view(database: str | None, host: str, port: int) -> None:
+    """Serve the stored runs' reports locally (read-only) until Ctrl-C."""
+    from wtb.report.assets import environment, plotly_js
+    from wtb.report.server import ViewServer
+    from wtb.storage import ResultStore
+    from wtb.storage.engine import redact
+
+    url = _store_url(database)
+    try:
+        environment()
+        plotly_js()
+        with ResultStore.open(url, migrate=False) as store:
+            server = ViewServer((host, port), store, database=redact(url), log_requests=True)
+            bound_host, bound_port = server.server_address[:2]
+            click.echo(f"serving {redact(url)} on http://{bound_host!s}:{bound_port}/", err=True)
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                click.secho(
+                    "warning: no authentication: anyone who reaches this address reads the runs",
+                    fg="yellow",
+                    err=True,
+                )
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                server.server_close()
+    except OSError as exc:
+        _fail(WtbError(f"cannot listen on {host}:{port}: {exc}"))
+    except WtbError as exc:
+        _fail(exc)
 
 
 @cli.command()
