@@ -12,6 +12,12 @@ driver loads it, relative to its working directory (the image's), checks the wor
 and records the cases and the cell count first. A mistake found there marks the run failed
 with the message, and the driver exits 2.
 
+A driver never resumes a run planned with other code: the fingerprint of the code in its
+image (`wtb.runs.fingerprints`) must be the one recorded when the run was planned, or it
+refuses with a non-retryable error (exit 2) and marks the run failed. Cells whose
+fingerprint matches a result of an earlier run of the same BatchTest are reused, not run
+(`wtb.pipeline.reuse`).
+
 Running it again after a crash finishes the remainder. Two drivers of the same run at once
 never record a cell twice: the store's unique key on (run, cell) refuses the second write of
 a cell, whatever the timing. (They may both run a cell; only one result is kept.)
@@ -67,6 +73,37 @@ def _python_path(record: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*workflow.python_path_under(Path.cwd()), *env]))
 
 
+class CodeChangedError(WtbError):
+    """The driver's code is not the code the run was planned with: not retryable."""
+
+
+def _same_code(store: Any, run: Any, job: Any) -> Any:
+    """The fingerprinter of the run's code as this driver's image has it; refuses (and marks
+    the run failed) when it differs from the code the run was planned with."""
+    from wtb.runs.fingerprints import Fingerprinter, import_roots
+
+    import_roots(job.workflow, job.batch)
+    fingerprinter = Fingerprinter(job.workflow, job.batch, job.cases, job.python_path)
+    recorded = run.code_fingerprint
+    changed = recorded is not None and fingerprinter.code != recorded
+    if job.evaluator_code and fingerprinter.evaluators != job.evaluator_code:
+        changed, what = True, "evaluator code"
+    else:
+        what = "code"
+    if changed:
+        error = CodeChangedError(
+            f"run {run.run_key!r} was planned with other {what} than this driver's image has "
+            f"(recorded {(recorded if what == 'code' else job.evaluator_code or '')[:12]}, "
+            f"here {(fingerprinter.code if what == 'code' else fingerprinter.evaluators)[:12]}): "
+            "its recorded cells and those this driver would run would not be comparable",
+            fix="run the driver with the image the run was planned in, or start a new run "
+            "(a new generation of the BatchTest) for the new code",
+        )
+        store.finish_run(run.id, "failed", error=str(error)[:2000])
+        raise error
+    return fingerprinter
+
+
 def drive(
     run_key: str,
     *,
@@ -78,6 +115,7 @@ def drive(
     """Run the recorded run `run_key` to completion; True when every cell is recorded."""
     from wtb.pipeline.execute import execute_run
     from wtb.pipeline.prepare import plan_recorded_run
+    from wtb.pipeline.reuse import Reuse
     from wtb.plan import build_plan
     from wtb.runners.ray_runner import RayRunner
     from wtb.runners.ray_session import ray_connection
@@ -114,6 +152,7 @@ def drive(
             recorded.spec, python_path=python_path, run_key=run_key, batch_name=recorded.name
         )
         plan = build_plan(job.batch, list(job.cases), where=f"run {run_key}: spec")
+        fingerprinter = _same_code(store, recorded, job)
         last_log = time.monotonic()
 
         def on_progress(done: int, total: int) -> None:
@@ -140,6 +179,7 @@ def drive(
                 on_progress=on_progress,
                 flush_every=settings.flush_every,
                 flush_seconds=settings.flush_seconds,
+                reuse=Reuse(job, fingerprinter),
             )
         final = store.progress(run.id)
         log.info(
