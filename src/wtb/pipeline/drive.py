@@ -35,10 +35,16 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wtb.errors import ManifestError, ManifestErrors, StorageError, WtbError
 from wtb.importing import extend_sys_path
+
+if TYPE_CHECKING:
+    from wtb.runs.fingerprints import Fingerprinter
+    from wtb.runs.spec import RunSpec
+    from wtb.storage.records import RunRecord
+    from wtb.storage.store import ResultStore
 
 log = logging.getLogger("wtb.driver")
 
@@ -77,25 +83,24 @@ class CodeChangedError(WtbError):
     """The driver's code is not the code the run was planned with: not retryable."""
 
 
-def _same_code(store: Any, run: Any, job: Any) -> Any:
+def _same_code(store: ResultStore, run: RunRecord, job: RunSpec) -> Fingerprinter:
     """The fingerprinter of the run's code as this driver's image has it; refuses (and marks
     the run failed) when it differs from the code the run was planned with."""
     from wtb.runs.fingerprints import Fingerprinter, import_roots
 
     import_roots(job.workflow, job.batch)
     fingerprinter = Fingerprinter(job.workflow, job.batch, job.cases, job.python_path)
-    recorded = run.code_fingerprint
-    changed = recorded is not None and fingerprinter.code != recorded
-    if job.evaluator_code and fingerprinter.evaluators != job.evaluator_code:
-        changed, what = True, "evaluator code"
-    else:
-        what = "code"
-    if changed:
+    checks = [
+        ("code", run.code_fingerprint or "", fingerprinter.code),
+        ("evaluator code", job.evaluator_code, fingerprinter.evaluators),
+    ]
+    for what, recorded, here in checks:
+        if not recorded or recorded == here:
+            continue
         error = CodeChangedError(
-            f"run {run.run_key!r} was planned with other {what} than this driver's image has "
-            f"(recorded {(recorded if what == 'code' else job.evaluator_code or '')[:12]}, "
-            f"here {(fingerprinter.code if what == 'code' else fingerprinter.evaluators)[:12]}): "
-            "its recorded cells and those this driver would run would not be comparable",
+            f"run {run.run_key!r} was planned with other {what} than this driver's image "
+            f"has (fingerprint recorded {recorded[:12]}, here {here[:12]}): its recorded "
+            "cells and those this driver would run would not be comparable",
             fix="run the driver with the image the run was planned in, or start a new run "
             "(a new generation of the BatchTest) for the new code",
         )

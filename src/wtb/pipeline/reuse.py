@@ -77,11 +77,15 @@ class Reuse:
         if not earlier:
             return 0
         mine = scoring_digest(self.job.batch, self.fingerprinter.evaluators)
-        scorings = {
-            other.id: scoring for other in earlier if (scoring := _scoring_of(other)) is not None
-        }
-        if not scorings:
-            return 0
+        # Read a run's spec (its cases) only once one of its cells is a source.
+        scorings: dict[int, _Scoring | None] = {}
+
+        def scoring_of(run_id: int) -> _Scoring | None:
+            if run_id not in scorings:
+                other = store.get_run_by_id(run_id)
+                scorings[run_id] = None if other is None else _scoring_of(other)
+            return scorings[run_id]
+
         cases = self.job.case_index()
         can_rescore = not reads_state(self.job)
         reused = 0
@@ -92,8 +96,9 @@ class Reuse:
             todo = {c.key: c for c in chunk if c.key in missing}
             fingerprints = self.fingerprinter.cells(todo.values())
             by_print: dict[str, list[ReuseSource]] = {}
-            for source in store.reuse_sources(list(scorings), sorted(set(fingerprints.values()))):
-                by_print.setdefault(source.fingerprint, []).append(source)
+            for source in store.reuse_sources(earlier, sorted(set(fingerprints.values()))):
+                if scoring_of(source.run_id) is not None:
+                    by_print.setdefault(source.fingerprint, []).append(source)
             copy: list[int] = []
             rescore: dict[int, Cell] = {}
             for key, cell in todo.items():
@@ -103,9 +108,10 @@ class Reuse:
                 expected = expected_digest(cases[cell.case_id].expected)
 
                 def same_scoring(source: ReuseSource, expected: str = expected) -> bool:
-                    scoring = scorings[source.run_id]
+                    scoring = scoring_of(source.run_id)
                     return (
-                        scoring.evaluators == mine
+                        scoring is not None
+                        and scoring.evaluators == mine
                         and scoring.expected.get(source.case_id) == expected
                     )
 

@@ -470,15 +470,15 @@ class ResultStore:
                 )
             return deleted
 
-    def earlier_runs(self, run_id: int, namespace: str, name: str) -> list[RunRecord]:
-        """The other runs of the BatchTest `namespace/name`, oldest first."""
+    def earlier_runs(self, run_id: int, namespace: str, name: str) -> list[int]:
+        """The ids of the other runs of the BatchTest `namespace/name`, oldest first."""
         stmt = (
-            select(_RUNS)
+            select(_RUNS.c.id)
             .where(_RUNS.c.namespace == namespace, _RUNS.c.name == name, _RUNS.c.id != run_id)
             .order_by(_RUNS.c.id)
         )
         with self._transaction() as conn:
-            return [_run_record(row) for row in conn.execute(stmt)]
+            return list(conn.execute(stmt).scalars())
 
     def reuse_sources(
         self, run_ids: Sequence[int], fingerprints: Sequence[str]
