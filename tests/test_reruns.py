@@ -196,6 +196,11 @@ def test_a_changed_variant_reruns_only_its_cells(
         third_id = _run_id(store_url, third["run"])
         [attempt] = store.attempts(third_id, rows[("echo", "c1")]["cell_key"])
         assert attempt.number == 1
+        span = store.reused_span(third_id)
+        assert span.cells == 6
+        assert span.first is not None
+        assert span.first.tzinfo is not None
+        assert span.first == span.last  # all first recorded in the first run
         roots = store.root_run_ids(third_id)
         assert len(roots) == 9
         assert all(len(r) == 1 for r in roots.values())

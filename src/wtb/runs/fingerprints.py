@@ -5,9 +5,9 @@ graph (its factory, or a declared graph's state, nodes and routers) and the modu
 variant in the combination (the `fixed` ones too), each with the local modules it imports,
 transitively. Imports are read statically (`ast`, every `import` in the file, functions'
 included) and followed only to modules that are loaded already and live in the user's
-project: under the run's python path, under the directory a root module was imported
-from, or in the same top-level package as a root module. Installed packages (site- or
-dist-packages) and the standard library are never followed. Files are hashed by their
+project: in the same top-level package as a root module (wherever it is installed), or
+under the run's python path or the directory a root module was imported from. Other
+installed packages (site- or dist-packages) and the standard library are never followed. Files are hashed by their
 bytes under their module names, never their paths, so the fingerprint is the same in
 every process and on every machine that has the same code.
 
@@ -157,21 +157,20 @@ class CodeIndex:
         module = sys.modules.get(name)
         if module is None:
             return False
+        if name.split(".", maxsplit=1)[0] in self._packages:
+            # The package of the graph or a variant is the user's, wherever it is
+            # installed (an image may pip-install the workflow into site-packages).
+            return True
         file = _module_file(module)
-        if file is None:  # a namespace package: local when its package is
-            paths = [Path(p).resolve() for p in getattr(module, "__path__", [])]
-            return bool(paths) and all(
-                not _is_installed(p, self._installed)
-                and (
-                    name.split(".", maxsplit=1)[0] in self._packages
-                    or any(p.is_relative_to(d) for d in self._project_dirs)
-                )
-                for p in paths
-            )
-        if _is_installed(file, self._installed):
-            return False
-        return name.split(".", maxsplit=1)[0] in self._packages or any(
-            file.is_relative_to(d) for d in self._project_dirs
+        paths = (
+            [file]
+            if file is not None
+            else [Path(p).resolve() for p in getattr(module, "__path__", [])]
+        )
+        return bool(paths) and all(
+            not _is_installed(p, self._installed)
+            and any(p.is_relative_to(d) for d in self._project_dirs)
+            for p in paths
         )
 
     def _file_hash(self, name: str) -> str:
