@@ -7,9 +7,9 @@ transitively. Imports are read statically (`ast`, every `import` in the file, fu
 included) and followed only to modules that are loaded already and live in the user's
 project: in the same top-level package as a root module (wherever it is installed), or
 under the run's python path or the directory a root module was imported from. Other
-installed packages (site- or dist-packages) and the standard library are never followed. Files are hashed by their
-bytes under their module names, never their paths, so the fingerprint is the same in
-every process and on every machine that has the same code.
+installed packages (site- or dist-packages) and the standard library are never followed.
+Files are hashed by their bytes under their module names, never their paths, so the
+fingerprint is the same in every process and on every machine that has the same code.
 
 A cell's fingerprint adds what the cell is run with: the variants' and settings' specs
 (path, factory, config, invoke), the `fixed` nodes, the Workflow's and the BatchTest's
