@@ -229,7 +229,12 @@ def execute_run(
             if on_progress:
                 on_progress(before + reused, total)
 
-        reuse.fill(store, run, plan, on_reused)
+        try:
+            reuse.fill(store, run, plan, on_reused)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # the store may be what failed
+                store.finish_run(run.id, "failed", error=f"stopped: {_reason(exc)}"[:2000])
+            raise
     writer = ResultWriter(
         store,
         run.id,
