@@ -17,7 +17,9 @@ from wtb.cells.graph_run import GraphOutcome
 from wtb.domain import Attempt, Case, Cell, CellResult, CellStatus, NodeFigures
 from wtb.evaluators import EvalContext, Evaluator
 from wtb.evaluators.build import build_evaluators, evaluate
+from wtb.evaluators.comparing import STATE_ROOT
 from wtb.runs.spec import RunSpec
+from wtb.storage.records import StoredCell
 from wtb.usage import UsageMeter, combine, usage_from_state
 
 INTERRUPTED = "Interrupted"
@@ -34,12 +36,55 @@ def _interrupt_message(values: Sequence[Any]) -> str:
     return message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE] + "..."
 
 
+def reads_state(job: RunSpec) -> bool:
+    """Whether an evaluator of the run reads the full final state through a `$state.` path:
+    the store keeps the output only, so such a run's results cannot be scored again from
+    it (a reused cell is then run again)."""
+    return any((e.output or "").startswith(STATE_ROOT) for e in job.batch.evaluators)
+
+
 class Scorer:
     """Builds the results of one run's cells (its cases and evaluators, built once)."""
 
     def __init__(self, job: RunSpec) -> None:
         self._cases = job.case_index()
         self._evaluators: list[Evaluator] = build_evaluators(job.batch.evaluators)
+
+    def rescore(self, cell: Cell, stored: StoredCell) -> CellResult:
+        """The result of a cell whose graph ran in an earlier run (`stored`, a succeeded or
+        interrupted cell with the same fingerprint), scored again with this run's
+        evaluators and case from its stored output, without running the graph. The full
+        final state is not stored: evaluators get `state` None (those reading `$state.`
+        paths are never given such a cell, see `reads_state`)."""
+        case = self._cases[cell.case_id]
+        ctx = EvalContext(
+            case=case,
+            inputs=case.inputs,
+            expected=case.expected,
+            output=stored.output,
+            status=stored.status,
+            error_type=stored.error_type,
+            latency_ms=stored.latency_ms,
+            tokens=stored.tokens,
+            cost=stored.cost,
+            state=None,
+        )
+        metrics, evaluator_errors = evaluate(self._evaluators, ctx)
+        return CellResult(
+            cell=cell,
+            status=stored.status,
+            latency_ms=stored.latency_ms,
+            finished_at=stored.finished_at,
+            output=stored.output,
+            metrics=metrics,
+            tokens=stored.tokens,
+            cost=stored.cost,
+            error_type=stored.error_type,
+            error_message=stored.error_message,
+            evaluator_errors=evaluator_errors,
+            attempts=(),
+            nodes=stored.nodes,
+        )
 
     def case(self, cell: Cell) -> Case:
         return self._cases[cell.case_id]

@@ -22,8 +22,11 @@ from wtb.errors import ExitCode, WtbError
 
 if TYPE_CHECKING:
     from wtb.manifests import ManifestSet
-    from wtb.pipeline.prepare import PreparedBatch
+    from wtb.pipeline.execute import RunOutcome
+    from wtb.pipeline.prepare import CaseSelection, PreparedBatch
     from wtb.runners.base import Runner
+    from wtb.storage.records import RunProgress
+    from wtb.storage.store import ResultStore
 
 
 def _fail(exc: WtbError) -> NoReturn:
@@ -40,7 +43,9 @@ def _load(files: tuple[str, ...]) -> ManifestSet:
     return load_manifests(list(files))
 
 
-def _prepare_all(manifests: ManifestSet) -> list[PreparedBatch]:
+def _prepare_all(
+    manifests: ManifestSet, select: CaseSelection | None = None
+) -> list[PreparedBatch]:
     from wtb.importing import extend_sys_path
     from wtb.pipeline.prepare import prepare
 
@@ -84,6 +89,7 @@ def _prepare_all(manifests: ManifestSet) -> list[PreparedBatch]:
                 where=source.where("BatchTest", batch.metadata.name),
                 workflow_where=wf_where,
                 python_path=path,
+                select=select,
             )
         )
     return prepared
@@ -147,6 +153,25 @@ def cli() -> None:
     show_default=True,
     help="worse: exit 1 when any combination is significantly worse than the baseline.",
 )
+@click.option(
+    "--rerun",
+    type=click.Choice(["failed", "all"]),
+    default=None,
+    help="Run again this run's failed cells (or all of them), without reusing results; "
+    "earlier attempts are kept, the new ones numbered after them.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Smoke run: only the first N cases (a run of its own, keyed apart).",
+)
+@click.option(
+    "--cases",
+    "case_ids",
+    default=None,
+    help="Smoke run: only these cases (ID[,ID...]; a run of its own, keyed apart).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def run(
     files: tuple[str, ...],
@@ -157,17 +182,21 @@ def run(
     actors: int | None,
     concurrency: int | None,
     fail_on: str,
+    rerun: str | None,
+    limit: int | None,
+    case_ids: str | None,
     quiet: bool,
 ) -> None:
-    """Run BatchTests and print their comparison matrix. Running again resumes."""
+    """Run BatchTests and print their comparison matrix. Running again resumes; results
+    earlier runs recorded with the same code, settings and case are reused."""
     if runner != "ray" and (actors is not None or _given("ray_address")):
         _fail(WtbError("--ray-address and --actors choose where Ray runs: add --runner ray"))
     try:
         with _hold_collector() as started:
-            prepared = _prepare_all(_load(files))
+            prepared = _prepare_all(_load(files), _case_selection(limit, case_ids))
             with _runner_factory(runner, ray_address, actors, concurrency) as make_runner:
                 code = _run_prepared(
-                    prepared, database, output, make_runner, fail_on, quiet, started
+                    prepared, database, output, make_runner, fail_on, quiet, started, rerun
                 )
     except WtbError as exc:
         _fail(exc)
@@ -240,6 +269,7 @@ def _run_prepared(
     fail_on: str,
     quiet: bool,
     started: Callable[[], None],
+    rerun: str | None = None,
 ) -> int:
     from rich.console import Console
 
@@ -273,6 +303,8 @@ def _run_prepared(
                         else ""
                     )
                 )
+            if rerun is not None:
+                _forget_for_rerun(store, item, rerun, err if output == "table" else None)
             try:
                 outcome = _run_with_progress(
                     item,
@@ -282,6 +314,7 @@ def _run_prepared(
                     err,
                     settings.flush_every,
                     settings.flush_seconds,
+                    reuse=rerun is None,
                 )
             except KeyboardInterrupt:
                 stopped = store.get_run(item.run_info.run_key)
@@ -294,17 +327,7 @@ def _run_prepared(
             matrix = matrix_for_run(store, outcome.run_id, item.batch.spec, plan.baseline)
             progress = store.progress(outcome.run_id)
             if output == "table":
-                resumed = (
-                    f", {outcome.recorded_before} already recorded"
-                    if outcome.recorded_before
-                    else ""
-                )
-                err.print(
-                    f"{outcome.recorded_now} cells run in {outcome.seconds:.1f} s{resumed}; "
-                    f"{progress.failed} failed"
-                    + (f", {progress.interrupted} interrupted" if progress.interrupted else "")
-                    + f"; run {outcome.run_key}"
-                )
+                err.print(_summary_line(store, item, outcome, progress))
                 _print_failures(err, store, outcome.run_id, progress.failed)
                 out.print(matrix_table(name, matrix, out.width))
             else:
@@ -331,6 +354,56 @@ def _run_prepared(
     return 0
 
 
+def _case_selection(limit: int | None, case_ids: str | None) -> CaseSelection | None:
+    """The cases of a smoke run (`--limit`, `--cases`), None for the full run."""
+    if limit is None and case_ids is None:
+        return None
+    from wtb.pipeline.prepare import CaseSelection
+
+    ids = tuple(dict.fromkeys(i.strip() for i in (case_ids or "").split(",") if i.strip()))
+    if case_ids is not None and not ids:
+        raise WtbError("--cases names no case", fix="give case ids: --cases ID[,ID...]")
+    return CaseSelection(limit=limit, ids=ids)
+
+
+def _forget_for_rerun(
+    store: ResultStore, item: PreparedBatch, rerun: str, console: Any | None
+) -> None:
+    """`--rerun failed|all`: delete the run's failed (or all) cells so that they run again;
+    their attempts stay (the new ones are numbered after them)."""
+    run = store.get_run(item.run_info.run_key)
+    if run is None:
+        return
+    statuses = ("failed",) if rerun == "failed" else None
+    forgotten = store.forget_cells(run.id, statuses)
+    if console is not None:
+        console.print(f"--rerun {rerun}: {forgotten} cells of run {run.run_key} to run again")
+
+
+def _summary_line(
+    store: ResultStore, item: PreparedBatch, outcome: RunOutcome, progress: RunProgress
+) -> str:
+    """`12 cells run in 3.1 s, 276 reused from runs of 2026-12-01 14:02-14:10; 0 failed`."""
+    parts = [f"{outcome.recorded_now} cells run in {outcome.seconds:.1f} s"]
+    span = store.reused_span(outcome.run_id)
+    if span.cells and span.first is not None and span.last is not None:
+        first, last = span.first.astimezone(), span.last.astimezone()
+        until = f"{last:%H:%M}" if first.date() == last.date() else f"{last:%Y-%m-%d %H:%M}"
+        when = f"{first:%Y-%m-%d %H:%M}" + ("" if until == f"{first:%H:%M}" else f"-{until}")
+        parts.append(f"{span.cells} reused from runs of {when}")
+    earlier = outcome.recorded_before - (span.cells - outcome.reused_now)
+    if earlier > 0:
+        parts.append(f"{earlier} already recorded")
+    smoke = f"; smoke run: {len(item.plan.cases)} of {item.all_cases} cases" if item.smoke else ""
+    return (
+        ", ".join(parts)
+        + f"; {progress.failed} failed"
+        + (f", {progress.interrupted} interrupted" if progress.interrupted else "")
+        + f"; run {outcome.run_key}"
+        + smoke
+    )
+
+
 def _run_with_progress(
     item: PreparedBatch,
     store: Any,
@@ -339,11 +412,13 @@ def _run_with_progress(
     console: Any,
     every: int,
     seconds: float,
+    *,
+    reuse: bool = True,
 ) -> Any:
     from wtb.pipeline.execute import run_batch
 
     if quiet:
-        return run_batch(item, store, runner, flush_every=every, flush_seconds=seconds)
+        return run_batch(item, store, runner, flush_every=every, flush_seconds=seconds, reuse=reuse)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -366,7 +441,13 @@ def _run_with_progress(
             bar.update(task, completed=done, total=total)
 
         return run_batch(
-            item, store, runner, on_progress=on_progress, flush_every=every, flush_seconds=seconds
+            item,
+            store,
+            runner,
+            on_progress=on_progress,
+            flush_every=every,
+            flush_seconds=seconds,
+            reuse=reuse,
         )
 
 

@@ -12,6 +12,12 @@ driver loads it, relative to its working directory (the image's), checks the wor
 and records the cases and the cell count first. A mistake found there marks the run failed
 with the message, and the driver exits 2.
 
+A driver never resumes a run planned with other code: the fingerprint of the code in its
+image (`wtb.runs.fingerprints`) must be the one recorded when the run was planned, or it
+refuses with a non-retryable error (exit 2) and marks the run failed. Cells whose
+fingerprint matches a result of an earlier run of the same BatchTest are reused, not run
+(`wtb.pipeline.reuse`).
+
 Running it again after a crash finishes the remainder. Two drivers of the same run at once
 never record a cell twice: the store's unique key on (run, cell) refuses the second write of
 a cell, whatever the timing. (They may both run a cell; only one result is kept.)
@@ -29,10 +35,16 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wtb.errors import ManifestError, ManifestErrors, StorageError, WtbError
 from wtb.importing import extend_sys_path
+
+if TYPE_CHECKING:
+    from wtb.runs.fingerprints import Fingerprinter
+    from wtb.runs.spec import RunSpec
+    from wtb.storage.records import RunRecord
+    from wtb.storage.store import ResultStore
 
 log = logging.getLogger("wtb.driver")
 
@@ -67,6 +79,36 @@ def _python_path(record: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*workflow.python_path_under(Path.cwd()), *env]))
 
 
+class CodeChangedError(WtbError):
+    """The driver's code is not the code the run was planned with: not retryable."""
+
+
+def _same_code(store: ResultStore, run: RunRecord, job: RunSpec) -> Fingerprinter:
+    """The fingerprinter of the run's code as this driver's image has it; refuses (and marks
+    the run failed) when it differs from the code the run was planned with."""
+    from wtb.runs.fingerprints import Fingerprinter, import_roots
+
+    import_roots(job.workflow, job.batch)
+    fingerprinter = Fingerprinter(job.workflow, job.batch, job.cases, job.python_path)
+    checks = [
+        ("code", run.code_fingerprint or "", fingerprinter.code),
+        ("evaluator code", job.evaluator_code, fingerprinter.evaluators),
+    ]
+    for what, recorded, here in checks:
+        if not recorded or recorded == here:
+            continue
+        error = CodeChangedError(
+            f"run {run.run_key!r} was planned with other {what} than this driver's image "
+            f"has (fingerprint recorded {recorded[:12]}, here {here[:12]}): its recorded "
+            "cells and those this driver would run would not be comparable",
+            fix="run the driver with the image the run was planned in, or start a new run "
+            "(a new generation of the BatchTest) for the new code",
+        )
+        store.finish_run(run.id, "failed", error=str(error)[:2000])
+        raise error
+    return fingerprinter
+
+
 def drive(
     run_key: str,
     *,
@@ -78,6 +120,7 @@ def drive(
     """Run the recorded run `run_key` to completion; True when every cell is recorded."""
     from wtb.pipeline.execute import execute_run
     from wtb.pipeline.prepare import plan_recorded_run
+    from wtb.pipeline.reuse import Reuse
     from wtb.plan import build_plan
     from wtb.runners.ray_runner import RayRunner
     from wtb.runners.ray_session import ray_connection
@@ -114,6 +157,7 @@ def drive(
             recorded.spec, python_path=python_path, run_key=run_key, batch_name=recorded.name
         )
         plan = build_plan(job.batch, list(job.cases), where=f"run {run_key}: spec")
+        fingerprinter = _same_code(store, recorded, job)
         last_log = time.monotonic()
 
         def on_progress(done: int, total: int) -> None:
@@ -140,6 +184,7 @@ def drive(
                 on_progress=on_progress,
                 flush_every=settings.flush_every,
                 flush_seconds=settings.flush_seconds,
+                reuse=Reuse(job, fingerprinter),
             )
         final = store.progress(run.id)
         log.info(

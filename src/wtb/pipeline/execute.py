@@ -20,6 +20,7 @@ from wtb._iterables import chunked
 from wtb.domain import Cell, CellResult
 from wtb.events import EventBus
 from wtb.pipeline.prepare import PreparedBatch
+from wtb.pipeline.reuse import Reuse
 from wtb.plan import Plan
 from wtb.runners.base import Runner
 from wtb.runs.spec import RunSpec
@@ -50,8 +51,17 @@ class ResultWriter:
     its results in the buffer for the next one.
     """
 
-    def __init__(self, store: ResultStore, run_id: int, *, every: int, seconds: float) -> None:
+    def __init__(
+        self,
+        store: ResultStore,
+        run_id: int,
+        *,
+        every: int,
+        seconds: float,
+        fingerprint: Callable[[Cell], str] | None = None,
+    ) -> None:
         self._store = store
+        self._fingerprint = fingerprint
         self._run_id = run_id
         self._every = every
         self._seconds = seconds
@@ -86,7 +96,14 @@ class ResultWriter:
             if not results and not pending:
                 return
             try:
-                self.recorded += self._store.record(self._run_id, results, pending)
+                prints = (
+                    {r.cell.key: self._fingerprint(r.cell) for r in results}
+                    if self._fingerprint is not None
+                    else None
+                )
+                self.recorded += self._store.record(
+                    self._run_id, results, pending, fingerprints=prints
+                )
             except BaseException:
                 with self._buffer_lock:
                     self._results[:0] = results
@@ -134,6 +151,8 @@ class RunOutcome:
     recorded_before: int
     recorded_now: int
     seconds: float
+    reused_now: int = 0
+    """Cells whose results were reused from earlier runs by this execution."""
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -148,11 +167,14 @@ def run_batch(
     on_progress: ProgressCallback | None = None,
     flush_every: int = 200,
     flush_seconds: float = 0.5,
+    reuse: bool = True,
 ) -> RunOutcome:
     """Run the cells of a batch that are not yet recorded and record them (resumable).
 
     An interrupted run (Ctrl-C, a crash) keeps every result already written; running the
-    same batch again runs only the rest. Each cell is recorded at most once.
+    same batch again runs only the rest. Each cell is recorded at most once. With `reuse`,
+    cells that earlier runs of the BatchTest recorded with the same fingerprint are
+    reused rather than run (`wtb.pipeline.reuse`).
     """
     return execute_run(
         store,
@@ -165,6 +187,8 @@ def run_batch(
         flush_every=flush_every,
         flush_seconds=flush_seconds,
         build_warnings=[str(w) for w in prepared.warnings],
+        reuse=Reuse(prepared.job, prepared.fingerprinter),
+        reuse_results=reuse,
     )
 
 
@@ -180,9 +204,15 @@ def execute_run(
     flush_every: int = 200,
     flush_seconds: float = 0.5,
     build_warnings: Sequence[str] = (),
+    reuse: Reuse | None = None,
+    reuse_results: bool = True,
 ) -> RunOutcome:
     """Run a started run's unrecorded cells with `runner`, record them, and mark the run
     succeeded when every cell is recorded (by this process or a concurrent one).
+
+    With `reuse`, each recorded cell keeps its fingerprint, and (unless `reuse_results` is
+    False) the results earlier runs of the BatchTest recorded with the same fingerprint are
+    copied in first, so only the other cells run.
 
     `build_warnings` (raised while the graph and variants were built, each naming its
     variant) are kept in the audit log with the `batch.started` event."""
@@ -190,13 +220,34 @@ def execute_run(
     started = time.perf_counter()
     before = store.progress(run.id).done
     total = plan.total
-    writer = ResultWriter(store, run.id, every=flush_every, seconds=flush_seconds)
+    reused = 0
+    if reuse is not None and reuse_results and before < total:
+
+        def on_reused(count: int) -> None:
+            nonlocal reused
+            reused += count
+            if on_progress:
+                on_progress(before + reused, total)
+
+        try:
+            reuse.fill(store, run, plan, on_reused)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # the store may be what failed
+                store.finish_run(run.id, "failed", error=f"stopped: {_reason(exc)}"[:2000])
+            raise
+    writer = ResultWriter(
+        store,
+        run.id,
+        every=flush_every,
+        seconds=flush_seconds,
+        fingerprint=None if reuse is None else reuse.fingerprint(),
+    )
     unsubscribe = bus.subscribe(writer.add_event)
     started_data: dict[str, Any] = {"run": run.run_key, "total": total}
     if build_warnings:
         started_data["warnings"] = list(build_warnings)
     bus.publish(events.Event(events.BATCH_STARTED, None, started_data))
-    done = before
+    done = before + reused
     if on_progress:
         on_progress(done, total)
     results = runner.run(job, pending_cells(plan, store, run.id), bus)
@@ -230,4 +281,5 @@ def execute_run(
         recorded_before=before,
         recorded_now=writer.recorded,
         seconds=time.perf_counter() - started,
+        reused_now=reused,
     )

@@ -21,6 +21,7 @@ from wtb.api.invocation import merge_invocations
 from wtb.api.workflow import ORIGINAL, Workflow
 from wtb.cells.invocation import case_invocation, combination_invocation
 from wtb.dataset import load_cases
+from wtb.domain import Case
 from wtb.errors import ManifestError
 from wtb.evaluators.build import build_evaluators
 from wtb.graphs import (
@@ -33,6 +34,7 @@ from wtb.graphs import (
     resolve_variant,
 )
 from wtb.plan import Plan, build_plan
+from wtb.runs.fingerprints import Fingerprinter
 from wtb.runs.keys import local_run_key
 from wtb.runs.record import record_run, run_info
 from wtb.runs.spec import RunSpec
@@ -80,14 +82,50 @@ def _attributed(sink: list[BuildWarning], subject: str, where: str) -> Iterator[
 
 
 @dataclass(frozen=True)
+class CaseSelection:
+    """Some of the data set's cases, for a smoke run (`wtb run --limit/--cases`): the
+    first `limit`, or those of `ids` (in the data set's order). A smoke run is a run of its
+    own, keyed apart (`wtb.runs.keys.SMOKE`), never taken for the full run."""
+
+    limit: int | None = None
+    ids: tuple[str, ...] = ()
+
+    def apply(self, cases: list[Case], *, where: str) -> list[Case]:
+        chosen = cases
+        if self.ids:
+            known = {c.id for c in cases}
+            unknown = [i for i in self.ids if i not in known]
+            if unknown:
+                raise ManifestError(
+                    f"the data set has no case {', '.join(map(repr, unknown))}",
+                    where=where,
+                    fix="give case ids of the data set (`wtb results --cells -o json` "
+                    "lists them): " + ", ".join(c.id for c in cases[:10]),
+                )
+            wanted = set(self.ids)
+            chosen = [c for c in chosen if c.id in wanted]
+        if self.limit is not None:
+            chosen = chosen[: self.limit]
+        return chosen
+
+
+@dataclass(frozen=True)
 class PreparedBatch:
     batch: BatchTest
     workflow: Workflow
     job: RunSpec
     plan: Plan
     run_info: RunInfo
+    fingerprinter: Fingerprinter
     warnings: tuple[BuildWarning, ...] = ()
     """Warnings raised while the graph and the variants were built (none is hidden)."""
+    all_cases: int = 0
+    """The data set's cases; more than the plan's in a smoke run."""
+
+    @property
+    def smoke(self) -> bool:
+        """A run of some of the cases (`CaseSelection`)."""
+        return self.all_cases > len(self.plan.cases)
 
     def record(self, store: ResultStore, *, start: bool = True) -> RunRecord:
         """Record the workflow and the run; without `start` it stays pending for a driver."""
@@ -103,11 +141,13 @@ def prepare(
     workflow_where: str,
     python_path: tuple[str, ...] = (),
     run_key: str | None = None,
+    select: CaseSelection | None = None,
 ) -> PreparedBatch:
     """Check everything a run needs and expand the plan; nothing is written.
 
     The run key is `run_key` when given (a run recorded already), else the local one,
-    derived from the content.
+    derived from the content and the code's fingerprint. With `select`, the run is a
+    smoke run of some of the cases.
     """
     spec = batch.spec
     raised: list[BuildWarning] = []
@@ -166,21 +206,42 @@ def prepare(
     cases = load_cases(
         spec.dataset, base_dir, where=f"{where}: spec.dataset", input_keys=input_keys(builder)
     )
+    all_cases = len(cases)
+    if select is not None:
+        cases = select.apply(cases, where=f"{where}: spec.dataset")
+        if not cases:
+            raise ManifestError(
+                "no case selected", where=f"{where}: spec.dataset", fix="select at least one case"
+            )
     plan = build_plan(spec, cases, where=f"{where}: spec")
     _check_contexts(builder, workflow, spec, plan, where=where, workflow_where=workflow_where)
     meta = batch.metadata
+    fingerprinter = Fingerprinter(workflow.spec, spec, cases, python_path)
     job = RunSpec(
         workflow=workflow.spec,
         batch=spec,
         cases=tuple(cases),
         python_path=python_path,
         batch_name=meta.name,
+        evaluator_code=fingerprinter.evaluators,
     )
-    key = run_key or local_run_key(meta.namespace, meta.name, job.digest())
+    key = run_key or local_run_key(
+        meta.namespace,
+        meta.name,
+        job.identity_digest(fingerprinter.code),
+        smoke=len(cases) < all_cases,
+    )
     job = dataclasses.replace(job, run_key=key)
-    info = run_info(batch, job, key, plan.total)
+    info = run_info(batch, job, key, plan.total, code_fingerprint=fingerprinter.code)
     return PreparedBatch(
-        batch=batch, workflow=workflow, job=job, plan=plan, run_info=info, warnings=tuple(raised)
+        batch=batch,
+        workflow=workflow,
+        job=job,
+        plan=plan,
+        run_info=info,
+        fingerprinter=fingerprinter,
+        warnings=tuple(raised),
+        all_cases=all_cases,
     )
 
 
@@ -262,7 +323,12 @@ def plan_recorded_run(
     )
     for warning in prepared.warnings:
         log.warning("run %s: %s", run.run_key, warning)
-    planned = store.plan_run(run.run_key, prepared.job.to_record(), prepared.plan.total)
+    planned = store.plan_run(
+        run.run_key,
+        prepared.job.to_record(),
+        prepared.plan.total,
+        code_fingerprint=prepared.fingerprinter.code,
+    )
     if planned is None:
         raise ManifestError(f"run {run.run_key!r} was deleted from the result store", where=where)
     return planned

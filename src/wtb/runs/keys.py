@@ -6,11 +6,17 @@ recording it is idempotent and nothing runs twice.
 
 from __future__ import annotations
 
+SMOKE = "-smoke"
+"""Ends the key of a smoke run (`wtb run --limit/--cases`): a run of part of the cases,
+never taken for the full run."""
 
-def local_run_key(namespace: str, name: str, digest: str) -> str:
-    """A run of `wtb run`: identified by its content (workflow spec, batch spec, cases), so
-    the same manifests resume the same run and any change is a new run."""
-    return f"{namespace}/{name}:{digest[:16]}"
+
+def local_run_key(namespace: str, name: str, digest: str, *, smoke: bool = False) -> str:
+    """A run of `wtb run`: identified by its content (`RunSpec.identity_digest`: the specs
+    without their limits, the cases, the code's fingerprint), so the same manifests and
+    code resume the same run, and a change of code, nodes, evaluators or cases is a new
+    run. A smoke run, of some of the cases, is keyed apart."""
+    return f"{namespace}/{name}:{digest[:16]}{SMOKE if smoke else ''}"
 
 
 def generation_run_key(namespace: str, name: str, uid: str, generation: int) -> str:

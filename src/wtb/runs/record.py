@@ -14,8 +14,16 @@ if TYPE_CHECKING:
     from wtb.storage.store import ResultStore
 
 
-def run_info(batch: BatchTest, spec: RunSpec, run_key: str, total_cells: int) -> RunInfo:
-    """What the store needs to get or create the run of `batch` with `spec`."""
+def run_info(
+    batch: BatchTest,
+    spec: RunSpec,
+    run_key: str,
+    total_cells: int,
+    *,
+    code_fingerprint: str | None = None,
+) -> RunInfo:
+    """What the store needs to get or create the run of `batch` with `spec` (planned with
+    code of `code_fingerprint`)."""
     meta = batch.metadata
     return RunInfo(
         run_key=run_key,
@@ -26,6 +34,7 @@ def run_info(batch: BatchTest, spec: RunSpec, run_key: str, total_cells: int) ->
         spec_digest=spec.digest(),
         spec=spec.to_record(),
         total_cells=total_cells,
+        code_fingerprint=code_fingerprint,
     )
 
 

@@ -16,6 +16,12 @@ from wtb.api.batchtest import BatchTestSpec
 from wtb.api.workflow import WorkflowSpec
 from wtb.domain import Case
 
+LIMITS = frozenset(
+    {"concurrency", "timeoutSeconds", "retry", "ray", "backoffLimit", "ttlSecondsAfterFinished"}
+)
+"""BatchTest fields that bound how cells run, not what they compute: in no run's or cell's
+identity (a changed timeout reruns nothing)."""
+
 
 def _dump(model: WorkflowSpec | BatchTestSpec) -> dict[str, Any]:
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -34,6 +40,10 @@ class RunSpec:
     """The run's key in the result store, for trace metadata (not part of the record)."""
     batch_name: str = ""
     """The BatchTest's name, for trace run names (not part of the record)."""
+    evaluator_code: str = ""
+    """The fingerprint of the `python` evaluators' code the run is scored with
+    (`wtb.runs.fingerprints`; empty until planned): a result scored with other code is
+    scored again when reused."""
 
     def case_index(self) -> dict[str, Case]:
         return {c.id: c for c in self.cases}
@@ -55,6 +65,8 @@ class RunSpec:
                 }
                 for c in self.cases
             ]
+        if self.evaluator_code:
+            record["evaluatorCode"] = self.evaluator_code
         return record
 
     @classmethod
@@ -84,11 +96,21 @@ class RunSpec:
             planned=cases is not None,
             run_key=run_key,
             batch_name=batch_name,
+            evaluator_code=record.get("evaluatorCode", ""),
         )
 
     def digest(self) -> str:
         """Content hash of workflow, batch and cases: a changed spec or data set is a new run."""
         return content_hash(self.to_record())
+
+    def identity_digest(self, code_fingerprint: str) -> str:
+        """Content hash of what determines the run's results: the specs without their
+        limits (`LIMITS`), the cases, and the fingerprint of the code. A changed limit
+        resumes the same run; changed code, nodes, evaluators or cases make a new run
+        (whose unchanged cells are reused, see docs/reruns.md)."""
+        record = self.to_record()
+        batch = {k: v for k, v in record["batchTest"].items() if k not in LIMITS}
+        return content_hash({**record, "batchTest": batch, "code": code_fingerprint})
 
     def workflow_digest(self) -> str:
         """Content hash of the Workflow's spec alone (the store keeps each version once)."""

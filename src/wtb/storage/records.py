@@ -26,6 +26,8 @@ class RunInfo:
     uid: str | None = None
     generation: int | None = None
     workflow_id: int | None = None
+    code_fingerprint: str | None = None
+    """The fingerprint of the code the run is planned with (None: not planned yet)."""
 
     def with_workflow(self, workflow_id: int) -> RunInfo:
         return replace(self, workflow_id=workflow_id)
@@ -50,6 +52,8 @@ class RunRecord:
     error: str | None
     created: bool = False
     """True only for the begin_run call that inserted the row."""
+    code_fingerprint: str | None = None
+    """The fingerprint of the code the run was planned with (None: not planned yet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +91,28 @@ class StoredCell:
     """Per node of the last attempt (see `wtb.domain.CellResult.nodes`)."""
     error_node: str | None = None
     """The node the last attempt failed in (see `wtb.domain.CellResult.error_node`)."""
+    fingerprint: str | None = None
+    """What determines the result (`wtb.runs.fingerprints`); None: never reused."""
+    reused_from: int | None = None
+    """The run the result was first recorded in, when this run reused it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReuseSource:
+    """A recorded cell of an earlier run that a cell with the same fingerprint may reuse."""
+
+    id: int
+    run_id: int
+    cell_key: str
+    case_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReusedSpan:
+    """How many of a run's cells were reused, and when the runs they were first recorded
+    in were created."""
+
+    cells: int
+    first: datetime | None
+    last: datetime | None

@@ -23,7 +23,19 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Connection, Engine, Insert, Row, Table, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    Row,
+    Table,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from wtb._iterables import chunked
@@ -42,7 +54,15 @@ from wtb.events import Event
 from wtb.storage import aggregates, failures
 from wtb.storage.engine import make_engine, redact
 from wtb.storage.migrate import create_sqlite_schema, is_current, upgrade
-from wtb.storage.records import FinalStatus, RunInfo, RunProgress, RunRecord, StoredCell
+from wtb.storage.records import (
+    FinalStatus,
+    ReusedSpan,
+    ReuseSource,
+    RunInfo,
+    RunProgress,
+    RunRecord,
+    StoredCell,
+)
 from wtb.storage.schema import attempts, audit_log, batch_runs, cells, workflows
 
 T = TypeVar("T")
@@ -51,6 +71,8 @@ MAX_KEYS_PER_QUERY = 500
 """Keys per IN list in missing_keys: bounded statements, well under SQLite's variable limit."""
 
 _FINAL_STATUSES = ("succeeded", "failed")
+REUSABLE_STATUSES = ("succeeded", "interrupted")
+"""Cells whose result a later run may reuse: what the code did. A failed cell reruns."""
 _WORKFLOWS = workflows
 _RUNS = batch_runs
 _CELLS = cells
@@ -199,6 +221,7 @@ class ResultStore:
                     spec_digest=info.spec_digest,
                     spec=info.spec,
                     workflow_id=info.workflow_id,
+                    code_fingerprint=info.code_fingerprint,
                     status="running" if start else "pending",
                     total_cells=info.total_cells,
                     created_at=now,
@@ -211,17 +234,24 @@ class ResultStore:
             row = conn.execute(select(_RUNS).where(_RUNS.c.run_key == info.run_key)).one()
             return _run_record(row, created=inserted is not None)
 
-    def plan_run(self, run_key: str, spec: dict[str, Any], total_cells: int) -> RunRecord | None:
+    def plan_run(
+        self,
+        run_key: str,
+        spec: dict[str, Any],
+        total_cells: int,
+        code_fingerprint: str | None = None,
+    ) -> RunRecord | None:
         """Complete a run recorded without its data set (by the operator, which runs no user
-        code) with the spec holding the cases and the cell count. The first planner wins: a
-        run planned already is returned unchanged. None when no run has that key."""
+        code) with the spec holding the cases, the cell count and the fingerprint of the
+        code it is planned with. The first planner wins: a run planned already is returned
+        unchanged. None when no run has that key."""
         if total_cells < 1:
             raise ValueError(f"a planned run has at least one cell, got {total_cells}")
         with self._transaction() as conn:
             conn.execute(
                 update(_RUNS)
                 .where(_RUNS.c.run_key == run_key, _RUNS.c.total_cells == 0)
-                .values(spec=spec, total_cells=total_cells)
+                .values(spec=spec, total_cells=total_cells, code_fingerprint=code_fingerprint)
             )
             row = conn.execute(select(_RUNS).where(_RUNS.c.run_key == run_key)).one_or_none()
             return None if row is None else _run_record(row)
@@ -330,16 +360,25 @@ class ResultStore:
         return [key for key in keys if key not in recorded]
 
     def record(
-        self, run_id: int, results: Sequence[CellResult], events: Sequence[Event] = ()
+        self,
+        run_id: int,
+        results: Sequence[CellResult],
+        events: Sequence[Event] = (),
+        *,
+        fingerprints: Mapping[str, str] | None = None,
     ) -> int:
         """Record results and events in one transaction; returns how many cells were new.
 
         A result whose cell is already recorded is skipped with its attempts; of several
         results for one cell in `results`, the first counts. Because of that, a write that
         failed on a lost connection is simply tried again, with backoff, for up to
-        `retry_seconds`: nothing is lost and nothing is written twice.
+        `retry_seconds`: nothing is lost and nothing is written twice. `fingerprints`
+        (cell key -> fingerprint) lets later runs reuse the results. A cell run again
+        (`forget_cells`) keeps its earlier attempts: the new ones are numbered after them.
         """
-        return self._retrying(lambda: self._record_once(run_id, results, events))
+        return self._retrying(
+            lambda: self._record_once(run_id, results, events, fingerprints or {})
+        )
 
     def _retrying(self, call: Callable[[], T]) -> T:
         """Run an idempotent call, retrying with backoff while the database is unreachable
@@ -360,22 +399,37 @@ class ResultStore:
                 delay = min(delay * 2, 5.0)
 
     def _record_once(
-        self, run_id: int, results: Sequence[CellResult], events: Sequence[Event]
+        self,
+        run_id: int,
+        results: Sequence[CellResult],
+        events: Sequence[Event],
+        fingerprints: Mapping[str, str],
     ) -> int:
         unique = list({r.cell.key: r for r in reversed(results)}.values())
         with self._transaction() as conn:
             inserted: set[str] = set()
+            earlier: dict[str, int] = {}
             if unique:
+                # Attempts kept from before the cell was run again (`forget_cells`).
+                earlier = self._attempts_so_far(conn, run_id, [r.cell.key for r in unique])
                 inserted.update(
                     conn.execute(
                         self._insert_new(_CELLS, ["run_id", "cell_key"]).returning(
                             _CELLS.c.cell_key
                         ),
-                        [_cell_values(run_id, r) for r in unique],
+                        [
+                            _cell_values(
+                                run_id,
+                                r,
+                                fingerprint=fingerprints.get(r.cell.key),
+                                earlier=earlier.get(r.cell.key, 0),
+                            )
+                            for r in unique
+                        ],
                     ).scalars()
                 )
             attempts = [
-                _attempt_values(run_id, r.cell.key, a)
+                _attempt_values(run_id, r.cell.key, a, earlier.get(r.cell.key, 0))
                 for r in unique
                 if r.cell.key in inserted
                 for a in r.attempts
@@ -384,6 +438,160 @@ class ResultStore:
                 conn.execute(insert(_ATTEMPTS), attempts)
             self._insert_events(conn, run_id, events)
         return len(inserted)
+
+    @staticmethod
+    def _attempts_so_far(conn: Connection, run_id: int, keys: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in chunked(keys, MAX_KEYS_PER_QUERY):
+            rows = conn.execute(
+                select(_ATTEMPTS.c.cell_key, func.max(_ATTEMPTS.c.number))
+                .where(_ATTEMPTS.c.run_id == run_id, _ATTEMPTS.c.cell_key.in_(chunk))
+                .group_by(_ATTEMPTS.c.cell_key)
+            )
+            found.update({key: number for key, number in rows})
+        return found
+
+    # -- reruns and reuse ---------------------------------------------------------------
+
+    def forget_cells(self, run_id: int, statuses: Sequence[str] | None = None) -> int:
+        """Delete the run's recorded cells (of `statuses`; None: all) so that they run
+        again; their attempts stay, and the new attempts are numbered after them. Returns
+        how many cells were deleted. The run is marked running again."""
+        stmt = delete(_CELLS).where(_CELLS.c.run_id == run_id)
+        if statuses is not None:
+            stmt = stmt.where(_CELLS.c.status.in_(list(statuses)))
+        with self._transaction() as conn:
+            deleted = conn.execute(stmt).rowcount or 0
+            if deleted:
+                conn.execute(
+                    update(_RUNS)
+                    .where(_RUNS.c.id == run_id, _RUNS.c.status == "succeeded")
+                    .values(status="running", finished_at=None)
+                )
+            return deleted
+
+    def earlier_runs(self, run_id: int, namespace: str, name: str) -> list[int]:
+        """The ids of the other runs of the BatchTest `namespace/name`, oldest first."""
+        stmt = (
+            select(_RUNS.c.id)
+            .where(_RUNS.c.namespace == namespace, _RUNS.c.name == name, _RUNS.c.id != run_id)
+            .order_by(_RUNS.c.id)
+        )
+        with self._transaction() as conn:
+            return list(conn.execute(stmt).scalars())
+
+    def reuse_sources(
+        self, run_ids: Sequence[int], fingerprints: Sequence[str]
+    ) -> list[ReuseSource]:
+        """The succeeded (or interrupted) cells of the runs `run_ids` that have one of
+        `fingerprints`, oldest first."""
+        if not run_ids or not fingerprints:
+            return []
+        found: list[ReuseSource] = []
+        with self._transaction() as conn:
+            for chunk in chunked(fingerprints, MAX_KEYS_PER_QUERY):
+                rows = conn.execute(
+                    select(
+                        _CELLS.c.id,
+                        _CELLS.c.run_id,
+                        _CELLS.c.cell_key,
+                        _CELLS.c.case_id,
+                        _CELLS.c.fingerprint,
+                    )
+                    .where(
+                        _CELLS.c.fingerprint.in_(chunk),
+                        _CELLS.c.run_id.in_(list(run_ids)),
+                        _CELLS.c.status.in_(REUSABLE_STATUSES),
+                    )
+                    .order_by(_CELLS.c.id)
+                )
+                found += [ReuseSource(*row) for row in rows]
+        return found
+
+    def copy_cells(self, run_id: int, source_ids: Sequence[int]) -> list[str]:
+        """Copy recorded cells (by id) into the run, in the database (one INSERT .. SELECT
+        per chunk), exactly once: a cell the run has already is left alone. Each copy's
+        `reused_from` is the run its result was first recorded in. Attempts are not
+        copied: they stay with that run (`attempts` follows `reused_from`). Returns the
+        keys of the cells copied."""
+        copied = [c for c in _CELLS.c if c.name not in ("id", "run_id", "reused_from")]
+        inserted: list[str] = []
+
+        def copy_once() -> list[str]:
+            keys: list[str] = []
+            with self._transaction() as conn:
+                for chunk in chunked(source_ids, MAX_KEYS_PER_QUERY):
+                    source = select(
+                        literal(run_id).label("run_id"),
+                        *copied,
+                        func.coalesce(_CELLS.c.reused_from, _CELLS.c.run_id).label("reused_from"),
+                    ).where(_CELLS.c.id.in_(list(chunk)), _CELLS.c.run_id != run_id)
+                    stmt = (
+                        self._insert_new(_CELLS, ["run_id", "cell_key"])
+                        .from_select(["run_id", *(c.name for c in copied), "reused_from"], source)
+                        .returning(_CELLS.c.cell_key)
+                    )
+                    keys += conn.execute(stmt).scalars().all()
+            return keys
+
+        if source_ids:
+            inserted = self._retrying(copy_once)
+        return inserted
+
+    def cells_by_id(self, ids: Sequence[int]) -> list[StoredCell]:
+        """Recorded cells by id (for re-scoring a result with other evaluators)."""
+        found: list[StoredCell] = []
+        with self._transaction() as conn:
+            for chunk in chunked(ids, MAX_KEYS_PER_QUERY):
+                rows = conn.execute(select(_CELLS).where(_CELLS.c.id.in_(list(chunk))))
+                found += [_stored_cell(row) for row in rows]
+        return found
+
+    def record_reused(
+        self,
+        run_id: int,
+        results: Sequence[tuple[CellResult, StoredCell]],
+        fingerprints: Mapping[str, str],
+    ) -> list[str]:
+        """Record results re-scored from cells of earlier runs (result, the cell it was
+        scored from), exactly once, without attempts (they stay with the run the result
+        was first recorded in). Returns the keys of the cells inserted."""
+
+        def once() -> list[str]:
+            if not results:
+                return []
+            with self._transaction() as conn:
+                return list(
+                    conn.execute(
+                        self._insert_new(_CELLS, ["run_id", "cell_key"]).returning(
+                            _CELLS.c.cell_key
+                        ),
+                        [
+                            {
+                                **_cell_values(
+                                    run_id, result, fingerprint=fingerprints.get(result.cell.key)
+                                ),
+                                "attempts": source.attempts,
+                                "reused_from": source.reused_from or source.run_id,
+                            }
+                            for result, source in results
+                        ],
+                    ).scalars()
+                )
+
+        return self._retrying(once)
+
+    def reused_span(self, run_id: int) -> ReusedSpan:
+        """How many of the run's cells were reused, and when the runs they were first
+        recorded in were created."""
+        stmt = (
+            select(func.count(), func.min(_RUNS.c.created_at), func.max(_RUNS.c.created_at))
+            .select_from(_CELLS.join(_RUNS, _RUNS.c.id == _CELLS.c.reused_from))
+            .where(_CELLS.c.run_id == run_id)
+        )
+        with self._transaction() as conn:
+            count, first, last = conn.execute(stmt).one()
+        return ReusedSpan(int(count), first, last)
 
     def _insert_events(self, conn: Connection, run_id: int | None, events: Sequence[Event]) -> None:
         if events:
@@ -409,12 +617,19 @@ class ResultStore:
                 yield _stored_cell(row)
 
     def attempts(self, run_id: int, cell_key: str) -> list[Attempt]:
-        stmt = (
-            select(_ATTEMPTS)
-            .where(_ATTEMPTS.c.run_id == run_id, _ATTEMPTS.c.cell_key == cell_key)
-            .order_by(_ATTEMPTS.c.number)
-        )
+        """The cell's attempts, oldest first; for a reused result, those of the run it was
+        first recorded in."""
         with self._transaction() as conn:
+            reused = conn.execute(
+                select(_CELLS.c.reused_from).where(
+                    _CELLS.c.run_id == run_id, _CELLS.c.cell_key == cell_key
+                )
+            ).scalar_one_or_none()
+            stmt = (
+                select(_ATTEMPTS)
+                .where(_ATTEMPTS.c.run_id == (reused or run_id), _ATTEMPTS.c.cell_key == cell_key)
+                .order_by(_ATTEMPTS.c.number)
+            )
             return [
                 Attempt(
                     number=a.number,
@@ -432,10 +647,18 @@ class ResultStore:
 
     def root_run_ids(self, run_id: int) -> dict[str, list[str | None]]:
         """Per recorded cell, its attempts' root run ids in order (None where an attempt
-        never reached its graph, or was recorded before run ids were)."""
+        never reached its graph, or was recorded before run ids were); a reused result's
+        are those of the run it was first recorded in."""
         stmt = (
             select(_ATTEMPTS.c.cell_key, _ATTEMPTS.c.root_run_id)
-            .where(_ATTEMPTS.c.run_id == run_id)
+            .select_from(
+                _CELLS.join(
+                    _ATTEMPTS,
+                    (_ATTEMPTS.c.cell_key == _CELLS.c.cell_key)
+                    & (_ATTEMPTS.c.run_id == func.coalesce(_CELLS.c.reused_from, _CELLS.c.run_id)),
+                )
+            )
+            .where(_CELLS.c.run_id == run_id)
             .order_by(_ATTEMPTS.c.cell_key, _ATTEMPTS.c.number)
         )
         found: dict[str, list[str | None]] = {}
@@ -487,7 +710,9 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def _cell_values(run_id: int, result: CellResult) -> dict[str, Any]:
+def _cell_values(
+    run_id: int, result: CellResult, *, fingerprint: str | None = None, earlier: int = 0
+) -> dict[str, Any]:
     cell = result.cell
     return {
         "run_id": run_id,
@@ -505,10 +730,12 @@ def _cell_values(run_id: int, result: CellResult) -> dict[str, Any]:
         "cost": result.cost,
         "error_type": result.error_type,
         "error_message": result.error_message,
-        "attempts": len(result.attempts),
+        "attempts": earlier + len(result.attempts),
         "finished_at": result.finished_at,
         "nodes": _nodes_values(result.nodes),
         "error_node": _node_name(result.error_node),
+        "fingerprint": fingerprint,
+        "reused_from": None,
     }
 
 
@@ -541,11 +768,13 @@ def _nodes_values(nodes: Mapping[str, NodeFigures] | None) -> dict[str, Any] | N
     }
 
 
-def _attempt_values(run_id: int, cell_key: str, attempt: Attempt) -> dict[str, Any]:
+def _attempt_values(
+    run_id: int, cell_key: str, attempt: Attempt, earlier: int = 0
+) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "cell_key": cell_key,
-        "number": attempt.number,
+        "number": earlier + attempt.number,
         "status": attempt.status,
         "error_type": attempt.error_type,
         "error_message": attempt.error_message,
@@ -575,6 +804,7 @@ def _run_record(row: Row[Any], *, created: bool = False) -> RunRecord:
         finished_at=row.finished_at,
         error=row.error,
         created=created,
+        code_fingerprint=row.code_fingerprint,
     )
 
 
@@ -599,4 +829,6 @@ def _stored_cell(row: Row[Any]) -> StoredCell:
         finished_at=row.finished_at,
         nodes=row.nodes,
         error_node=row.error_node,
+        fingerprint=row.fingerprint,
+        reused_from=row.reused_from,
     )
