@@ -242,7 +242,7 @@ def test_run_prints_the_build_warnings_too(app: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "warning: " in result.stderr
     assert "node 'answer', variant 'annotated': UserWarning:" in result.stderr
-    assert result.stdout.lstrip().startswith("{")  # -o json stays parseable
+    assert result.stdout.lstrip().startswith("[")  # -o json stays parseable
     with sqlite3.connect(app / "r.db") as conn:
         (data,) = conn.execute("select data from audit_log where kind = 'batch.started'").fetchone()
     (kept,) = json.loads(data)["warnings"]

@@ -121,7 +121,9 @@ def test_rows_order_verdicts_and_header() -> None:
     assert _row(matrix, labels["x"]).combination == {"generate": "long", "retrieve": "original"}
 
 
-def _score_reference(sample: list[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+def _score_reference(
+    sample: list[float] | np.ndarray, confidence: float = 0.95
+) -> tuple[float, float]:
     """The bounded score interval by its definition: the p in [0, 1] with
     (mean - p)^2 = q^2 phi p (1 - p) / n, phi = s^2 / (mean (1 - mean)), as a quadratic."""
     values = np.asarray(sample, dtype=float)
@@ -149,9 +151,7 @@ def test_metric_intervals_deltas_and_holm_match_scipy() -> None:
         accuracy = [values[key][c][0] for c in sorted(values[key])]
         latency = [values[key][c][1] for c in sorted(values[key])]
         # Accuracy lies in [0, 1]: the bounded score interval; latency does not: t.
-        low, high = sps.t.interval(
-            0.95, N_CASES - 1, loc=np.mean(latency), scale=sps.sem(latency)
-        )
+        low, high = sps.t.interval(0.95, N_CASES - 1, loc=np.mean(latency), scale=sps.sem(latency))
         for name, sample, expected in [
             ("accuracy", accuracy, _score_reference(accuracy)),
             ("latency", latency, (low, high)),
@@ -336,8 +336,9 @@ def test_dead_baseline_makes_every_row_not_comparable_and_says_so() -> None:
         cases=_cases(values),
     )
     assert len(matrix.warnings) == 1
-    assert "baseline generate=original, retrieve=original has no successful cell" in (
-        matrix.warnings[0]
+    assert (
+        "baseline generate=original, retrieve=original has no successful cell"
+        in (matrix.warnings[0])
     )
     assert "90 run, 80 failed, 10 interrupted" in matrix.warnings[0]
     base = _row(matrix, combination_label(BASELINE))

@@ -166,7 +166,8 @@ def _local_matrix(tmp_path: Path) -> dict[str, Any]:
         cwd=REPO_ROOT,
         timeout=300,
     )
-    matrix: dict[str, Any] = json.loads(out.stdout)["matrix"]
+    (document,) = json.loads(out.stdout)
+    matrix: dict[str, Any] = document["matrix"]
     return matrix
 
 

@@ -307,6 +307,7 @@ def test_a_t_interval_leaves_the_unit_interval_and_the_bounded_ones_do_not() -> 
     t = running.estimate_by(STUDENT_T)
     assert t.low is not None
     assert t.high is not None
+    assert t.mean is not None
     assert t.high - t.mean == pytest.approx(1.434, abs=1e-3)  # the t interval: past 1
     wilson = running.estimate_by(BINARY)
     assert (wilson.low, wilson.high) == pytest.approx(
@@ -334,6 +335,7 @@ def test_binary_values_keep_to_their_bounds_with_width(method: str, values: list
         return
     assert estimate.low is not None
     assert estimate.high is not None
+    assert estimate.mean is not None
     assert 0.0 <= estimate.low <= estimate.mean <= estimate.high <= 1.0
     if method == BINARY:
         # Wilson keeps a width at 0 % and 100 %: n cases all right is not certainty.
@@ -350,6 +352,7 @@ def test_unit_score_interval_stays_inside_for_data_near_a_bound(n: int) -> None:
             assert len(set(values)) == 1
             continue
         assert estimate.high is not None
+        assert estimate.mean is not None
         assert 0.0 <= estimate.low <= estimate.mean <= estimate.high <= 1.0
 
 

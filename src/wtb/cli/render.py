@@ -16,6 +16,7 @@ _VERDICT_STYLE = {
     "worse": "bold red",
     "no significant difference": "dim",
     "insufficient data": "yellow",
+    "not comparable": "bold yellow",
     "baseline": "cyan",
 }
 
@@ -153,9 +154,8 @@ def matrix_table(title: str, matrix: ComparisonMatrix, width: int | None = None)
         keep -= 1
     direction = "higher" if matrix.higher_is_better else "lower"
     table.caption = (
-        f"best first by {matrix.primary_metric} ({direction} is better); intervals: "
-        f"{matrix.ci_method} over per-case means, Wilson for success; verdicts: paired "
-        f"per-case deltas, {matrix.correction} at alpha={matrix.alpha:g}"
+        f"best first by {matrix.primary_metric} ({direction} is better); "
+        + interval_caption(matrix)
     )
     hidden = [header for header, _ in optional[keep:]]
     if hidden:
@@ -172,6 +172,26 @@ def matrix_table(title: str, matrix: ComparisonMatrix, width: int | None = None)
     if matrix.combinations > len(matrix.rows):
         table.caption += f"; {len(matrix.rows)} of {matrix.combinations} combinations shown"
     return table
+
+
+_METHOD_NAMES = {"t": "Student t", "wilson": "Wilson", "score": "bounded score"}
+
+
+def interval_caption(matrix: ComparisonMatrix) -> str:
+    """Which interval each column has (all unadjusted) and how verdicts are decided (Holm-
+    adjusted): "intervals (95%, unadjusted): correct Wilson, ...; verdicts: ..."."""
+    methods = matrix.ci_methods or {matrix.primary_metric: matrix.ci_method}
+    named = [
+        f"{'success' if key == 'successRate' else 'Δ' if key == 'delta' else key} "
+        f"{_METHOD_NAMES.get(method, method)}"
+        for key, method in methods.items()
+    ]
+    return (
+        f"intervals ({matrix.confidence:.0%}, unadjusted, over per-case means): "
+        f"{', '.join(named)}; verdicts: paired per-case t tests, "
+        f"{matrix.correction.capitalize()}-adjusted at alpha={matrix.alpha:g}; "
+        "not comparable: no successful cell in the row or the baseline"
+    )
 
 
 def as_data(
@@ -206,8 +226,10 @@ def cells_data(
 
 
 def dump(documents: list[dict[str, Any]], fmt: str) -> str:
+    """One shape however many BatchTests: a list of documents (one JSON array, or one YAML
+    document holding a list), so a script reads `[0]` whether one ran or several."""
     if fmt == "json":
-        return json.dumps(documents if len(documents) != 1 else documents[0], indent=2)
+        return json.dumps(documents, indent=2)
     import yaml
 
-    return yaml.safe_dump_all(documents, sort_keys=False)
+    return yaml.safe_dump(documents, sort_keys=False)

@@ -451,7 +451,8 @@ def paired_delta(
         for difference in differences:
             shifted.add(min(1.0, max(0.0, (difference + 1.0) / 2.0)))
         half = shifted.estimate_by(UNIT_SCORE, confidence)
-        assert half.low is not None and half.high is not None  # n >= 2, not all equal
+        if half.low is None or half.high is None:  # n >= 2 and not all equal: never
+            raise ArithmeticError(f"no score interval for differences {differences}")
         low, high = 2.0 * half.low - 1.0, 2.0 * half.high - 1.0
         return PairedDelta(running.mean, low, high, n, p_value, "paired t", UNIT_SCORE)
     estimate = running.estimate(confidence)
