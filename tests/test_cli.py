@@ -109,7 +109,8 @@ def test_changed_spec_is_a_new_run(tmp_path: Path) -> None:
 def test_table_output_and_fail_on_worse(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'r.db'}"
     result = _invoke("run", "-f", str(TOY), "--database", db, "--fail-on", "worse")
-    assert result.exit_code == ExitCode.GATE == 1
+    assert result.exit_code == ExitCode.GATE
+    assert int(ExitCode.GATE) == 1
     assert "answer=reversed" in result.stdout
     assert "worse" in result.stdout
     assert "baseline" in result.stdout
@@ -146,7 +147,8 @@ def test_failed_cells_fail_the_run_by_default(tmp_path: Path) -> None:
     path = _normalize_batch(tmp_path, matrix=["original", "broken"], baseline="original")
     db = f"sqlite:///{tmp_path / 'r.db'}"
     result = _invoke("run", "-f", path, "--database", db, "-o", "json")
-    assert result.exit_code == ExitCode.CELLS_FAILED == 4, result.output
+    assert result.exit_code == ExitCode.CELLS_FAILED, result.output
+    assert int(ExitCode.CELLS_FAILED) == 4
     assert "--fail-on failed: 4 of 8 cells failed" in result.stderr
     data = _matrix(result.stdout)
     assert data["progress"]["failed"] == 4
