@@ -130,6 +130,11 @@ def _slowest_node(row: MatrixRow) -> str:
     return text
 
 
+def _rank(rank: int, row: MatrixRow) -> str:
+    """No rank for a row whose cells all failed: it is last, and not as a placing."""
+    return "-" if row.runs and not row.succeeded else str(rank)
+
+
 def matrix_table(title: str, matrix: ComparisonMatrix, width: int | None = None) -> Any:
     """The matrix as a rich Table; optional columns are left out until it fits `width`."""
     from rich.console import Console
@@ -148,7 +153,7 @@ def matrix_table(title: str, matrix: ComparisonMatrix, width: int | None = None)
                 header, justify="right" if right else "left", no_wrap=header != "combination"
             )
         for rank, row in enumerate(matrix.rows, start=1):
-            table.add_row(str(rank), *(cell(row) for _, cell in columns))
+            table.add_row(_rank(rank, row), *(cell(row) for _, cell in columns))
         if width is None or keep == 0 or measure.measure(table).maximum <= width:
             break
         keep -= 1
