@@ -268,15 +268,15 @@ def _check_fail_on(fail_on: FailOn, prepared: list[PreparedBatch]) -> None:
             )
 
 
-def _gate(
-    fail_on: FailOn, name: str, matrix: ComparisonMatrix, progress: RunProgress, err: Any
-) -> int:
+def _gate(fail_on: FailOn, name: str, matrix: ComparisonMatrix, progress: RunProgress) -> int:
     """Tell what makes the run's verdicts unreliable and which gates failed (on stderr, so
     -o json stays parseable); the exit code the gates call for."""
     from wtb.comparison.gates import breaches, exit_code
 
+    # click, not rich: a line a CI log can grep, never wrapped at the terminal's width.
     for warning in matrix.warnings:
-        err.print(f"[bold yellow]warning:[/] {name}: {warning}", highlight=False)
+        click.secho("warning: ", fg="yellow", bold=True, err=True, nl=False)
+        click.echo(f"{name}: {warning}", err=True)
     found = breaches(
         fail_on,
         matrix,
@@ -285,12 +285,12 @@ def _gate(
         total=progress.total,
     )
     for breach in found:
-        err.print(f"[red]{name}: {breach.message}[/]", highlight=False)
+        click.secho(f"{name}: {breach.message}", fg="red", err=True)
     if not fail_on.failed and (progress.failed or progress.interrupted):
-        err.print(
+        click.echo(
             f"{name}: {progress.failed} failed, {progress.interrupted} interrupted cells "
             "allowed (--fail-on does not list failed)",
-            highlight=False,
+            err=True,
         )
     return int(exit_code(found))
 
@@ -384,7 +384,7 @@ def _run_prepared(
                         },
                     )
                 )
-            codes.append(_gate(fail_on, name, matrix, progress, err))
+            codes.append(_gate(fail_on, name, matrix, progress))
     if documents:
         click.echo(dump(documents, output))
     return max(codes)
