@@ -414,3 +414,20 @@ def test_interrupted_cells_and_evaluator_errors_are_shown_not_hidden() -> None:
     assert row.delta.n == N_CASES - 3
     base = _row(matrix, combination_label(BASELINE))
     assert (base.interrupted, base.evaluator_errors) == (0, {"accuracy": 0, "latency": 0})
+
+
+def test_amounts_keep_the_t_interval_even_inside_zero_to_one() -> None:
+    """A cost in dollars lies in [0, 1] without being a score: named `unbounded`, it keeps
+    the t interval; the same values unnamed get the bounded one."""
+    values = _scenario()
+    scaled = {
+        key: {case: (accuracy, latency / 1000) for case, (accuracy, latency) in per_case.items()}
+        for key, per_case in values.items()
+    }
+    assert _build(cases=_cases(scaled)).ci_methods["latency"] == "score"
+    matrix = _build(cases=_cases(scaled), unbounded={"latency"})
+    assert matrix.ci_methods["latency"] == "t"
+    latency = [scaled["x"][c][1] for c in sorted(scaled["x"])]
+    low, high = sps.t.interval(0.95, N_CASES - 1, loc=np.mean(latency), scale=sps.sem(latency))
+    interval = _row(matrix, combination_label(BETTER)).metrics["latency"]
+    assert (interval.low, interval.high) == pytest.approx((low, high), rel=1e-9)

@@ -7,7 +7,7 @@ every interval and paired delta here is computed over per-case means. Pure code,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wtb.api.comparison import (
@@ -78,14 +78,16 @@ def _reduce_cases(
     return reduced
 
 
-def _interval_methods(reduced: Mapping[str, _ComboCases], names: Sequence[str]) -> dict[str, str]:
+def _interval_methods(
+    reduced: Mapping[str, _ComboCases], names: Sequence[str], unbounded: Collection[str]
+) -> dict[str, str]:
     """Per metric, the interval its rows get: Wilson when every per-case value of every row
-    is 0 or 1, the bounded score interval when they all lie in [0, 1], t otherwise. One
-    method per metric, so the rows of a column are alike."""
+    is 0 or 1, the bounded score interval when they all lie in [0, 1], t otherwise (and
+    always for the `unbounded` ones). One method per metric, so a column's rows are alike."""
     methods = {}
     for name in names:
         runnings = [summary.metrics[name] for summary in reduced.values()]
-        if not any(r.n for r in runnings):
+        if name in unbounded or not any(r.n for r in runnings):
             methods[name] = STUDENT_T
         elif all(r.binary for r in runnings):
             methods[name] = BINARY
@@ -223,6 +225,7 @@ def build_matrix(
     max_rows: int | None = None,
     fixed: Mapping[str, str] | None = None,
     nodes: Mapping[str, Mapping[str, NodeAggregate]] | None = None,
+    unbounded: Collection[str] = (),
 ) -> ComparisonMatrix:
     """The comparison matrix of a batch, from the database's aggregates.
 
@@ -234,7 +237,8 @@ def build_matrix(
     sorted last. Rows are sorted best first by the
     primary metric; `max_rows` bounds them (keeping the baseline), `combinations` counts all.
     `fixed` (the nodes replaced in every cell) is shown once, beside the rows. `nodes`
-    (per combo_key, per node) gives each row its node figures.
+    (per combo_key, per node) gives each row its node figures. Metrics named in
+    `unbounded` (amounts such as cost) get t intervals even when their values lie in [0, 1].
     """
     directions = dict(metrics)
     if primary_metric not in directions:
@@ -259,7 +263,7 @@ def build_matrix(
         )
         combos = [*combos, base]
     reduced = _reduce_cases(cases, {c.combo_key for c in combos}, list(directions), primary_metric)
-    methods = _interval_methods(reduced, list(directions))
+    methods = _interval_methods(reduced, list(directions), unbounded)
     unit = methods[primary_metric] != STUDENT_T
     comparable = {c.combo_key: not (_dead(c) or _dead(base)) for c in combos}
 
