@@ -140,7 +140,7 @@ def test_results_cases_cli(recorded: Recorded) -> None:
         cli, ["results", "casemix", "--cases", "--database", recorded.url, "-o", "json"]
     )
     assert data.exit_code == 0, data.output
-    document = json.loads(data.stdout)
+    (document,) = json.loads(data.stdout)  # always a list of documents
     assert document["baseline"] == "answer=odd"
     assert len(document["cases"]) == CASES
     c2 = document["cases"][2]

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from services.support import wait_until
 from wtb.cli.main import cli
+from wtb.errors import ExitCode
 
 TOY = Path(__file__).parent / "fixtures" / "toy"
 WTB = [sys.executable, "-m", "wtb"]
@@ -28,8 +29,11 @@ def _invoke(*args: str) -> Any:
 
 
 def _matrix(output: str) -> dict[str, Any]:
+    """The one document of a run of one BatchTest: -o json always prints a list."""
     data = json.loads(output)
-    return data  # type: ignore[no-any-return]
+    assert isinstance(data, list), data
+    (document,) = data
+    return document  # type: ignore[no-any-return]
 
 
 def _rows(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -105,11 +109,169 @@ def test_changed_spec_is_a_new_run(tmp_path: Path) -> None:
 def test_table_output_and_fail_on_worse(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'r.db'}"
     result = _invoke("run", "-f", str(TOY), "--database", db, "--fail-on", "worse")
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.GATE
+    assert int(ExitCode.GATE) == 1
     assert "answer=reversed" in result.stdout
     assert "worse" in result.stdout
     assert "baseline" in result.stdout
-    assert "significantly worse" in result.stderr
+    assert "--fail-on worse: significantly worse than the baseline" in result.stderr
+    assert "answer=reversed" in result.stderr
+    # The footer says which interval each column has and that verdicts are Holm-adjusted.
+    footer = " ".join(result.stdout.split())
+    assert "intervals (95%, unadjusted, over per-case means): correct Wilson" in footer
+    assert "Holm-adjusted at alpha=0.05" in footer
+
+
+def _normalize_batch(tmp_path: Path, *, matrix: list[str], baseline: str, cases: int = 4) -> str:
+    """The toy Workflow with its node `normalize` varied; `broken` raises in every cell."""
+    wf = yaml.safe_load((TOY / "workflow.yaml").read_text())
+    batch = yaml.safe_load((TOY / "batchtest.yaml").read_text())
+    batch["metadata"]["name"] = "gates"
+    batch["spec"]["matrix"] = {"normalize": matrix}
+    batch["spec"]["baseline"] = {"normalize": baseline}
+    batch["spec"]["repeats"] = 1
+    batch["spec"]["dataset"] = {
+        "cases": [
+            {"id": f"c{i}", "inputs": {"question": f"Q {i}"}, "expected": {"answer": f"q {i}"}}
+            for i in range(cases)
+        ]
+    }
+    if not (tmp_path / "toyflow").exists():
+        (tmp_path / "toyflow").symlink_to(TOY / "toyflow")
+    path = tmp_path / "gates.yaml"
+    path.write_text(yaml.safe_dump_all([wf, batch]))
+    return str(path)
+
+
+def test_failed_cells_fail_the_run_by_default(tmp_path: Path) -> None:
+    path = _normalize_batch(tmp_path, matrix=["original", "broken"], baseline="original")
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    result = _invoke("run", "-f", path, "--database", db, "-o", "json")
+    assert result.exit_code == ExitCode.CELLS_FAILED, result.output
+    assert int(ExitCode.CELLS_FAILED) == 4
+    assert "--fail-on failed: 4 of 8 cells failed" in result.stderr
+    data = _matrix(result.stdout)
+    assert data["progress"]["failed"] == 4
+    rows = data["matrix"]["rows"]
+    # The dead variant is not compared, and not ranked above the baseline.
+    assert [row["label"] for row in rows] == ["normalize=original", "normalize=broken"]
+    assert rows[1]["verdict"] == "not comparable"
+    assert data["matrix"]["warnings"] == []
+
+    # Allowed: the gates listed without failed (here none but a threshold that holds).
+    allowed = _invoke("run", "-f", path, "--database", db, "--fail-on", "never", "-q")
+    assert allowed.exit_code == 0, allowed.output
+    (dead_line,) = [line for line in allowed.stdout.splitlines() if "normalize=broken" in line]
+    assert "not comparable" in dead_line
+    assert dead_line.split()[1] == "-"  # no rank
+    worse_only = _invoke("run", "-f", path, "--database", db, "--fail-on", "worse", "-q")
+    assert worse_only.exit_code == 0, worse_only.output
+    assert "4 failed, 0 interrupted cells allowed" in worse_only.stderr
+
+
+def test_a_dead_baseline_fails_the_run_and_says_why(tmp_path: Path) -> None:
+    path = _normalize_batch(tmp_path, matrix=["original", "broken"], baseline="broken")
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    result = _invoke("run", "-f", path, "--database", db, "-o", "json")
+    assert result.exit_code == ExitCode.CELLS_FAILED, result.output
+    assert "warning: gates: the baseline normalize=broken has no successful cell" in (
+        " ".join(result.stderr.split())
+    )
+    data = _matrix(result.stdout)
+    (warning,) = data["matrix"]["warnings"]
+    assert "normalize=broken has no successful cell (4 run, 4 failed)" in warning
+    rows = {row["label"]: row for row in data["matrix"]["rows"]}
+    assert rows["normalize=original"]["verdict"] == "not comparable"
+    assert rows["normalize=original"]["delta"] is None
+    assert data["matrix"]["rows"][0]["label"] == "normalize=original"  # the dead row last
+    # Even with only a verdict gate, nothing can be compared: the run fails.
+    worse = _invoke("run", "-f", path, "--database", db, "--fail-on", "worse", "-q")
+    assert worse.exit_code == ExitCode.CELLS_FAILED, worse.output
+    assert "no comparison holds" in worse.stderr
+    # never: the warning still shows; the exit code is 0.
+    never = _invoke("run", "-f", path, "--database", db, "--fail-on", "never", "-q")
+    assert never.exit_code == 0, never.output
+    assert "has no successful cell" in never.stderr
+    stored = _invoke("results", "gates", "--database", db)
+    assert stored.exit_code == 0, stored.output
+    assert "has no successful cell" in stored.stderr
+
+
+def test_metric_threshold_gate(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    failing = _invoke(
+        "run", "-f", str(TOY), "--database", db, "-q", "--fail-on", "failed,correct<0.8"
+    )
+    assert failing.exit_code == ExitCode.GATE, failing.output
+    assert "--fail-on correct<0.8: correct mean below 0.8: answer=reversed (0)" in failing.stderr
+    (gate_line,) = [line for line in failing.stderr.splitlines() if "--fail-on" in line]
+    assert "answer=original" not in gate_line
+    # Repeatable, and both sides of a threshold: every row scores 1 or 0 here.
+    passing = _invoke(
+        "run",
+        "-f",
+        str(TOY),
+        "--database",
+        db,
+        "-q",
+        "--fail-on",
+        "correct>1",
+        "--fail-on",
+        "failed",
+    )
+    assert passing.exit_code == 0, passing.output
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("sometimes", "'sometimes' is not a gate"),
+        ("never,failed", "never cannot be combined"),
+        ("correct<high", "is not a gate"),
+    ],
+)
+def test_bad_fail_on_values_are_refused(tmp_path: Path, value: str, says: str) -> None:
+    db = tmp_path / "r.db"
+    result = _invoke("run", "-f", str(TOY), "--database", f"sqlite:///{db}", "--fail-on", value)
+    assert result.exit_code == ExitCode.USAGE
+    assert "Invalid value for '--fail-on'" in result.stderr
+    assert says in result.stderr
+    assert not db.exists()
+
+
+def test_a_threshold_on_an_unknown_metric_names_the_option_and_the_fix(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    result = _invoke(
+        "run", "-f", str(TOY), "--database", f"sqlite:///{db}", "--fail-on", "accuracy<0.8"
+    )
+    assert result.exit_code == ExitCode.USAGE
+    message = " ".join(result.stderr.split())
+    assert (
+        "--fail-on accuracy<0.8: BatchTest toy-answers has no metric 'accuracy' "
+        "(its evaluators: correct, latency, tokens)" in message
+    )
+    assert "fix: name one of its evaluators, e.g. --fail-on 'correct<0.8'" in message
+    assert not db.exists()  # refused before anything ran
+
+
+def test_json_and_yaml_have_one_shape_for_one_or_two_batchtests(tmp_path: Path) -> None:
+    one = _normalize_batch(tmp_path, matrix=["original"], baseline="original", cases=2)
+    second = yaml.safe_load_all(Path(one).read_text())
+    _, batch = list(second)
+    batch["metadata"]["name"] = "gates-two"
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(batch))
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    for output, load in (("json", json.loads), ("yaml", yaml.safe_load)):
+        single = load(_invoke("run", "-f", one, "--database", db, "-o", output).stdout)
+        both = load(
+            _invoke(
+                "run", "-f", one, "-f", str(tmp_path / "two.yaml"), "--database", db, "-o", output
+            ).stdout
+        )
+        assert [d["batchTest"] for d in single] == ["gates"]
+        assert [d["batchTest"] for d in both] == ["gates", "gates-two"]
+        stored = load(_invoke("results", "gates", "--database", db, "-o", output).stdout)
+        assert [d["batchTest"] for d in stored] == ["gates"]
 
 
 def test_validate(tmp_path: Path) -> None:
@@ -233,7 +395,7 @@ def test_manifests_from_stdin_as_yaml(tmp_path: Path, monkeypatch: pytest.Monkey
         input=text,
     )
     assert result.exit_code == 0, result.output
-    data = yaml.safe_load(result.stdout)
+    (data,) = yaml.safe_load(result.stdout)  # one YAML document: the list of runs
     assert data["progress"]["total"] == 3 * 2 * 2
     assert {row["label"] for row in data["matrix"]["rows"]} == {
         "answer=original",
@@ -297,6 +459,7 @@ def test_odd_text_is_recorded_on_every_backend(store_url: str, tmp_path: Path) -
     (tmp_path / "toyflow").symlink_to(TOY / "toyflow")
     (tmp_path / "m.yaml").write_text(yaml.safe_dump_all([wf, batch]))
     result = _invoke("run", "-f", str(tmp_path / "m.yaml"), "--database", store_url, "-o", "json")
-    assert result.exit_code == 0, result.output
+    # Half the cells failed (by design here): the default gate fails the run.
+    assert result.exit_code == ExitCode.CELLS_FAILED, result.output
     progress = _matrix(result.stdout)["progress"]
     assert progress == {"total": 160, "done": 160, "succeeded": 80, "failed": 80, "interrupted": 0}

@@ -34,8 +34,7 @@ def _wtb(
 
 
 def _labels_and_values(out: str) -> dict[str, Any]:
-    data = json.loads(out)
-    doc = data[0] if isinstance(data, list) else data
+    (doc,) = json.loads(out)  # always a list of documents
     return {
         row["label"]: (row["verdict"], row["metrics"]["correct"]["value"], row["runs"])
         for row in doc["matrix"]["rows"]

@@ -736,6 +736,8 @@ def test_batchtest_columns_as_kubectl_get_bt_shows_them() -> None:
     assert shown == [
         ("Phase", ".status.phase"),
         ("Progress", ".status.progress"),
+        ("Failed", ".status.failed"),
+        ("BaselineFailed", '.status.conditions[?(@.type=="BaselineFailed")].status'),
         ("Best", ".status.best"),
         ("Score", ".status.score"),
         ("Age", ".metadata.creationTimestamp"),

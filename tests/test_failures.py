@@ -366,7 +366,9 @@ def test_wtb_run_tells_why_cells_failed(tmp_path: Path) -> None:
     assert re.search(r"│ c[012] +│", table.stderr)  # the example case (the first recorded)
     assert "failures" not in table.stdout  # stdout holds the matrix alone
 
-    data = json.loads(_invoke("run", "-f", manifests, "--database", db, "-o", "json").stdout)
+    ran = _invoke("run", "-f", manifests, "--database", db, "-o", "json")
+    assert ran.exit_code == 4  # cells failed
+    (data,) = json.loads(ran.stdout)
     (group,) = data["failures"]["groups"]
     assert group["combination"] == "answer=typeerror"
     assert (group["errorType"], group["node"], group["count"]) == ("TypeError", "answer", 3)
@@ -387,7 +389,7 @@ def test_wtb_results_failures_and_the_list_of_runs(tmp_path: Path) -> None:
     assert "Traceback (most recent call last):" in shown.stdout
     assert f"TypeError: {TYPE_ERROR}" in shown.stdout
 
-    data = yaml.safe_load(
+    (data,) = yaml.safe_load(
         _invoke("results", "failing-cli", "--failures", "--database", db, "-o", "yaml").stdout
     )
     assert data["progress"]["failed"] == 3

@@ -14,6 +14,7 @@ from toybatch import STORED_UID as UID
 from toybatch import stored_batchtest, stored_batchtest_body
 from wtb.api._base import Condition
 from wtb.api.batchtest import BatchTest, BatchTestStatus
+from wtb.api.comparison import ComparisonMatrix, Interval, LatencySummary, MatrixRow
 from wtb.kube import conditions as cond
 from wtb.kube.checks import (
     AdmissionAnswer,
@@ -45,6 +46,7 @@ from wtb.kube.decide import (
     decide_failed_job,
     decide_finish,
     decide_job,
+    decide_outcome,
     decide_ttl,
     decide_validation,
     driver_entrypoint,
@@ -844,6 +846,101 @@ def test_a_job_that_succeeded_with_cells_missing_has_failed(progress: RunStatus)
         verdict, attempts=1, backoff_limit=2, run_error=None, uid=UID, generation=1
     )
     assert isinstance(again, Resubmit)
+
+
+def _row(label: str, runs: int, succeeded: int, *, baseline: bool = False) -> MatrixRow:
+    return MatrixRow(
+        combination={"answer": label},
+        label=f"answer={label}",
+        baseline=baseline,
+        runs=runs,
+        succeeded=succeeded,
+        success_rate=Interval(value=succeeded / runs if runs else None, n=runs),
+        latency_ms=LatencySummary(),
+        verdict="baseline" if baseline else "no significant difference",
+    )
+
+
+def _finished(failed: int, interrupted: int, base_succeeded: int) -> RunStatus:
+    """Eight cells, four per combination; the baseline's successes as given."""
+    matrix = ComparisonMatrix(
+        primary_metric="correct",
+        higher_is_better=True,
+        baseline="answer=original",
+        combinations=2,
+        warnings=[] if base_succeeded else ["the baseline answer=original has no successful cell"],
+        rows=[_row("reversed", 4, 4), _row("original", 4, base_succeeded, baseline=True)],
+    )
+    return RunStatus(
+        total=8,
+        completed=8,
+        failed=failed,
+        interrupted=interrupted,
+        progress="8/8",
+        best="answer=reversed",
+        score="1",
+        matrix=matrix,
+    )
+
+
+def test_outcome_conditions_of_a_clean_run() -> None:
+    assert decide_outcome(_finished(0, 0, 4)) == (
+        SetCondition("CellsFailed", "False", "NoCellFailed", "8 of 8 cells recorded, none failed"),
+        SetCondition(
+            "BaselineFailed",
+            "False",
+            "HasSuccessfulCells",
+            "baseline answer=original: 4 of 4 cells succeeded",
+        ),
+    )
+
+
+def test_outcome_conditions_count_failed_and_interrupted_cells() -> None:
+    (cells, baseline) = decide_outcome(_finished(1, 2, 1))
+    assert cells == SetCondition(
+        "CellsFailed",
+        "True",
+        "CellsFailed",
+        "1 of 8 cells failed, 2 interrupted (waiting for a human)",
+    )
+    assert (baseline.status, baseline.reason) == ("False", "HasSuccessfulCells")
+
+
+def test_a_dead_baseline_is_a_condition_and_the_run_still_succeeds() -> None:
+    """The driver exits 0 for a complete run (the operator must not submit it again): the
+    failures are conditions a CI waits on, not the phase."""
+    progress = _finished(4, 0, 0)
+    (cells, baseline) = decide_outcome(progress)
+    assert (cells.status, cells.reason) == ("True", "CellsFailed")
+    assert baseline == SetCondition(
+        "BaselineFailed",
+        "True",
+        "NoSuccessfulCell",
+        "the baseline answer=original has no successful cell",
+    )
+    verdict = decide_finish(progress)
+    assert isinstance(verdict, Succeed)
+    assert verdict.message == "8 cells recorded, 4 of them failed or interrupted"
+    copy = copy_of(SUBMITTED_STATUS)
+    copy.progress(progress, NOW)
+    copy.succeed(verdict, NOW)
+    after = copy.status
+    assert after.phase == "Succeeded"
+    assert conditions_of(after)["CellsFailed"] == ("True", "CellsFailed")
+    assert conditions_of(after)["BaselineFailed"] == ("True", "NoSuccessfulCell")
+    assert conditions_of(after)["Complete"] == ("True", "Succeeded")
+    # The same counts again set nothing new: status is not written again.
+    again = copy_of(after)
+    again.progress(progress, NOW + timedelta(minutes=1))
+    assert again.status.conditions == after.conditions
+
+
+def test_no_outcome_before_anything_is_recorded() -> None:
+    assert decide_outcome(_progress(None, 0)) == ()
+    assert decide_outcome(_progress(8, 0)) == ()
+    # Cells recorded but none of the baseline's yet: CellsFailed only.
+    early = _progress(8, 2)
+    assert [c.type for c in decide_outcome(early)] == ["CellsFailed"]
 
 
 FAILED = JobFailed(f"Ray job {SID1} FAILED: exit code 1", 1)

@@ -121,8 +121,28 @@ def test_rows_order_verdicts_and_header() -> None:
     assert _row(matrix, labels["x"]).combination == {"generate": "long", "retrieve": "original"}
 
 
+def _score_reference(
+    sample: list[float] | np.ndarray, confidence: float = 0.95
+) -> tuple[float, float]:
+    """The bounded score interval by its definition: the p in [0, 1] with
+    (mean - p)^2 = q^2 phi p (1 - p) / n, phi = s^2 / (mean (1 - mean)), as a quadratic."""
+    values = np.asarray(sample, dtype=float)
+    n, mean, variance = len(values), float(values.mean()), float(values.var(ddof=1))
+    q = float(sps.t.ppf(0.5 + confidence / 2, n - 1))
+    k = q * q * variance / (mean * (1 - mean)) / n
+    roots = np.roots([1 + k, -(2 * mean + k), mean * mean])
+    return float(min(roots.real)), float(max(roots.real))
+
+
 def test_metric_intervals_deltas_and_holm_match_scipy() -> None:
     matrix = _build()
+    assert matrix.ci_methods == {
+        "accuracy": "score",
+        "latency": "t",
+        "successRate": "wilson",
+        "delta": "score",
+    }
+    assert matrix.ci_method == "score, t, wilson"
     values = _scenario()
     base_acc = [values["b"][c][0] for c in sorted(values["b"])]
     p_values = {}
@@ -130,20 +150,30 @@ def test_metric_intervals_deltas_and_holm_match_scipy() -> None:
         row = _row(matrix, combination_label(combination))
         accuracy = [values[key][c][0] for c in sorted(values[key])]
         latency = [values[key][c][1] for c in sorted(values[key])]
-        for name, sample in [("accuracy", accuracy), ("latency", latency)]:
+        # Accuracy lies in [0, 1]: the bounded score interval; latency does not: t.
+        low, high = sps.t.interval(0.95, N_CASES - 1, loc=np.mean(latency), scale=sps.sem(latency))
+        for name, sample, expected in [
+            ("accuracy", accuracy, _score_reference(accuracy)),
+            ("latency", latency, (low, high)),
+        ]:
             interval = row.metrics[name]
-            low, high = sps.t.interval(
-                0.95, N_CASES - 1, loc=np.mean(sample), scale=sps.sem(sample)
-            )
             assert interval.n == N_CASES
             assert interval.value == pytest.approx(float(np.mean(sample)), rel=1e-12)
-            assert (interval.low, interval.high) == pytest.approx((low, high), rel=1e-9)
+            assert (interval.low, interval.high) == pytest.approx(expected, rel=1e-9)
+        # Far from the bounds, the score interval is close to the t interval.
+        t_low, t_high = sps.t.interval(
+            0.95, N_CASES - 1, loc=np.mean(accuracy), scale=sps.sem(accuracy)
+        )
+        accuracy_ci = row.metrics["accuracy"]
+        assert (accuracy_ci.low, accuracy_ci.high) == pytest.approx((t_low, t_high), abs=0.01)
         diffs = np.subtract(accuracy, base_acc)
-        d_low, d_high = sps.t.interval(0.95, N_CASES - 1, loc=diffs.mean(), scale=sps.sem(diffs))
+        d_low, d_high = _score_reference((diffs + 1) / 2)
         assert row.delta is not None
         assert row.delta.n == N_CASES
         assert row.delta.mean == pytest.approx(float(diffs.mean()), rel=1e-9)
-        assert (row.delta.low, row.delta.high) == pytest.approx((d_low, d_high), rel=1e-9)
+        assert (row.delta.low, row.delta.high) == pytest.approx(
+            (2 * d_low - 1, 2 * d_high - 1), rel=1e-9
+        )
         p_values[key] = float(sps.ttest_rel(accuracy, base_acc).pvalue)
         assert row.delta.p_value == pytest.approx(p_values[key], rel=1e-8)
     # Holm over the two non-baseline rows, by hand: "x" has by far the smaller p-value, so
@@ -257,12 +287,66 @@ def test_all_failed_and_partial_data_are_reported_honestly() -> None:
     assert row.metrics["accuracy"].n == 2
     assert (row.metrics["accuracy"].low, row.metrics["accuracy"].high) == (0.5, 0.5)
     assert row.metrics["latency"].value is None
-    assert row.delta is not None
-    assert row.delta.n == 2
-    base = [values["b"][c][0] for c in ("case-00", "case-01")]
-    assert row.delta.p_value == pytest.approx(sps.ttest_rel([0.5, 0.5], base).pvalue, rel=1e-9)
-    assert row.verdict == "no significant difference"
+    # Every cell failed: whatever the metric says, the row is not compared, nor ranked.
+    assert row.verdict == "not comparable"
+    assert row.delta is None
+    assert matrix.rows[-1] is row
+    assert matrix.warnings == []
     assert matrix.combinations == 3
+
+
+def test_dead_candidate_is_not_comparable_and_not_in_holm() -> None:
+    """A candidate whose cells all failed scores 0 where a failed cell scores 0: it would
+    rank and test as a (worse) variant. It is "not comparable", last, and not in Holm's m."""
+    values = _scenario()
+    values["s"] = {case: (0.0, lat) for case, (_, lat) in values["s"].items()}
+    matrix = _build(
+        combos=[_combo("b", BASELINE), _combo("x", BETTER), _combo("s", SAME, 90, 0)],
+        cases=_cases(values),
+    )
+    dead = _row(matrix, combination_label(SAME))
+    assert dead.verdict == "not comparable"
+    assert dead.delta is None
+    assert matrix.rows[-1] is dead
+    better = _row(matrix, combination_label(BETTER))
+    assert better.delta is not None
+    assert better.delta.p_value is not None
+    # One tested row: Holm with m = 1 leaves its p-value as it is.
+    assert better.delta.p_adjusted == pytest.approx(better.delta.p_value, rel=1e-12)
+
+
+def test_dead_baseline_makes_every_row_not_comparable_and_says_so() -> None:
+    """A baseline whose every cell failed showed 0.000 and made every variant look better.
+    Now: a warning on the matrix, no verdict but "not comparable", the baseline last."""
+    values = _scenario()
+    values["b"] = {case: (0.0, lat) for case, (_, lat) in values["b"].items()}
+    base_combo = ComboAggregate(
+        combo_key="b",
+        combination=BASELINE,
+        runs=90,
+        succeeded=0,
+        tokens=None,
+        cost=None,
+        latency_p50=None,
+        latency_p95=None,
+        interrupted=10,
+    )
+    matrix = _build(
+        combos=[base_combo, _combo("x", BETTER), _combo("s", SAME, 90, 90)],
+        cases=_cases(values),
+    )
+    assert len(matrix.warnings) == 1
+    assert (
+        "baseline generate=original, retrieve=original has no successful cell"
+        in (matrix.warnings[0])
+    )
+    assert "90 run, 80 failed, 10 interrupted" in matrix.warnings[0]
+    base = _row(matrix, combination_label(BASELINE))
+    assert base.verdict == "baseline"
+    assert matrix.rows[-1] is base
+    others = [row for row in matrix.rows if not row.baseline]
+    assert {row.verdict for row in others} == {"not comparable"}
+    assert all(row.delta is None for row in others)
 
 
 def test_one_paired_case_is_insufficient_data() -> None:
@@ -330,3 +414,20 @@ def test_interrupted_cells_and_evaluator_errors_are_shown_not_hidden() -> None:
     assert row.delta.n == N_CASES - 3
     base = _row(matrix, combination_label(BASELINE))
     assert (base.interrupted, base.evaluator_errors) == (0, {"accuracy": 0, "latency": 0})
+
+
+def test_amounts_keep_the_t_interval_even_inside_zero_to_one() -> None:
+    """A cost in dollars lies in [0, 1] without being a score: named `unbounded`, it keeps
+    the t interval; the same values unnamed get the bounded one."""
+    values = _scenario()
+    scaled = {
+        key: {case: (accuracy, latency / 1000) for case, (accuracy, latency) in per_case.items()}
+        for key, per_case in values.items()
+    }
+    assert _build(cases=_cases(scaled)).ci_methods["latency"] == "score"
+    matrix = _build(cases=_cases(scaled), unbounded={"latency"})
+    assert matrix.ci_methods["latency"] == "t"
+    latency = [scaled["x"][c][1] for c in sorted(scaled["x"])]
+    low, high = sps.t.interval(0.95, N_CASES - 1, loc=np.mean(latency), scale=sps.sem(latency))
+    interval = _row(matrix, combination_label(BETTER)).metrics["latency"]
+    assert (interval.low, interval.high) == pytest.approx((low, high), rel=1e-9)

@@ -171,7 +171,7 @@ def test_wtb_results_shows_each_cells_root_run_ids(tmp_path: Path) -> None:
         cli, ["results", "--run", outcome.run_key, "--database", url, "--cells", "-o", "json"]
     )
     assert result.exit_code == 0, result.output
-    cells = {c["cell"]: c for c in json.loads(result.output)["cells"]}
+    cells = {c["cell"]: c for c in json.loads(result.output)[0]["cells"]}
     assert sorted(cells) == sorted(stored)
     for key, cell in cells.items():
         assert cell["rootRunIds"] == stored[key]

@@ -166,7 +166,8 @@ def _local_matrix(tmp_path: Path) -> dict[str, Any]:
         cwd=REPO_ROOT,
         timeout=300,
     )
-    matrix: dict[str, Any] = json.loads(out.stdout)["matrix"]
+    (document,) = json.loads(out.stdout)
+    matrix: dict[str, Any] = document["matrix"]
     return matrix
 
 
@@ -196,8 +197,11 @@ def test_apply_example_runs_to_a_matrix_in_status(
         ("JobSubmitted", "True"),
         ("Complete", "True"),
         ("Failed", "False"),
+        ("CellsFailed", "False"),
+        ("BaselineFailed", "False"),
     ]:
         assert conditions[type_]["status"] == value, conditions[type_]
+    assert conditions["CellsFailed"]["message"] == "960 of 960 cells recorded, none failed"
     assert status["observedGeneration"] == 1
     assert status["jobAttempts"] == 1
 
@@ -212,7 +216,16 @@ def test_apply_example_runs_to_a_matrix_in_status(
 
     # kubectl get bt shows the columns.
     table = kubectl(kube, "get", "bt", "-n", kube_namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "BEST", "SCORE", "AGE"]
+    assert table[0].split() == [
+        "NAME",
+        "PHASE",
+        "PROGRESS",
+        "FAILED",
+        "BASELINEFAILED",
+        "BEST",
+        "SCORE",
+        "AGE",
+    ]
     assert "Succeeded" in table[1]
     assert "960/960" in table[1]
     assert status["best"] in table[1]

@@ -108,19 +108,21 @@ class Bench:
         assert old in text
         path.write_text(text.replace(old, new))
 
-    def run(self, *args: str, output: str = "json") -> Result:
+    def run(self, *args: str, output: str = "json", code: int = 0) -> Result:
+        """`wtb run` of the fixture; `code` is the exit code expected (4: cells failed)."""
         _forget_modules()
         result = CliRunner().invoke(
             cli,
             ["run", "-f", str(self.manifest), "--database", self.database, "-o", output, *args],
             catch_exceptions=False,
         )
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == code, result.output
         return result
 
-    def data(self, *args: str) -> dict[str, Any]:
+    def data(self, *args: str, code: int = 0) -> dict[str, Any]:
         """The JSON document of the run (one BatchTest)."""
-        document: dict[str, Any] = json.loads(self.run(*args).stdout)
+        (document,) = json.loads(self.run(*args, code=code).stdout)
+        assert isinstance(document, dict)
         return document
 
     def calls(self) -> list[str]:
@@ -294,12 +296,12 @@ def test_rerun_failed_keeps_the_attempt_history(bench: Bench) -> None:
         .replace("from rerunflow.calls import called", "from rerunflow.calls import LOG, called")
     )
     (bench.root / "fail.flag").write_text("")
-    first = bench.data()
+    first = bench.data(code=4)
     assert first["progress"]["failed"] == 3
     bench.calls()
     (bench.root / "fail.flag").unlink()
     # Failed cells are not run again by themselves: the run is the same, and complete.
-    assert bench.data()["progress"]["failed"] == 3
+    assert bench.data(code=4)["progress"]["failed"] == 3
     assert bench.calls() == []
 
     table = bench.run("--rerun", "failed", output="table")

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from toybatch import prepare_documents
 from wtb.cli.main import cli
 from wtb.domain import CellResult
-from wtb.errors import ManifestError, ManifestErrors
+from wtb.errors import ExitCode, ManifestError, ManifestErrors
 from wtb.events import CELL_ATTEMPT_SUCCEEDED, Event, EventBus
 from wtb.pipeline.prepare import PreparedBatch
 
@@ -252,7 +252,8 @@ def test_evaluator_errors_are_counted_per_metric_in_the_matrix(tmp_path: Path) -
     db = f"sqlite:///{tmp_path / 'r.db'}"
     result = _cli("run", "-f", str(path), "--database", db, "-o", "json")
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)["matrix"]["rows"]
+    (document,) = json.loads(result.stdout)
+    rows = document["matrix"]["rows"]
     assert len(rows) == 2
     for row in rows:
         # One case of four raised in the judge: its value is missing, and said so.
@@ -278,9 +279,10 @@ def test_interrupted_cells_through_the_store_and_the_cli(tmp_path: Path) -> None
     path = _write_manifests(tmp_path, *_review("build_review", cases))
     db = f"sqlite:///{tmp_path / 'r.db'}"
     result = _cli("run", "-f", str(path), "--database", db, "-o", "json")
-    # As with failed cells: the run completed, its cells say what happened.
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+    # Interrupted cells are not successes: like failed cells, they fail the default gate.
+    assert result.exit_code == ExitCode.CELLS_FAILED, result.output
+    assert "2 interrupted (stopped at interrupt() waiting for a human)" in result.stderr
+    (data,) = json.loads(result.stdout)
     assert data["progress"] == {
         "total": 4,
         "done": 4,

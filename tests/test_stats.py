@@ -10,14 +10,19 @@ import pytest
 from scipy import stats as sps  # type: ignore[import-untyped]
 
 from wtb.comparison.stats import (
+    BINARY,
+    STUDENT_T,
+    UNIT_SCORE,
     HolmResult,
     MeanEstimate,
+    RunningMean,
     holm,
     mean_ci,
     paired_delta,
     percentile,
     t_cdf,
     t_ppf,
+    unit_mean_interval,
     wilson_interval,
 )
 
@@ -284,3 +289,131 @@ def test_differences_equal_up_to_rounding_are_equal() -> None:
     result = paired_delta(a, b)
     assert result.method == "sign test (all differences equal)"
     assert result.p_value == pytest.approx(2 * 0.5**6)
+
+
+# --- Intervals that respect the bounds of [0, 1] metrics ---------------------------------
+
+
+def _running(values: list[float]) -> RunningMean:
+    running = RunningMean()
+    for value in values:
+        running.add(value)
+    return running
+
+
+def test_a_t_interval_leaves_the_unit_interval_and_the_bounded_ones_do_not() -> None:
+    """The report that started it: two cases of three right showed 0.667 ±1.434."""
+    running = _running([1.0, 1.0, 0.0])
+    t = running.estimate_by(STUDENT_T)
+    assert t.low is not None
+    assert t.high is not None
+    assert t.mean is not None
+    assert t.high - t.mean == pytest.approx(1.434, abs=1e-3)  # the t interval: past 1
+    wilson = running.estimate_by(BINARY)
+    assert (wilson.low, wilson.high) == pytest.approx(
+        wilson_interval(2, 3) or (math.nan, math.nan), rel=1e-12
+    )
+    score = running.estimate_by(UNIT_SCORE)
+    for estimate in (wilson, score):
+        assert estimate.low is not None
+        assert estimate.high is not None
+        assert 0.0 <= estimate.low < 2 / 3 < estimate.high <= 1.0
+
+
+@pytest.mark.parametrize("method", [BINARY, UNIT_SCORE])
+@pytest.mark.parametrize(
+    "values",
+    [[1.0], [0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 0.0], [1.0] * 10, [0.0] * 10, [0.0, 1.0] * 5],
+    ids=["one 1", "one 0", "two 1s", "two 0s", "1 and 0", "all ones", "all zeros", "half"],
+)
+def test_binary_values_keep_to_their_bounds_with_width(method: str, values: list[float]) -> None:
+    estimate = _running(values).estimate_by(method)
+    assert estimate.mean == pytest.approx(sum(values) / len(values))
+    if method == UNIT_SCORE and len(values) == 1:
+        # One value says nothing about spread unless it is a binary outcome.
+        assert (estimate.low, estimate.high) == (None, None)
+        return
+    assert estimate.low is not None
+    assert estimate.high is not None
+    assert estimate.mean is not None
+    assert 0.0 <= estimate.low <= estimate.mean <= estimate.high <= 1.0
+    if method == BINARY:
+        # Wilson keeps a width at 0 % and 100 %: n cases all right is not certainty.
+        assert estimate.high - estimate.low > 0.2
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 30])
+def test_unit_score_interval_stays_inside_for_data_near_a_bound(n: int) -> None:
+    rng = random.Random(n)
+    for _ in range(200):
+        values = [min(1.0, max(0.0, 1.0 - rng.expovariate(8.0))) for _ in range(n)]
+        estimate = _running(values).estimate_by(UNIT_SCORE)
+        if estimate.low is None:
+            assert len(set(values)) == 1
+            continue
+        assert estimate.high is not None
+        assert estimate.mean is not None
+        assert 0.0 <= estimate.low <= estimate.mean <= estimate.high <= 1.0
+
+
+def test_unit_score_edges() -> None:
+    assert unit_mean_interval(0.0, 0.0, 0) is None
+    assert unit_mean_interval(0.4, 0.0, 1) is None  # one value, not binary
+    assert unit_mean_interval(0.4, 0.0, 5) == (0.4, 0.4)  # no spread: the point, as t
+    assert _running([0.4, 0.4, 0.4]).estimate_by(UNIT_SCORE) == MeanEstimate(0.4, 0.4, 0.4, 3)
+    assert _running([]).estimate_by(UNIT_SCORE) == MeanEstimate(None, None, None, 0)
+    with pytest.raises(ValueError, match="cannot be"):
+        unit_mean_interval(1.5, 0.1, 4)
+
+
+@pytest.mark.parametrize(
+    ("method", "draw", "n", "true_mean"),
+    [
+        # Binary outcomes, success probability 0.9: where Wald fails, Wilson holds.
+        (BINARY, lambda rng: float(rng.random() < 0.9), 20, 0.9),
+        # Skewed scores crowded against 1 (Beta(8, 1), mean 8/9), few cases.
+        (UNIT_SCORE, lambda rng: rng.betavariate(8, 1), 8, 8 / 9),
+        # Scores in the middle (Beta(2, 2), mean 1/2).
+        (UNIT_SCORE, lambda rng: rng.betavariate(2, 2), 12, 0.5),
+    ],
+    ids=["wilson p=0.9 n=20", "score beta(8,1) n=8", "score beta(2,2) n=12"],
+)
+def test_bounded_intervals_cover_the_true_mean(
+    method: str, draw: object, n: int, true_mean: float
+) -> None:
+    """By simulation, seeded: the 95 % interval holds the true mean about 95 % of the time,
+    and never leaves [0, 1]."""
+    assert callable(draw)
+    rng = random.Random(20240611)
+    trials, covered = 2000, 0
+    for _ in range(trials):
+        values = [draw(rng) for _ in range(n)]
+        running = _running(values)
+        chosen = BINARY if running.binary else UNIT_SCORE
+        estimate = running.estimate_by(chosen if method == UNIT_SCORE else method)
+        assert estimate.low is not None
+        assert estimate.high is not None
+        assert 0.0 <= estimate.low <= estimate.high <= 1.0
+        covered += estimate.low <= true_mean <= estimate.high
+    assert 0.91 <= covered / trials <= 0.99
+
+
+def test_paired_delta_of_unit_metrics_stays_in_minus_one_to_one() -> None:
+    candidate = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.0}
+    baseline = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0}
+    unbounded = paired_delta(candidate, baseline)
+    assert unbounded.high is not None
+    assert unbounded.high > 1.0  # t: a difference of more than 1 between two [0, 1] scores
+    bounded = paired_delta(candidate, baseline, unit=True)
+    assert bounded.interval_method == UNIT_SCORE
+    assert bounded.mean == pytest.approx(0.75)
+    assert bounded.low is not None
+    assert bounded.high is not None
+    assert -1.0 <= bounded.low < 0.75 < bounded.high <= 1.0
+    # The test itself is the paired t test either way.
+    assert bounded.p_value == unbounded.p_value
+    worse = paired_delta(baseline, candidate, unit=True)
+    assert worse.low is not None
+    assert worse.high is not None
+    assert (worse.low, worse.high) == pytest.approx((-bounded.high, -bounded.low), abs=1e-12)
+    assert worse.low >= -1.0

@@ -400,7 +400,7 @@ class Reconcile:
     def progress(self, run: RunRecord) -> RunStatus:
         """Counts and matrix of `run` from the result store, into status."""
         now = run_status(self.ctx.store, run, max_rows=self.ctx.settings.status_top_rows)
-        self.copy.progress(now)
+        self.copy.progress(now, _now())
         return now
 
     def succeed(self, verdict: Succeed) -> None:

@@ -149,6 +149,17 @@ KINDS = (
         columns=(
             PHASE,
             Column("Progress", ".status.progress", description="Cells done / total."),
+            Column(
+                "Failed",
+                ".status.failed",
+                "integer",
+                description="Cells that failed (interrupted ones: .status.interrupted).",
+            ),
+            Column(
+                "BaselineFailed",
+                '.status.conditions[?(@.type=="BaselineFailed")].status',
+                description="True when the baseline has no successful cell: nothing compares.",
+            ),
             Column("Best", ".status.best", description="The best combination."),
             Column("Score", ".status.score", description="Primary metric of the best combination."),
             WORKFLOW,

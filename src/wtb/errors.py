@@ -25,14 +25,21 @@ class ExitCode(IntEnum):
     """Exit codes of `wtb` and the batch driver, defined once."""
 
     OK = 0
-    INCOMPLETE = 1
-    """Cells are missing (the driver), or a --fail-on gate failed (`wtb run`)."""
+    GATE = 1
+    """`wtb run`: a verdict gate failed (`--fail-on worse` or a metric threshold); the
+    driver: cells are missing; `wtb results`: no stored run matches."""
     USAGE = 2
     """A mistake that running again will not mend: the workflow, the data set, the setup."""
     UNAVAILABLE = 3
     """The database or the Ray cluster failed: running again may well succeed."""
+    CELLS_FAILED = 4
+    """`wtb run`: cells failed or were interrupted (`--fail-on failed`, the default), or a
+    baseline has no successful cell (every gate but `never`)."""
     INTERRUPTED = 128 + signal.SIGINT
     TERMINATED = 128 + signal.SIGTERM
+
+    INCOMPLETE = GATE
+    """The batch driver's name for 1: cells are missing (the operator submits it again)."""
 
 
 class WtbError(Exception):

@@ -8,7 +8,16 @@ from pydantic import Field
 
 from wtb.api._base import StatusModel
 
-Verdict = Literal["baseline", "better", "worse", "no significant difference", "insufficient data"]
+Verdict = Literal[
+    "baseline",
+    "better",
+    "worse",
+    "no significant difference",
+    "insufficient data",
+    "not comparable",
+]
+"""`not comparable`: the row or the baseline ran cells and none succeeded; whatever its
+metrics say (a failed cell may score 0) is not evidence of how the variant does."""
 
 
 class Interval(StatusModel):
@@ -93,7 +102,14 @@ class ComparisonMatrix(StatusModel):
     alpha: float = 0.05
     ci_method: str = Field(
         default="t",
-        description="How intervals are computed: t over per-case means; Wilson for rates.",
+        description="The interval methods used, in short (ciMethods tells which is whose).",
+    )
+    ci_methods: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per metric, and for successRate and delta: how its intervals are "
+        "computed (t: Student t over per-case means; wilson: Wilson score, values 0 or 1; "
+        "score: score interval with the observed dispersion, values in [0, 1]). Intervals "
+        "are not adjusted for multiplicity; verdicts are (correction).",
     )
     correction: str = "holm"
     combinations: int = Field(description="Combinations in the batch (rows may hold fewer).")
@@ -101,5 +117,10 @@ class ComparisonMatrix(StatusModel):
         default=None,
         description="Nodes replaced in every cell (node -> variant): the same in every row, "
         "so not in the labels.",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What makes verdicts unreliable, such as a baseline with no successful "
+        "cell (every comparison is then not comparable).",
     )
     rows: list[MatrixRow]

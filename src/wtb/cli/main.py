@@ -21,6 +21,8 @@ from wtb.cli.options import ACTORS, CONCURRENCY, RAY_ADDRESS
 from wtb.errors import ExitCode, WtbError
 
 if TYPE_CHECKING:
+    from wtb.api.comparison import ComparisonMatrix
+    from wtb.comparison.gates import FailOn
     from wtb.manifests import ManifestSet
     from wtb.pipeline.execute import RunOutcome
     from wtb.pipeline.prepare import CaseSelection, PreparedBatch
@@ -148,10 +150,15 @@ def cli() -> None:
 @CONCURRENCY
 @click.option(
     "--fail-on",
-    type=click.Choice(["worse", "never"]),
-    default="never",
+    multiple=True,
+    default=["failed"],
     show_default=True,
-    help="worse: exit 1 when any combination is significantly worse than the baseline.",
+    callback=lambda ctx, param, value: _fail_on_option(value),
+    help="What fails the run (repeatable or comma-separated): failed = a cell failed or "
+    "was interrupted (exit 4); worse = a combination significantly worse than the baseline "
+    "(exit 1); METRIC<X or METRIC>X = a combination's mean of METRIC below or above X "
+    "(exit 1); never. Giving it replaces the default, so keep failed in the list to keep "
+    "that gate. A baseline with no successful cell fails every gate but never (exit 4).",
 )
 @click.option(
     "--rerun",
@@ -181,19 +188,22 @@ def run(
     ray_address: str | None,
     actors: int | None,
     concurrency: int | None,
-    fail_on: str,
+    fail_on: FailOn,
     rerun: str | None,
     limit: int | None,
     case_ids: str | None,
     quiet: bool,
 ) -> None:
     """Run BatchTests and print their comparison matrix. Running again resumes; results
-    earlier runs recorded with the same code, settings and case are reused."""
+    earlier runs recorded with the same code, settings and case are reused.
+
+    Exits 0 when no gate of --fail-on failed; docs/cli.md lists every exit code."""
     if runner != "ray" and (actors is not None or _given("ray_address")):
         _fail(WtbError("--ray-address and --actors choose where Ray runs: add --runner ray"))
     try:
         with _hold_collector() as started:
             prepared = _prepare_all(_load(files), _case_selection(limit, case_ids))
+            _check_fail_on(fail_on, prepared)
             with _runner_factory(runner, ray_address, actors, concurrency) as make_runner:
                 code = _run_prepared(
                     prepared, database, output, make_runner, fail_on, quiet, started, rerun
@@ -261,12 +271,64 @@ def _runner_factory(
         yield lambda: RayRunner(concurrency, actors=actors, backoff_scale=scale)
 
 
+def _fail_on_option(values: tuple[str, ...]) -> FailOn:
+    from wtb.comparison.gates import parse_fail_on
+
+    try:
+        return parse_fail_on(values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _check_fail_on(fail_on: FailOn, prepared: list[PreparedBatch]) -> None:
+    """Every metric a --fail-on threshold names is an evaluator of every BatchTest run."""
+    from wtb.comparison.gates import unknown_metrics
+
+    for item in prepared:
+        names = [e.name for e in item.batch.spec.evaluators]
+        for threshold in unknown_metrics(fail_on, names):
+            raise WtbError(
+                f"--fail-on {threshold}: BatchTest {item.batch.metadata.name} has no metric "
+                f"{threshold.metric!r} (its evaluators: {', '.join(names)})",
+                fix=f"name one of its evaluators, e.g. --fail-on "
+                f"'{names[0]}{threshold.op}{threshold.value:g}', or add an evaluator "
+                f"named {threshold.metric} to the BatchTest",
+            )
+
+
+def _gate(fail_on: FailOn, name: str, matrix: ComparisonMatrix, progress: RunProgress) -> int:
+    """Tell what makes the run's verdicts unreliable and which gates failed (on stderr, so
+    -o json stays parseable); the exit code the gates call for."""
+    from wtb.comparison.gates import breaches, exit_code
+
+    # click, not rich: a line a CI log can grep, never wrapped at the terminal's width.
+    for warning in matrix.warnings:
+        click.secho("warning: ", fg="yellow", bold=True, err=True, nl=False)
+        click.echo(f"{name}: {warning}", err=True)
+    found = breaches(
+        fail_on,
+        matrix,
+        failed=progress.failed,
+        interrupted=progress.interrupted,
+        total=progress.total,
+    )
+    for breach in found:
+        click.secho(f"{name}: {breach.message}", fg="red", err=True)
+    if not fail_on.failed and (progress.failed or progress.interrupted):
+        click.echo(
+            f"{name}: {progress.failed} failed, {progress.interrupted} interrupted cells "
+            "allowed (--fail-on does not list failed)",
+            err=True,
+        )
+    return int(exit_code(found))
+
+
 def _run_prepared(
     prepared: list[PreparedBatch],
     database: str | None,
     output: str,
     make_runner: Callable[[], Runner],
-    fail_on: str,
+    fail_on: FailOn,
     quiet: bool,
     started: Callable[[], None],
     rerun: str | None = None,
@@ -284,7 +346,7 @@ def _run_prepared(
     out = _console()
     err = Console(stderr=True)
     documents: list[dict[str, Any]] = []
-    gate_failed = False
+    codes = [0]
     with ResultStore.open(url, retry_seconds=settings.store_retry_seconds) as store:
         started()
         for item in prepared:
@@ -344,14 +406,10 @@ def _run_prepared(
                     },
                 )
                 documents.append(_with_failures(document, store, outcome.run_id))
-            if any(row.verdict == "worse" for row in matrix.rows):
-                gate_failed = True
+            codes.append(_gate(fail_on, name, matrix, progress))
     if documents:
         click.echo(dump(documents, output))
-    if fail_on == "worse" and gate_failed:
-        err.print("[red]--fail-on worse: a combination is significantly worse than the baseline[/]")
-        return ExitCode.INCOMPLETE
-    return 0
+    return max(codes)
 
 
 def _case_selection(limit: int | None, case_ids: str | None) -> CaseSelection | None:
@@ -545,7 +603,7 @@ def results(
                 runs = store.find_runs(namespace=namespace, name=name)
             if not runs:
                 click.echo("no stored run matches", err=True)
-                sys.exit(1)
+                sys.exit(ExitCode.INCOMPLETE)
             if name is None and run_key is None:
                 _list_runs(store, runs)
                 return
@@ -559,6 +617,9 @@ def results(
                 return
             matrix = matrix_for_run(store, chosen.id, spec, baseline_of(spec))
             p = store.progress(chosen.id)
+            for warning in matrix.warnings:
+                click.secho("warning: ", fg="yellow", bold=True, err=True, nl=False)
+                click.echo(f"{chosen.name}: {warning}", err=True)
             if output == "table":
                 Console(stderr=True).print(
                     f"run {chosen.run_key}: {p.done}/{p.total} cells, {p.failed} failed"

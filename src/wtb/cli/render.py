@@ -18,6 +18,7 @@ _VERDICT_STYLE = {
     "worse": "bold red",
     "no significant difference": "dim",
     "insufficient data": "yellow",
+    "not comparable": "bold yellow",
     "baseline": "cyan",
 }
 
@@ -131,6 +132,11 @@ def _slowest_node(row: MatrixRow) -> str:
     return text
 
 
+def _rank(rank: int, row: MatrixRow) -> str:
+    """No rank for a row whose cells all failed: it is last, and not as a placing."""
+    return "-" if row.runs and not row.succeeded else str(rank)
+
+
 def matrix_table(title: str, matrix: ComparisonMatrix, width: int | None = None) -> Any:
     """The matrix as a rich Table; optional columns are left out until it fits `width`."""
     from rich.console import Console
@@ -149,15 +155,14 @@ def matrix_table(title: str, matrix: ComparisonMatrix, width: int | None = None)
                 header, justify="right" if right else "left", no_wrap=header != "combination"
             )
         for rank, row in enumerate(matrix.rows, start=1):
-            table.add_row(str(rank), *(cell(row) for _, cell in columns))
+            table.add_row(_rank(rank, row), *(cell(row) for _, cell in columns))
         if width is None or keep == 0 or measure.measure(table).maximum <= width:
             break
         keep -= 1
     direction = "higher" if matrix.higher_is_better else "lower"
     table.caption = (
-        f"best first by {matrix.primary_metric} ({direction} is better); intervals: "
-        f"{matrix.ci_method} over per-case means, Wilson for success; verdicts: paired "
-        f"per-case deltas, {matrix.correction} at alpha={matrix.alpha:g}"
+        f"best first by {matrix.primary_metric} ({direction} is better); "
+        + interval_caption(matrix)
     )
     hidden = [header for header, _ in optional[keep:]]
     if hidden:
@@ -174,6 +179,26 @@ def matrix_table(title: str, matrix: ComparisonMatrix, width: int | None = None)
     if matrix.combinations > len(matrix.rows):
         table.caption += f"; {len(matrix.rows)} of {matrix.combinations} combinations shown"
     return table
+
+
+_METHOD_NAMES = {"t": "Student t", "wilson": "Wilson", "score": "bounded score"}
+
+
+def interval_caption(matrix: ComparisonMatrix) -> str:
+    """Which interval each column has (all unadjusted) and how verdicts are decided (Holm-
+    adjusted): "intervals (95%, unadjusted): correct Wilson, ...; verdicts: ..."."""
+    methods = matrix.ci_methods or {matrix.primary_metric: matrix.ci_method}
+    named = [
+        f"{'success' if key == 'successRate' else 'Δ' if key == 'delta' else key} "
+        f"{_METHOD_NAMES.get(method, method)}"
+        for key, method in methods.items()
+    ]
+    return (
+        f"intervals ({matrix.confidence:.0%}, unadjusted, over per-case means): "
+        f"{', '.join(named)}; verdicts: paired per-case t tests, "
+        f"{matrix.correction.capitalize()}-adjusted at alpha={matrix.alpha:g}; "
+        "not comparable: no successful cell in the row or the baseline"
+    )
 
 
 def as_data(
@@ -315,8 +340,10 @@ def failures_data(summary: FailureSummary) -> dict[str, Any]:
 
 
 def dump(documents: list[dict[str, Any]], fmt: str) -> str:
+    """One shape however many BatchTests: a list of documents (one JSON array, or one YAML
+    document holding a list), so a script reads `[0]` whether one ran or several."""
     if fmt == "json":
-        return json.dumps(documents if len(documents) != 1 else documents[0], indent=2)
+        return json.dumps(documents, indent=2)
     import yaml
 
-    return yaml.safe_dump_all(documents, sort_keys=False)
+    return yaml.safe_dump(documents, sort_keys=False)

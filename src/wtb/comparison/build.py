@@ -7,7 +7,7 @@ every interval and paired delta here is computed over per-case means. Pure code,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wtb.api.comparison import (
@@ -20,6 +20,9 @@ from wtb.api.comparison import (
     Verdict,
 )
 from wtb.comparison.stats import (
+    BINARY,
+    STUDENT_T,
+    UNIT_SCORE,
     HolmResult,
     PairedDelta,
     RunningMean,
@@ -75,6 +78,41 @@ def _reduce_cases(
     return reduced
 
 
+def _interval_methods(
+    reduced: Mapping[str, _ComboCases], names: Sequence[str], unbounded: Collection[str]
+) -> dict[str, str]:
+    """Per metric, the interval its rows get: Wilson when every per-case value of every row
+    is 0 or 1, the bounded score interval when they all lie in [0, 1], t otherwise (and
+    always for the `unbounded` ones). One method per metric, so a column's rows are alike."""
+    methods = {}
+    for name in names:
+        runnings = [summary.metrics[name] for summary in reduced.values()]
+        if name in unbounded or not any(r.n for r in runnings):
+            methods[name] = STUDENT_T
+        elif all(r.binary for r in runnings):
+            methods[name] = BINARY
+        elif all(r.in_unit_interval for r in runnings):
+            methods[name] = UNIT_SCORE
+        else:
+            methods[name] = STUDENT_T
+    return methods
+
+
+def _dead(combo: ComboAggregate) -> bool:
+    """Cells ran and none succeeded: nothing the row shows is evidence about the variant."""
+    return combo.runs > 0 and combo.succeeded == 0
+
+
+def _dead_baseline_warning(base: ComboAggregate) -> str:
+    label = combination_label(base.combination)
+    failed = base.runs - base.succeeded - base.interrupted
+    how = f"{failed} failed" + (f", {base.interrupted} interrupted" if base.interrupted else "")
+    return (
+        f"the baseline {label} has no successful cell ({base.runs} run, {how}): "
+        "every comparison with it is not comparable"
+    )
+
+
 def _verdict(delta: PairedDelta, reject: bool, higher_is_better: bool) -> Verdict:
     if delta.p_value is None or delta.mean is None:
         return "insufficient data"
@@ -83,11 +121,16 @@ def _verdict(delta: PairedDelta, reject: bool, higher_is_better: bool) -> Verdic
     return "better" if (delta.mean > 0) == higher_is_better else "worse"
 
 
-def _sort_key(row: MatrixRow, primary: str, higher_is_better: bool) -> tuple[bool, float, str]:
+def _sort_key(
+    row: MatrixRow, primary: str, higher_is_better: bool
+) -> tuple[bool, bool, float, str]:
+    """Best first; rows with no value after those with one, and rows whose cells all failed
+    last of all, whatever their metric says (a failed cell may score 0, or nothing)."""
+    dead = row.runs > 0 and row.succeeded == 0
     value = row.metrics[primary].value
     if value is None:
-        return (True, 0.0, row.label)
-    return (False, -value if higher_is_better else value, row.label)
+        return (dead, True, 0.0, row.label)
+    return (dead, False, -value if higher_is_better else value, row.label)
 
 
 def _bounded(rows: list[MatrixRow], max_rows: int | None) -> list[MatrixRow]:
@@ -119,12 +162,15 @@ def _row(
     holm_result: HolmResult | None,
     higher_is_better: bool,
     confidence: float,
+    methods: Mapping[str, str],
+    comparable: bool,
 ) -> MatrixRow:
-    """One combination's row; `delta` and `holm_result` are None for the baseline."""
+    """One combination's row; `delta` and `holm_result` are None for the baseline.
+    `comparable` False: the row or the baseline has no successful cell."""
     rate = wilson_interval(combo.succeeded, combo.runs, confidence)
     row_metrics = {}
     for name, running in summary.metrics.items():
-        estimate = running.estimate(confidence)
+        estimate = running.estimate_by(methods[name], confidence)
         row_metrics[name] = Interval(
             value=estimate.mean, low=estimate.low, high=estimate.high, n=estimate.n
         )
@@ -140,6 +186,8 @@ def _row(
             p_adjusted=holm_result.p_adjusted,
         )
         verdict = _verdict(delta, holm_result.reject, higher_is_better)
+        if not comparable:
+            delta_summary, verdict = None, "not comparable"
     return MatrixRow(
         combination=dict(combo.combination),
         label=combination_label(combo.combination),
@@ -177,15 +225,20 @@ def build_matrix(
     max_rows: int | None = None,
     fixed: Mapping[str, str] | None = None,
     nodes: Mapping[str, Mapping[str, NodeAggregate]] | None = None,
+    unbounded: Collection[str] = (),
 ) -> ComparisonMatrix:
     """The comparison matrix of a batch, from the database's aggregates.
 
     `metrics` lists (name, higher_is_better) in display order; `cases` is consumed once and
     may stream. A baseline combination with no recorded cell still gets a row (zero runs),
-    and every other row is then "insufficient data". Rows are sorted best first by the
+    and every other row is then "insufficient data". A combination whose cells all failed
+    (or were interrupted) is "not comparable", and when that is the baseline, so is every
+    row, and the matrix says so in `warnings`; such rows are tested in no Holm family and
+    sorted last. Rows are sorted best first by the
     primary metric; `max_rows` bounds them (keeping the baseline), `combinations` counts all.
     `fixed` (the nodes replaced in every cell) is shown once, beside the rows. `nodes`
-    (per combo_key, per node) gives each row its node figures.
+    (per combo_key, per node) gives each row its node figures. Metrics named in
+    `unbounded` (amounts such as cost) get t intervals even when their values lie in [0, 1].
     """
     directions = dict(metrics)
     if primary_metric not in directions:
@@ -210,14 +263,22 @@ def build_matrix(
         )
         combos = [*combos, base]
     reduced = _reduce_cases(cases, {c.combo_key for c in combos}, list(directions), primary_metric)
+    methods = _interval_methods(reduced, list(directions), unbounded)
+    unit = methods[primary_metric] != STUDENT_T
+    comparable = {c.combo_key: not (_dead(c) or _dead(base)) for c in combos}
 
     baseline_primary = reduced[base.combo_key].primary
     deltas = {
-        c.combo_key: paired_delta(reduced[c.combo_key].primary, baseline_primary, confidence)
+        c.combo_key: paired_delta(
+            reduced[c.combo_key].primary, baseline_primary, confidence, unit=unit
+        )
         for c in combos
         if c is not base
     }
-    corrected = holm({key: d.p_value for key, d in deltas.items()}, alpha)
+    # Rows that are not comparable are not tested, so they do not count in Holm's m.
+    corrected = holm(
+        {key: d.p_value if comparable[key] else None for key, d in deltas.items()}, alpha
+    )
     rows = [
         _row(
             combo,
@@ -227,16 +288,26 @@ def build_matrix(
             holm_result=corrected.get(combo.combo_key),
             higher_is_better=higher_is_better,
             confidence=confidence,
+            methods=methods,
+            comparable=comparable[combo.combo_key],
         )
         for combo in combos
     ]
     rows.sort(key=lambda row: _sort_key(row, primary_metric, higher_is_better))
+    ci_methods = {
+        **methods,
+        "successRate": BINARY,
+        "delta": UNIT_SCORE if unit else STUDENT_T,
+    }
     return ComparisonMatrix(
         primary_metric=primary_metric,
         higher_is_better=higher_is_better,
         baseline=combination_label(baseline_combination),
         confidence=confidence,
         alpha=alpha,
+        ci_method=", ".join(sorted(set(ci_methods.values()))),
+        ci_methods=ci_methods,
+        warnings=[_dead_baseline_warning(base)] if _dead(base) else [],
         combinations=len(combos),
         fixed=dict(fixed) if fixed else None,
         rows=_bounded(rows, max_rows),

@@ -15,6 +15,9 @@ from statistics import NormalDist
 from typing import Literal, TypeVar
 
 __all__ = [
+    "BINARY",
+    "STUDENT_T",
+    "UNIT_SCORE",
     "DeltaMethod",
     "HolmResult",
     "MeanEstimate",
@@ -24,8 +27,10 @@ __all__ = [
     "mean_ci",
     "paired_delta",
     "percentile",
+    "score_interval",
     "t_cdf",
     "t_ppf",
+    "unit_mean_interval",
     "wilson_interval",
 ]
 
@@ -206,6 +211,16 @@ def _check_confidence(confidence: float) -> None:
         raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence}")
 
 
+def score_interval(p: float, m: float, z: float) -> tuple[float, float]:
+    """The score interval of a proportion `p` with sample size `m` and quantile `z`: every
+    q with |p - q| <= z sqrt(q (1 - q) / m). It lies inside [0, 1] for any p in [0, 1]."""
+    z2 = z * z
+    denominator = 1.0 + z2 / m
+    centre = (p + z2 / (2.0 * m)) / denominator
+    half = z / denominator * math.sqrt(max(0.0, p * (1.0 - p)) / m + z2 / (4.0 * m * m))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
     """Wilson score interval of a success rate; None when there are no trials.
 
@@ -218,14 +233,52 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     if n == 0:
         return None
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-    z2 = z * z
-    p = successes / n
-    denominator = 1.0 + z2 / n
-    centre = (p + z2 / (2.0 * n)) / denominator
-    half = z / denominator * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n))
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return low, high
+    low, high = score_interval(successes / n, n, z)
+    return (0.0 if successes == 0 else low), (1.0 if successes == n else high)
+
+
+STUDENT_T = "t"
+"""Student t over per-case means: metrics that are not confined to [0, 1]."""
+BINARY = "wilson"
+"""Wilson score interval: metrics whose every per-case value is 0 or 1 (proportions)."""
+UNIT_SCORE = "score"
+"""The score interval with the observed dispersion (`unit_mean_interval`): metrics whose
+per-case values all lie in [0, 1] but are not all 0 or 1."""
+
+
+def unit_mean_interval(
+    mean: float, variance: float, n: int, confidence: float = 0.95, *, binary: bool = False
+) -> tuple[float, float] | None:
+    """An interval for the mean of n values in [0, 1] that never leaves [0, 1].
+
+    `variance` is the sample variance (n - 1 in the denominator). Binary values (every one
+    0 or 1): the Wilson interval of mean * n successes out of n. Otherwise the score
+    interval of a quasi-binomial proportion: a variable in [0, 1] with mean p has a
+    variance of at most p (1 - p), and the data's own variance is phi p (1 - p) with the
+    dispersion phi = s^2 / (mean (1 - mean)). The interval is every p with
+    |mean - p| <= q sqrt(phi p (1 - p) / n), q the t quantile with n - 1 degrees of
+    freedom: Wilson's formula with n / phi in place of n. For a mean far from the bounds
+    it is the t interval; near a bound it is pulled in, never past it.
+
+    Edge cases: no values, None; one non-binary value, None (nothing about spread); all
+    values equal and not binary, the point itself (as the t interval).
+    """
+    _check_confidence(confidence)
+    if n <= 0:
+        return None
+    if not (-_EQUAL_TOLERANCE <= mean <= 1.0 + _EQUAL_TOLERANCE):
+        raise ValueError(f"the mean of values in [0, 1] cannot be {mean}")
+    mean = min(1.0, max(0.0, mean))
+    if binary:
+        return wilson_interval(round(mean * n), n, confidence)
+    if n == 1:
+        return None
+    spread = mean * (1.0 - mean)
+    if variance <= _EQUAL_TOLERANCE * _EQUAL_TOLERANCE or spread <= 0.0:
+        return mean, mean
+    effective_n = n * spread / variance
+    q = t_ppf(0.5 + confidence / 2.0, n - 1)
+    return score_interval(mean, effective_n, q)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,10 +304,13 @@ class RunningMean:
     _squares: float = 0.0  # sum of squared deviations from the running mean
     _min: float = math.inf
     _max: float = -math.inf
+    _binary: bool = True
 
     def add(self, value: float) -> None:
         if not math.isfinite(value):
             raise ValueError(f"values must be finite numbers, got {value}")
+        if value not in (0.0, 1.0):
+            self._binary = False
         self.n += 1
         delta = value - self.mean
         self.mean += delta / self.n
@@ -274,6 +330,31 @@ class RunningMean:
             return MeanEstimate(self._min, self._min, self._min, self.n)
         half = t_ppf(0.5 + confidence / 2.0, self.n - 1) * self.standard_error()
         return MeanEstimate(self.mean, self.mean - half, self.mean + half, self.n)
+
+    @property
+    def binary(self) -> bool:
+        """Every value added was 0 or 1 (true of no values)."""
+        return self._binary
+
+    @property
+    def in_unit_interval(self) -> bool:
+        """Every value added lies in [0, 1] (true of no values)."""
+        return self.n == 0 or (self._min >= 0.0 and self._max <= 1.0)
+
+    def estimate_by(self, method: str, confidence: float = 0.95) -> MeanEstimate:
+        """The mean with the interval of `method`: STUDENT_T (`estimate`), or BINARY or
+        UNIT_SCORE (`unit_mean_interval`, for values in [0, 1])."""
+        if method == STUDENT_T or self.n == 0:
+            return self.estimate(confidence)
+        variance = self._squares / (self.n - 1) if self.n > 1 else 0.0
+        bounds = unit_mean_interval(
+            self.mean, variance, self.n, confidence, binary=method == BINARY and self._binary
+        )
+        if bounds is None:
+            return MeanEstimate(self.mean, None, None, self.n)
+        if _all_equal((self._min, self._max)) and method != BINARY:
+            return MeanEstimate(self._min, self._min, self._min, self.n)
+        return MeanEstimate(self.mean, bounds[0], bounds[1], self.n)
 
     def standard_error(self) -> float:
         """Sample standard deviation / sqrt(n); needs two values or more."""
@@ -318,10 +399,16 @@ class PairedDelta:
     n: int
     p_value: float | None
     method: DeltaMethod
+    interval_method: str | None = None
+    """How low and high were computed: STUDENT_T, or UNIT_SCORE for a bounded metric."""
 
 
 def paired_delta(
-    a: Mapping[str, float], b: Mapping[str, float], confidence: float = 0.95
+    a: Mapping[str, float],
+    b: Mapping[str, float],
+    confidence: float = 0.95,
+    *,
+    unit: bool = False,
 ) -> PairedDelta:
     """Paired t test of a (candidate) against b (baseline), both per-case means by case id.
 
@@ -333,6 +420,10 @@ def paired_delta(
       would overstate what a constant shift over few cases shows. The p-value is then the
       exact two-sided sign test, min(1, 2 * 0.5**n), and no interval is given (there is no
       spread to build one from).
+
+    `unit`: both sides lie in [0, 1], so every difference lies in [-1, 1]. The interval is
+    then the score interval (`unit_mean_interval`) of (d + 1) / 2, mapped back, and stays
+    inside [-1, 1]; the p-value is the paired t test's either way.
     """
     _check_confidence(confidence)
     differences = [a[key] - b[key] for key in sorted(a.keys() & b.keys())]
@@ -353,10 +444,21 @@ def paired_delta(
             min(1.0, 2.0 * 0.5**n),
             "sign test (all differences equal)",
         )
-    estimate = running.estimate(confidence)
     statistic = running.mean / running.standard_error()
     p_value = min(1.0, 2.0 * _t_lower_tail(-abs(statistic), n - 1))
-    return PairedDelta(estimate.mean, estimate.low, estimate.high, n, p_value, "paired t")
+    if unit:
+        shifted = RunningMean()
+        for difference in differences:
+            shifted.add(min(1.0, max(0.0, (difference + 1.0) / 2.0)))
+        half = shifted.estimate_by(UNIT_SCORE, confidence)
+        if half.low is None or half.high is None:  # n >= 2 and not all equal: never
+            raise ArithmeticError(f"no score interval for differences {differences}")
+        low, high = 2.0 * half.low - 1.0, 2.0 * half.high - 1.0
+        return PairedDelta(running.mean, low, high, n, p_value, "paired t", UNIT_SCORE)
+    estimate = running.estimate(confidence)
+    return PairedDelta(
+        estimate.mean, estimate.low, estimate.high, n, p_value, "paired t", STUDENT_T
+    )
 
 
 # --- Multiple comparisons ---------------------------------------------------------------

@@ -15,6 +15,10 @@ CLUSTER_READY = "ClusterReady"
 JOB_SUBMITTED = "JobSubmitted"
 COMPLETE = "Complete"
 FAILED = "Failed"
+CELLS_FAILED = "CellsFailed"
+"""True when a recorded cell failed or was interrupted (a graph waiting for a human)."""
+BASELINE_FAILED = "BaselineFailed"
+"""True when the baseline ran cells and none succeeded: no comparison with it holds."""
 # And of a Workflow.
 READY = "Ready"
 
@@ -41,6 +45,12 @@ Reason = Literal[
     "JobFailed",
     "BackoffLimitExceeded",
     "InvalidWorkflow",
+    # CellsFailed
+    "CellsFailed",
+    "NoCellFailed",
+    # BaselineFailed
+    "NoSuccessfulCell",
+    "HasSuccessfulCells",
 ]
 """The closed set of reasons, CamelCase as Kubernetes wants them."""
 

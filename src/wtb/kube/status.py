@@ -96,7 +96,8 @@ def run_status(store: ResultStore, run: RunRecord, *, max_rows: int) -> RunStatu
     failures, left_out = status_failures(store, run.id) if progress.failed else (None, None)
     if progress.done:
         matrix = matrix_for_run(store, run.id, spec, baseline_of(spec), max_rows=max_rows)
-        ranked = [r for r in matrix.rows if r.runs]
+        # Rows whose cells all failed are not candidates for best, whatever they score.
+        ranked = [r for r in matrix.rows if r.succeeded]
         if ranked:
             best, score = ranked[0].label, _score(ranked[0], spec.primary_metric)
     return RunStatus(

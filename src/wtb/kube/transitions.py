@@ -21,6 +21,7 @@ from wtb.kube.decide import (
     Submission,
     Succeed,
     Validated,
+    decide_outcome,
 )
 from wtb.kube.status import RunStatus
 from wtb.kube.status_copy import StatusCopy
@@ -103,8 +104,13 @@ class BatchTestStatusCopy(StatusCopy[BatchTestStatus]):
         self.status.phase = "Running"
         self.status.message = verdict.message
 
-    def progress(self, run: RunStatus) -> None:
-        """Counts, the matrix and the failure groups as the result store has them now."""
+    def progress(self, run: RunStatus, now: datetime | None = None) -> None:
+        """Counts, the matrix and the failure groups as the result store has them now;
+        with `now`, also the conditions they decide (CellsFailed, BaselineFailed:
+        `decide_outcome`)."""
+        if now is not None:
+            for change in decide_outcome(run):
+                self.apply(change, now)
         self.status.total = run.total
         self.status.completed = run.completed
         self.status.failed = run.failed

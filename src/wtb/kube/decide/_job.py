@@ -12,7 +12,7 @@ from wtb.kube import conditions as cond
 from wtb.kube.names import LABEL_BATCHTEST, LABEL_GENERATION, submission_id
 from wtb.kube.observed import JobApiDown, JobSeen
 from wtb.kube.status import RunStatus
-from wtb.kube.verdicts import Event, Fail, Note
+from wtb.kube.verdicts import Event, Fail, Note, SetCondition
 
 
 @dataclass(frozen=True)
@@ -132,12 +132,65 @@ def decide_finish(progress: RunStatus) -> Succeed | JobFailed:
     and recorded cells are not run again)."""
     if not progress.all_recorded:
         return JobFailed("the Ray job succeeded but cells are missing")
+    failed = progress.failed + progress.interrupted
     return Succeed(
-        message=f"{progress.completed} cells recorded",
+        message=f"{progress.completed} cells recorded"
+        + (f", {failed} of them failed or interrupted" if failed else ""),
         event=Event(
-            "Succeeded", f"{progress.progress} cells; best: {progress.best} ({progress.score})"
+            "Succeeded",
+            f"{progress.progress} cells; best: {progress.best} ({progress.score})"
+            + (f"; {failed} failed or interrupted" if failed else ""),
         ),
     )
+
+
+def decide_outcome(progress: RunStatus) -> tuple[SetCondition, ...]:
+    """What the recorded cells say, as conditions a CI can wait on: CellsFailed (cells
+    failed or were interrupted; the counts in the message) and BaselineFailed (the
+    baseline ran cells and none succeeded). A run not yet planned, or with nothing
+    recorded, says nothing; BaselineFailed waits for the baseline's first cell. Neither
+    changes the phase: a complete run has Succeeded, whatever its cells did."""
+    if progress.total is None or not progress.completed:
+        return ()
+    changes = []
+    not_succeeded = progress.failed + progress.interrupted
+    if not_succeeded:
+        message = f"{progress.failed} of {progress.total} cells failed"
+        if progress.interrupted:
+            message += f", {progress.interrupted} interrupted (waiting for a human)"
+        changes.append(SetCondition(cond.CELLS_FAILED, "True", "CellsFailed", message))
+    else:
+        changes.append(
+            SetCondition(
+                cond.CELLS_FAILED,
+                "False",
+                "NoCellFailed",
+                f"{progress.completed} of {progress.total} cells recorded, none failed",
+            )
+        )
+    matrix = progress.matrix
+    base = next((row for row in matrix.rows if row.baseline), None) if matrix else None
+    if base is not None and base.runs:
+        if base.succeeded:
+            changes.append(
+                SetCondition(
+                    cond.BASELINE_FAILED,
+                    "False",
+                    "HasSuccessfulCells",
+                    f"baseline {base.label}: {base.succeeded} of {base.runs} cells succeeded",
+                )
+            )
+        else:
+            warning = matrix.warnings[0] if matrix and matrix.warnings else ""
+            changes.append(
+                SetCondition(
+                    cond.BASELINE_FAILED,
+                    "True",
+                    "NoSuccessfulCell",
+                    warning or f"baseline {base.label}: none of {base.runs} cells succeeded",
+                )
+            )
+    return tuple(changes)
 
 
 @dataclass(frozen=True)
