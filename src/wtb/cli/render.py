@@ -1,4 +1,5 @@
-"""The comparison matrix as a terminal table, JSON or YAML."""
+"""The comparison matrix as a terminal table, JSON or YAML (Markdown and JUnit XML:
+`wtb.cli.reports`)."""
 
 from __future__ import annotations
 
@@ -151,27 +152,31 @@ def matrix_table(title: str, matrix: ComparisonMatrix, width: int | None = None)
         if width is None or keep == 0 or measure.measure(table).maximum <= width:
             break
         keep -= 1
+    table.caption = matrix_caption(matrix, [header for header, _ in optional[keep:]])
+    return table
+
+
+def matrix_caption(matrix: ComparisonMatrix, hidden: list[str] | None = None) -> str:
+    """The footer of a matrix: how to read it (the table's caption, Markdown's footer);
+    `hidden` names the columns left out."""
     direction = "higher" if matrix.higher_is_better else "lower"
-    table.caption = (
+    caption = (
         f"best first by {matrix.primary_metric} ({direction} is better); intervals: "
         f"{matrix.ci_method} over per-case means, Wilson for success; verdicts: paired "
         f"per-case deltas, {matrix.correction} at alpha={matrix.alpha:g}"
     )
-    hidden = [header for header, _ in optional[keep:]]
     if hidden:
-        table.caption += f"; not shown for width: {', '.join(hidden)} (use -o json)"
+        caption += f"; not shown for width: {', '.join(hidden)} (use -o json)"
     if any(row.interrupted for row in matrix.rows):
-        table.caption += "; interrupted: stopped at interrupt() waiting for a human"
+        caption += "; interrupted: stopped at interrupt() waiting for a human"
     if any(any(row.evaluator_errors.values()) for row in matrix.rows):
-        table.caption += (
-            "; n=, errors: cases with a value, cells whose evaluator raised (value missing)"
-        )
+        caption += "; n=, errors: cases with a value, cells whose evaluator raised (value missing)"
     if matrix.fixed:
         fixed = ", ".join(f"{node}={variant}" for node, variant in sorted(matrix.fixed.items()))
-        table.caption += f"; in every combination: {fixed}"
+        caption += f"; in every combination: {fixed}"
     if matrix.combinations > len(matrix.rows):
-        table.caption += f"; {len(matrix.rows)} of {matrix.combinations} combinations shown"
-    return table
+        caption += f"; {len(matrix.rows)} of {matrix.combinations} combinations shown"
+    return caption
 
 
 def as_data(
@@ -206,6 +211,10 @@ def cells_data(
 
 
 def dump(documents: list[dict[str, Any]], fmt: str) -> str:
+    if fmt in ("markdown", "junit"):
+        from wtb.cli.reports import junit, markdown
+
+        return markdown(documents) if fmt == "markdown" else junit(documents)
     if fmt == "json":
         return json.dumps(documents if len(documents) != 1 else documents[0], indent=2)
     import yaml
