@@ -142,9 +142,11 @@ def parquet_module() -> Any:
     return pyarrow.parquet
 
 
-def write_parquet(table: CellTable, out: str | IO[bytes]) -> int:
+def write_parquet(
+    table: CellTable, out: str | IO[bytes], *, rows_per_group: int = PARQUET_ROWS
+) -> int:
     """The table as Parquet (to a path or a binary stream), in row groups of
-    `PARQUET_ROWS`; rows written."""
+    `rows_per_group`; rows written."""
     pq = parquet_module()
     import pyarrow as pa
 
@@ -172,7 +174,7 @@ def write_parquet(table: CellTable, out: str | IO[bytes]) -> int:
         for row in table.rows:
             batch.append(row)
             count += 1
-            if len(batch) >= PARQUET_ROWS:
+            if len(batch) >= rows_per_group:
                 flush()
         if batch:
             flush()
@@ -180,13 +182,22 @@ def write_parquet(table: CellTable, out: str | IO[bytes]) -> int:
 
 
 def export_cells(
-    store: ResultStore, run: RunRecord, fmt: ExportFormat, out: IO[str] | IO[bytes] | str
+    store: ResultStore,
+    run: RunRecord,
+    fmt: ExportFormat,
+    out: IO[str] | IO[bytes] | str,
+    *,
+    rows_per_group: int = PARQUET_ROWS,
 ) -> int:
-    """Write every cell of `run` to `out` in `fmt` (Parquet: a path or a binary stream;
-    the others: a text stream); returns the number of cells written."""
+    """Write every cell of `run` to `out` in `fmt` (Parquet: a path or a binary stream, in
+    row groups of `rows_per_group`; the others: a text stream); returns the cells written."""
     if fmt == "parquet":
         parquet_module()  # before anything is read: a missing extra is the first thing said
-        return write_parquet(cell_table(store, run), out)  # type: ignore[arg-type]
+        return write_parquet(
+            cell_table(store, run),
+            out,  # type: ignore[arg-type]
+            rows_per_group=rows_per_group,
+        )
     if isinstance(out, str):
         raise TypeError("CSV and JSON Lines are written to a text stream")
     writer = write_csv if fmt == "csv" else write_jsonl
