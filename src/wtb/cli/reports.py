@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from wtb.api.comparison import ComparisonMatrix, MatrixRow
-from wtb.cli.render import _columns, _delta, _interval, _p, _success, matrix_caption
+from wtb.cli.render import _columns, _delta, _interval, _num, _p, _success, matrix_caption
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -112,7 +112,9 @@ def _summary(matrix: ComparisonMatrix, row: MatrixRow) -> str:
         f"success: {_success(row)} of {row.runs} runs",
     ]
     lines += [
-        f"{name}: {_interval(value)}" for name, value in row.metrics.items() if name != primary
+        f"{name}: {_num(value.value)} [{_num(value.low)}, {_num(value.high)}] (n={value.n})"
+        for name, value in row.metrics.items()
+        if name != primary
     ]
     return "\n".join(lines)
 
