@@ -506,7 +506,7 @@ def _compare(
 
 
 def _print_comparison(comparison: Any, output: str) -> None:
-    from wtb.cli.render import dump
+    """One comparison, one document (not a list: it is not a BatchTest's matrix)."""
     from wtb.cli.render_compare import comparison_markdown, comparison_table, summary_lines
 
     if output == "table":
@@ -519,7 +519,15 @@ def _print_comparison(comparison: Any, output: str) -> None:
     elif output == "markdown":
         click.echo(comparison_markdown(comparison), nl=False)
     else:
-        click.echo(dump([comparison.model_dump(mode="json", by_alias=True)], output))
+        document = comparison.model_dump(mode="json", by_alias=True)
+        if output == "json":
+            import json
+
+            click.echo(json.dumps(document, indent=2))
+        else:
+            import yaml
+
+            click.echo(yaml.safe_dump(document, sort_keys=False), nl=False)
 
 
 @cli.command()
