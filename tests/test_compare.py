@@ -242,3 +242,50 @@ def test_one_pair_is_insufficient_data() -> None:
     assert rows["node=x"].verdict == "insufficient data"
     assert rows["node=x"].delta.n == 1
     assert rows["node=y"].verdict == "better"
+
+
+def _variant_run(tmp_path: Path, db: str, name: str, cases: list[dict[str, Any]]) -> str:
+    """The toy BatchTest as `name`, one repeat, over `cases`; its run key."""
+    batch = yaml.safe_load((TOY / "batchtest.yaml").read_text())
+    batch["metadata"]["name"] = name
+    batch["spec"]["repeats"] = 1
+    batch["spec"]["dataset"] = {"cases": cases}
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(batch))
+    data = _run(TOY / "workflow.yaml", db, "-f", str(tmp_path / f"{name}.yaml"))
+    return str(data["run"])
+
+
+def test_cases_in_one_run_only_and_changed_cases(
+    two_runs: tuple[str, str, str], tmp_path: Path
+) -> None:
+    db, main, _ = two_runs
+    rows = [json.loads(line) for line in (TOY / "cases.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in rows][:1] == ["q00"]
+    rows[0]["inputs"]["question"] = "  Something else "
+    rows[0]["expected"]["answer"] = "something else"
+    edited = [*rows[:-1], {"id": "new", "inputs": {"question": "n"}, "expected": {"answer": "n"}}]
+    candidate = _variant_run(tmp_path, db, "toy-edited", edited)
+
+    result = _invoke("compare", main, candidate, "--database", db, "-o", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["pairedCases"] == 19
+    assert data["onlyInBase"]["caseIds"] == [rows[-1]["id"]]
+    assert data["onlyInCandidate"] == {"cases": 1, "caseIds": ["new"], "combinations": []}
+    assert data["changedCases"]["caseIds"] == ["q00"]
+    assert {row["delta"]["n"] for row in data["rows"]} == {19}
+    assert {row["unpaired"] for row in data["rows"]} == {2}
+    table = _invoke("compare", main, candidate, "--database", db)
+    assert "only in base, not compared: 1 case (q19)" in table.stdout
+    assert "only in candidate, not compared: 1 case (new)" in table.stdout
+    assert "same id but other inputs or expected values" in table.stdout
+
+    other_ids = [
+        {"id": f"x{i}", "inputs": {"question": f"q{i}"}, "expected": {"answer": f"q{i}"}}
+        for i in range(3)
+    ]
+    disjoint = _variant_run(tmp_path, db, "toy-disjoint", other_ids)
+    refused = _invoke("compare", main, disjoint, "--database", db)
+    assert refused.exit_code == 2
+    assert "no case with a value of 'correct' in common" in refused.stderr
+    assert "fix: compare runs over the same data set" in refused.stderr
