@@ -156,10 +156,16 @@ def test_csv_jsonl_and_parquet_round_trip(recorded: tuple[str, str, Path]) -> No
 
 
 def test_export_refusals(recorded: tuple[str, str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    db, _, tmp_path = recorded
+    db, run_key, tmp_path = recorded
     neither = _invoke("export", "--database", db)
     assert neither.exit_code == 2
     assert "give a BatchTest NAME or --run RUN_KEY" in neither.stderr
+    other = _invoke("export", "other-batch", "--run", run_key, "--database", db)
+    assert other.exit_code == 2
+    assert f"run {run_key} is of BatchTest default/toy-answers, not other-batch" in other.stderr
+    both = _invoke("export", "toy-answers", "--run", run_key, "--database", db)
+    assert both.exit_code == 0, both.output
+    assert len(list(csv.DictReader(io.StringIO(both.stdout)))) == 80
     unknown = _invoke("export", "nope", "--database", db)
     assert unknown.exit_code == 2
     assert "no stored run is 'nope'" in unknown.stderr

@@ -564,10 +564,10 @@ def export(
     Parquet, streamed. Columns: run, cell, combination and its axes, case, repeat, status,
     metric.<name> per metric, latency_ms, tokens, cost, error_type, error_message,
     attempts, finished_at, evaluator_errors, output (JSON text)."""
-    if (name is None) == (run_key is None):
-        _fail(WtbError("give a BatchTest NAME or --run RUN_KEY (one of them)"))
+    if name is None and run_key is None:
+        _fail(WtbError("give a BatchTest NAME or --run RUN_KEY"))
     try:
-        count, key = _export(name or run_key or "", namespace, fmt, target, database)
+        count, key = _export(name, run_key, namespace, fmt, target, database)
     except WtbError as exc:
         _fail(exc)
     where = "standard output" if target == "-" else target
@@ -575,7 +575,12 @@ def export(
 
 
 def _export(
-    reference: str, namespace: str | None, fmt: str, target: str, database: str | None
+    name: str | None,
+    run_key: str | None,
+    namespace: str | None,
+    fmt: str,
+    target: str,
+    database: str | None,
 ) -> tuple[int, str]:
     from wtb.pipeline.local import database_url
     from wtb.runs.export import export_cells, parquet_module
@@ -587,7 +592,12 @@ def _export(
         if target == "-" and sys.stdout.isatty():
             raise WtbError("Parquet is binary", fix="write it to a file with -o FILE")
     with ResultStore.open(database_url(database)) as store:
-        run = find_run(store, reference, namespace)
+        run = find_run(store, run_key or name or "", None if run_key else namespace)
+        if run_key and name is not None and name not in (run.name, f"{run.namespace}/{run.name}"):
+            raise WtbError(
+                f"run {run.run_key} is of BatchTest {run.namespace}/{run.name}, not {name}",
+                fix="drop NAME, or give a run of it with --run",
+            )
         if fmt == "parquet":
             out: Any = sys.stdout.buffer if target == "-" else target
             return export_cells(store, run, "parquet", out), run.run_key
