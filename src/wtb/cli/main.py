@@ -40,61 +40,17 @@ def _fail(exc: WtbError) -> NoReturn:
 
 
 def _load(files: tuple[str, ...]) -> ManifestSet:
-    from wtb.manifests import load_manifests
+    from wtb.pipeline.local import load_files
 
-    return load_manifests(list(files))
+    return load_files(files)
 
 
 def _prepare_all(
     manifests: ManifestSet, select: CaseSelection | None = None
 ) -> list[PreparedBatch]:
-    from wtb.importing import extend_sys_path
-    from wtb.pipeline.prepare import prepare
+    from wtb.pipeline.local import prepare_manifests
 
-    if not manifests.batchtests:
-        from wtb.errors import ManifestError
-
-        raise ManifestError(
-            "no BatchTest among the files given",
-            fix="add a BatchTest manifest to the files given with -f",
-        )
-    prepared = []
-    for batch, source in manifests.batchtests:
-        workflow, wf_source = manifests.workflow_for(batch, source)
-        # The Workflow's pythonPath (beside its manifest) first, then the manifests' folders.
-        wf_where = wf_source.where("Workflow", workflow.metadata.name)
-        own = workflow.spec.python_path_under(wf_source.base_dir)
-        for i, entry in enumerate(own):
-            if not Path(entry).is_dir():
-                from wtb.errors import ManifestError
-
-                raise ManifestError(
-                    f"no directory {entry}",
-                    where=f"{wf_where}: spec.pythonPath[{i}]",
-                    fix="give a directory relative to the Workflow manifest's directory",
-                )
-        path = tuple(
-            dict.fromkeys(
-                [
-                    *own,
-                    str(wf_source.base_dir),
-                    str(source.base_dir),
-                ]
-            )
-        )
-        extend_sys_path(path)
-        prepared.append(
-            prepare(
-                batch,
-                workflow,
-                base_dir=source.base_dir,
-                where=source.where("BatchTest", batch.metadata.name),
-                workflow_where=wf_where,
-                python_path=path,
-                select=select,
-            )
-        )
-    return prepared
+    return prepare_manifests(manifests, select)
 
 
 def _console() -> Any:
@@ -121,9 +77,12 @@ DATABASE = click.option(
 OUTPUT = click.option(
     "-o",
     "--output",
-    type=click.Choice(["table", "json", "yaml"]),
+    type=click.Choice(["table", "json", "yaml", "markdown", "junit"]),
     default="table",
     show_default=True,
+    help="markdown: for a CI job summary or a pull request comment; junit: JUnit XML, a "
+    "testcase per combination, failing when it is significantly worse than the baseline or "
+    "has failed cells.",
 )
 
 
@@ -256,19 +215,10 @@ def _runner_factory(
     runner: str, ray_address: str | None, actors: int | None, concurrency: int | None
 ) -> Iterator[Callable[[], Runner]]:
     """How to make the chosen runner, inside whatever it needs (a Ray connection)."""
-    from wtb.settings import get_settings
+    from wtb.pipeline.local import runner_factory
 
-    scale = get_settings().retry_backoff_scale
-    if runner == "inline":
-        from wtb.runners import InlineRunner
-
-        yield lambda: InlineRunner(concurrency, backoff_scale=scale)
-        return
-    from wtb.runners.ray_runner import RayRunner
-    from wtb.runners.ray_session import ray_connection
-
-    with ray_connection(ray_address):
-        yield lambda: RayRunner(concurrency, actors=actors, backoff_scale=scale)
+    with runner_factory(runner, ray_address, actors, concurrency) as make:
+        yield make
 
 
 def _fail_on_option(values: tuple[str, ...]) -> FailOn:
@@ -733,10 +683,9 @@ def _print_cases(store: Any, run: Any, output: str, *, flipped: bool) -> None:
 
 
 def _store_url(database: str | None) -> str:
-    from wtb.settings import get_settings
-    from wtb.storage import default_sqlite_url
+    from wtb.pipeline.local import database_url
 
-    return database or get_settings().database_url or default_sqlite_url()
+    return database_url(database)
 
 
 @cli.command()
@@ -818,6 +767,178 @@ def view(database: str | None, host: str, port: int) -> None:
         _fail(WtbError(f"cannot listen on {host}:{port}: {exc}"))
     except WtbError as exc:
         _fail(exc)
+
+
+@cli.command()
+@click.argument("base")
+@click.argument("candidate")
+@click.option("-n", "--namespace", default=None, help="Namespace of BatchTests given by name.")
+@click.option(
+    "--metric",
+    default=None,
+    help="Compare this metric (an evaluator both runs have) [default: the primary metric, "
+    "which must then be the same in both].",
+)
+@DATABASE
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json", "yaml", "markdown"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["worse", "never"]),
+    default="never",
+    show_default=True,
+    help="worse: exit 1 when the candidate is significantly worse in any combination.",
+)
+def compare(
+    base: str,
+    candidate: str,
+    namespace: str | None,
+    metric: str | None,
+    database: str | None,
+    output: str,
+    fail_on: str,
+) -> None:
+    """Is CANDIDATE better than BASE? Two runs compared per case, per combination in both.
+
+    BASE and CANDIDATE are run keys (as `wtb results` lists them) or BatchTest names (their
+    newest run). The per-case means of the metric are paired by case id, with the matrix's
+    paired test, Holm correction and verdicts; what only one run has is named, not compared.
+    """
+    try:
+        comparison = _compare(base, candidate, namespace, metric, database)
+    except WtbError as exc:
+        _fail(exc)
+    _print_comparison(comparison, output)
+    if fail_on == "worse" and any(row.verdict == "worse" for row in comparison.rows):
+        click.secho(
+            "--fail-on worse: the candidate is significantly worse in a combination",
+            fg="red",
+            err=True,
+        )
+        sys.exit(ExitCode.INCOMPLETE)
+
+
+def _compare(
+    base: str, candidate: str, namespace: str | None, metric: str | None, database: str | None
+) -> Any:
+    from wtb.pipeline.local import database_url
+    from wtb.runs.lookup import compare_recorded, find_run
+    from wtb.storage import ResultStore
+
+    with ResultStore.open(database_url(database)) as store:
+        return compare_recorded(
+            store,
+            find_run(store, base, namespace),
+            find_run(store, candidate, namespace),
+            metric=metric,
+        )
+
+
+def _print_comparison(comparison: Any, output: str) -> None:
+    """One comparison, one document (not a list: it is not a BatchTest's matrix)."""
+    from wtb.cli.render_compare import comparison_markdown, comparison_table, summary_lines
+
+    if output == "table":
+        from rich.text import Text
+
+        console = _console()
+        for line in summary_lines(comparison):
+            console.print(Text(line))
+        console.print(comparison_table(comparison))
+    elif output == "markdown":
+        click.echo(comparison_markdown(comparison), nl=False)
+    else:
+        document = comparison.model_dump(mode="json", by_alias=True)
+        if output == "json":
+            import json
+
+            click.echo(json.dumps(document, indent=2))
+        else:
+            import yaml
+
+            click.echo(yaml.safe_dump(document, sort_keys=False), nl=False)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("-n", "--namespace", default=None, help="Namespace of the BatchTest.")
+@click.option("--run", "run_key", default=None, help="A run key (as `wtb results` lists them).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl", "parquet"]),
+    default="csv",
+    show_default=True,
+    help="parquet needs pyarrow: pip install 'wtb[parquet]'.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "target",
+    default="-",
+    show_default=True,
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    help="File to write; - for standard output.",
+)
+@DATABASE
+def export(
+    name: str | None,
+    namespace: str | None,
+    run_key: str | None,
+    fmt: str,
+    target: str,
+    database: str | None,
+) -> None:
+    """Every cell of a run (the newest of NAME, or --run) as a table: CSV, JSON Lines or
+    Parquet, streamed. Columns: run, cell, combination and its axes, case, repeat, status,
+    metric.<name> per metric, latency_ms, tokens, cost, error_type, error_message,
+    attempts, finished_at, evaluator_errors, output (JSON text)."""
+    if name is None and run_key is None:
+        _fail(WtbError("give a BatchTest NAME or --run RUN_KEY"))
+    try:
+        count, key = _export(name, run_key, namespace, fmt, target, database)
+    except WtbError as exc:
+        _fail(exc)
+    where = "standard output" if target == "-" else target
+    click.echo(f"{count} cells of run {key} written to {where}", err=True)
+
+
+def _export(
+    name: str | None,
+    run_key: str | None,
+    namespace: str | None,
+    fmt: str,
+    target: str,
+    database: str | None,
+) -> tuple[int, str]:
+    from wtb.pipeline.local import database_url
+    from wtb.runs.export import export_cells, parquet_module
+    from wtb.runs.lookup import find_run
+    from wtb.storage import ResultStore
+
+    if fmt == "parquet":
+        parquet_module()  # a missing extra is said before anything else is done
+        if target == "-" and sys.stdout.isatty():
+            raise WtbError("Parquet is binary", fix="write it to a file with -o FILE")
+    with ResultStore.open(database_url(database)) as store:
+        run = find_run(store, run_key or name or "", None if run_key else namespace)
+        if run_key and name is not None and name not in (run.name, f"{run.namespace}/{run.name}"):
+            raise WtbError(
+                f"run {run.run_key} is of BatchTest {run.namespace}/{run.name}, not {name}",
+                fix="drop NAME, or give a run of it with --run",
+            )
+        if fmt == "parquet":
+            out: Any = sys.stdout.buffer if target == "-" else target
+            return export_cells(store, run, "parquet", out), run.run_key
+        if target == "-":
+            return export_cells(store, run, fmt, sys.stdout), run.run_key  # type: ignore[arg-type]
+        with open(target, "w", encoding="utf-8", newline="") as file:
+            return export_cells(store, run, fmt, file), run.run_key  # type: ignore[arg-type]
 
 
 @cli.command()

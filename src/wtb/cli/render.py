@@ -1,5 +1,5 @@
 """The comparison matrix, the failure groups and the list of runs as a terminal table, JSON
-or YAML."""
+or YAML (Markdown and JUnit XML: `wtb.cli.reports`)."""
 
 from __future__ import annotations
 
@@ -159,26 +159,29 @@ def matrix_table(title: str, matrix: ComparisonMatrix, width: int | None = None)
         if width is None or keep == 0 or measure.measure(table).maximum <= width:
             break
         keep -= 1
+    table.caption = matrix_caption(matrix, [header for header, _ in optional[keep:]])
+    return table
+
+
+def matrix_caption(matrix: ComparisonMatrix, hidden: list[str] | None = None) -> str:
+    """The footer of a matrix: how to read it (the table's caption, Markdown's footer);
+    `hidden` names the columns left out."""
     direction = "higher" if matrix.higher_is_better else "lower"
-    table.caption = (
-        f"best first by {matrix.primary_metric} ({direction} is better); "
-        + interval_caption(matrix)
+    caption = f"best first by {matrix.primary_metric} ({direction} is better); " + interval_caption(
+        matrix
     )
-    hidden = [header for header, _ in optional[keep:]]
     if hidden:
-        table.caption += f"; not shown for width: {', '.join(hidden)} (use -o json)"
+        caption += f"; not shown for width: {', '.join(hidden)} (use -o json)"
     if any(row.interrupted for row in matrix.rows):
-        table.caption += "; interrupted: stopped at interrupt() waiting for a human"
+        caption += "; interrupted: stopped at interrupt() waiting for a human"
     if any(any(row.evaluator_errors.values()) for row in matrix.rows):
-        table.caption += (
-            "; n=, errors: cases with a value, cells whose evaluator raised (value missing)"
-        )
+        caption += "; n=, errors: cases with a value, cells whose evaluator raised (value missing)"
     if matrix.fixed:
         fixed = ", ".join(f"{node}={variant}" for node, variant in sorted(matrix.fixed.items()))
-        table.caption += f"; in every combination: {fixed}"
+        caption += f"; in every combination: {fixed}"
     if matrix.combinations > len(matrix.rows):
-        table.caption += f"; {len(matrix.rows)} of {matrix.combinations} combinations shown"
-    return table
+        caption += f"; {len(matrix.rows)} of {matrix.combinations} combinations shown"
+    return caption
 
 
 _METHOD_NAMES = {"t": "Student t", "wilson": "Wilson", "score": "bounded score"}
@@ -342,6 +345,10 @@ def failures_data(summary: FailureSummary) -> dict[str, Any]:
 def dump(documents: list[dict[str, Any]], fmt: str) -> str:
     """One shape however many BatchTests: a list of documents (one JSON array, or one YAML
     document holding a list), so a script reads `[0]` whether one ran or several."""
+    if fmt in ("markdown", "junit"):
+        from wtb.cli.reports import junit, markdown
+
+        return markdown(documents) if fmt == "markdown" else junit(documents)
     if fmt == "json":
         return json.dumps(documents, indent=2)
     import yaml

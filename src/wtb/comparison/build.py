@@ -33,7 +33,7 @@ from wtb.comparison.stats import (
 from wtb.domain import CaseAggregate, Combination, ComboAggregate, NodeAggregate
 from wtb.variant_matrix import combination_label
 
-__all__ = ["MAX_ROW_NODES", "build_matrix"]
+__all__ = ["MAX_ROW_NODES", "build_matrix", "verdict"]
 
 MAX_ROW_NODES = 16
 """Nodes shown per matrix row, the slowest (the matrix goes into a resource's status)."""
@@ -113,7 +113,8 @@ def _dead_baseline_warning(base: ComboAggregate) -> str:
     )
 
 
-def _verdict(delta: PairedDelta, reject: bool, higher_is_better: bool) -> Verdict:
+def verdict(delta: PairedDelta, reject: bool, higher_is_better: bool) -> Verdict:
+    """What a paired delta and its Holm decision say about a candidate (also across runs)."""
     if delta.p_value is None or delta.mean is None:
         return "insufficient data"
     if not reject:
@@ -175,7 +176,7 @@ def _row(
             value=estimate.mean, low=estimate.low, high=estimate.high, n=estimate.n
         )
     delta_summary: DeltaSummary | None = None
-    verdict: Verdict = "baseline"
+    row_verdict: Verdict = "baseline"
     if delta is not None and holm_result is not None:
         delta_summary = DeltaSummary(
             mean=delta.mean,
@@ -185,9 +186,9 @@ def _row(
             p_value=delta.p_value,
             p_adjusted=holm_result.p_adjusted,
         )
-        verdict = _verdict(delta, holm_result.reject, higher_is_better)
+        row_verdict = verdict(delta, holm_result.reject, higher_is_better)
         if not comparable:
-            delta_summary, verdict = None, "not comparable"
+            delta_summary, row_verdict = None, "not comparable"
     return MatrixRow(
         combination=dict(combo.combination),
         label=combination_label(combo.combination),
@@ -207,7 +208,7 @@ def _row(
         metrics=row_metrics,
         evaluator_errors={name: combo.evaluator_errors.get(name, 0) for name in row_metrics},
         delta=delta_summary,
-        verdict=verdict,
+        verdict=row_verdict,
         flakiness=summary.varying / summary.repeated if summary.repeated else None,
         nodes=_row_nodes(nodes),
     )
