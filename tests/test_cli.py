@@ -51,6 +51,7 @@ def test_run_prints_matrix_and_resumes(tmp_path: Path) -> None:
         "succeeded": 120,
         "failed": 0,
         "interrupted": 0,
+        "reused": 0,
     }
     rows = _rows(data)
     assert rows["answer=original"]["baseline"] is True
@@ -438,6 +439,7 @@ def test_same_results_on_every_backend(store_url: str, tmp_path: Path) -> None:
         "succeeded": 120,
         "failed": 0,
         "interrupted": 0,
+        "reused": 0,
     }
     assert _without_timing(data["matrix"]) == _without_timing(_matrix(reference.stdout)["matrix"])
     again = _invoke("results", "toy-answers", "--database", store_url, "-o", "json")
@@ -462,4 +464,11 @@ def test_odd_text_is_recorded_on_every_backend(store_url: str, tmp_path: Path) -
     # Half the cells failed (by design here): the default gate fails the run.
     assert result.exit_code == ExitCode.CELLS_FAILED, result.output
     progress = _matrix(result.stdout)["progress"]
-    assert progress == {"total": 160, "done": 160, "succeeded": 80, "failed": 80, "interrupted": 0}
+    assert progress == {
+        "total": 160,
+        "done": 160,
+        "succeeded": 80,
+        "failed": 80,
+        "interrupted": 0,
+        "reused": 0,
+    }

@@ -151,7 +151,14 @@ def test_everything_is_escaped() -> None:
     document = {
         "batchTest": 'a<b>&"c"\x01',
         "run": "ns/a:1",
-        "progress": {"total": 1, "done": 1, "succeeded": 1, "failed": 0, "interrupted": 0},
+        "progress": {
+            "total": 1,
+            "done": 1,
+            "succeeded": 1,
+            "failed": 0,
+            "interrupted": 0,
+            "reused": 0,
+        },
         "matrix": {
             "primaryMetric": "m",
             "higherIsBetter": True,

@@ -178,7 +178,8 @@ def test_a_changed_variant_reruns_only_its_cells(
     second = bench.data()
     assert second["run"] != first["run"]
     assert bench.calls() == ["shout q0", "shout q1", "shout q2"]
-    assert second["progress"] == {**first["progress"], "succeeded": 9}
+    assert first["progress"]["reused"] == 0
+    assert second["progress"] == {**first["progress"], "succeeded": 9, "reused": 6}
     rows = _cells(store_url, second["run"])
     first_id = _run_id(store_url, first["run"])
     assert {k for k, r in rows.items() if r["reused_from"] is None} == {

@@ -289,6 +289,7 @@ def test_interrupted_cells_through_the_store_and_the_cli(tmp_path: Path) -> None
         "succeeded": 2,
         "failed": 0,
         "interrupted": 2,
+        "reused": 0,
     }
     for row in data["matrix"]["rows"]:
         assert (row["runs"], row["succeeded"], row["interrupted"]) == (2, 1, 1)

@@ -285,7 +285,7 @@ def _run_prepared(
 ) -> int:
     from rich.console import Console
 
-    from wtb.cli.render import as_data, dump, matrix_table
+    from wtb.cli.render import as_data, dump, matrix_table, progress_data
     from wtb.comparison.stored import matrix_for_run
     from wtb.settings import get_settings
     from wtb.storage import ResultStore, default_sqlite_url
@@ -347,13 +347,7 @@ def _run_prepared(
                     name,
                     outcome.run_key,
                     matrix,
-                    {
-                        "total": progress.total,
-                        "done": progress.done,
-                        "succeeded": progress.succeeded,
-                        "failed": progress.failed,
-                        "interrupted": progress.interrupted,
-                    },
+                    progress_data(progress, store.reused_span(outcome.run_id).cells),
                 )
                 documents.append(_with_failures(document, store, outcome.run_id))
             codes.append(_gate(fail_on, name, matrix, progress))
@@ -536,7 +530,7 @@ def results(
     """Print a stored run's matrix (the newest run of NAME), or list the runs."""
     from rich.console import Console
 
-    from wtb.cli.render import as_data, cells_data, dump, matrix_table
+    from wtb.cli.render import as_data, cells_data, dump, matrix_table, progress_data
     from wtb.comparison.stored import matrix_for_run
     from wtb.runs.record import recorded_spec
     from wtb.settings import get_settings
@@ -578,14 +572,8 @@ def results(
                 console = _console()
                 console.print(matrix_table(chosen.name, matrix, console.width))
             else:
-                progress = {
-                    "total": p.total,
-                    "done": p.done,
-                    "succeeded": p.succeeded,
-                    "failed": p.failed,
-                    "interrupted": p.interrupted,
-                }
-                document = as_data(chosen.name, chosen.run_key, matrix, progress)
+                reused = store.reused_span(chosen.id).cells
+                document = as_data(chosen.name, chosen.run_key, matrix, progress_data(p, reused))
                 if with_cells:
                     document["cells"] = cells_data(
                         store.iter_cells(chosen.id), store.root_run_ids(chosen.id)
@@ -629,7 +617,13 @@ def _with_failures(document: dict[str, Any], store: Any, run_id: int) -> dict[st
 def _show_failures(store: Any, run: Any, output: str) -> None:
     """`wtb results NAME --failures`: the groups, then each example's traceback (table),
     or the groups as data."""
-    from wtb.cli.render import dump, failure_examples, failures_data, failures_table
+    from wtb.cli.render import (
+        dump,
+        failure_examples,
+        failures_data,
+        failures_table,
+        progress_data,
+    )
     from wtb.comparison.failures import failure_summary
 
     summary = failure_summary(store, run.id)
@@ -638,13 +632,7 @@ def _show_failures(store: Any, run: Any, output: str) -> None:
         document = {
             "batchTest": run.name,
             "run": run.run_key,
-            "progress": {
-                "total": p.total,
-                "done": p.done,
-                "succeeded": p.succeeded,
-                "failed": p.failed,
-                "interrupted": p.interrupted,
-            },
+            "progress": progress_data(p, store.reused_span(run.id).cells),
             "failures": failures_data(summary),
         }
         click.echo(dump([document], output))
@@ -709,6 +697,7 @@ def report(
     from wtb.report.assets import environment, plotly_js
     from wtb.report.html import render_run
     from wtb.report.page import load_run_page
+    from wtb.runs.lookup import find_run
     from wtb.storage import ResultStore
 
     if name is None and run_key is None:
@@ -717,19 +706,12 @@ def report(
         environment()
         plotly_js()
         with ResultStore.open(_store_url(database)) as store:
-            if run_key:
-                found = store.get_run(run_key)
-                runs = [found] if found else []
-            else:
-                runs = store.find_runs(namespace=namespace, name=name)
-            if not runs:
-                click.echo("no stored run matches", err=True)
-                sys.exit(1)
-            page = render_run(load_run_page(store, runs[0]))
+            run = find_run(store, run_key or name or "", None if run_key else namespace)
+            page = render_run(load_run_page(store, run))
         Path(path).write_text(page, encoding="utf-8")
     except WtbError as exc:
         _fail(exc)
-    click.echo(f"wrote {path} (run {runs[0].run_key})", err=True)
+    click.echo(f"wrote {path} (run {run.run_key})", err=True)
 
 
 @cli.command()

@@ -204,6 +204,18 @@ def interval_caption(matrix: ComparisonMatrix) -> str:
     )
 
 
+def progress_data(progress: RunProgress, reused: int) -> dict[str, int]:
+    """A run's cell counts for -o json/yaml; `reused`: results copied from earlier runs."""
+    return {
+        "total": progress.total,
+        "done": progress.done,
+        "succeeded": progress.succeeded,
+        "failed": progress.failed,
+        "interrupted": progress.interrupted,
+        "reused": reused,
+    }
+
+
 def as_data(
     name: str, run_key: str, matrix: ComparisonMatrix, progress: dict[str, int]
 ) -> dict[str, Any]:

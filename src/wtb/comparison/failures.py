@@ -14,41 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from wtb.variant_matrix import combination_label
+from wtb.storage.failures import FailureGroup, LeftOut
 
 if TYPE_CHECKING:
     from wtb.storage.store import ResultStore
 
+__all__ = ["FailureGroup", "FailureSummary", "LeftOut", "failure_groups", "failure_summary"]
+
 PER_COMBINATION = 10
 """Groups shown per combination unless told otherwise."""
-
-
-@dataclass(frozen=True, slots=True)
-class FailureGroup:
-    """Failed cells of one combination that failed the same way."""
-
-    combo_key: str
-    label: str
-    """The combination's label (`wtb.variant_matrix.combination_label`)."""
-    error_type: str
-    node: str | None
-    """The node the cells failed in ("parent/child" in a subgraph); None outside nodes."""
-    message: str
-    """The first line of the error message."""
-    count: int
-    example_case: str
-    example_cell: str
-    example_message: str
-    example_traceback: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class LeftOut:
-    """A combination's groups beyond the bound: how many, holding how many cells."""
-
-    label: str
-    groups: int
-    cells: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,34 +38,9 @@ def failure_summary(
 ) -> FailureSummary:
     """The run's failure groups and what the bound left out."""
     stored = store.failure_groups(run_id, per_combination)
-    labels: dict[str, str] = {}
-    groups = []
-    for g in stored.groups:
-        label = labels.setdefault(g.combo_key, combination_label(g.combination))
-        groups.append(
-            FailureGroup(
-                combo_key=g.combo_key,
-                label=label,
-                error_type=g.error_type,
-                node=g.node,
-                message=g.message,
-                count=g.count,
-                example_case=g.example_case,
-                example_cell=g.example_cell,
-                example_message=g.example_message,
-                example_traceback=g.example_traceback,
-            )
-        )
-    order = sorted(labels, key=labels.__getitem__)
-    rank = {combo_key: i for i, combo_key in enumerate(order)}
-    groups.sort(key=lambda g: rank[g.combo_key])  # stable: largest first within each
-    left_out = [
-        LeftOut(
-            labels[combo_key], stored.left_out[combo_key].groups, stored.left_out[combo_key].cells
-        )
-        for combo_key in order
-        if combo_key in stored.left_out
-    ]
+    # Combinations by label; within each, the database's order (largest group first).
+    groups = sorted(stored.groups, key=lambda g: g.label)
+    left_out = sorted(stored.left_out.values(), key=lambda o: o.label)
     return FailureSummary(groups, left_out)
 
 

@@ -17,22 +17,24 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, case, func, literal, select
 
-from wtb.domain import Combination
 from wtb.storage.aggregates import combination_of
 from wtb.storage.schema import attempts, cells
+from wtb.variant_matrix import combination_label
 
 _CELLS = cells.c
 _ATTEMPTS = attempts.c
 
 
 @dataclass(frozen=True, slots=True)
-class StoredFailureGroup:
-    """One group of failed cells of one combination, as the database grouped them."""
+class FailureGroup:
+    """Failed cells of one combination that failed the same way, with one example."""
 
     combo_key: str
-    combination: Combination
+    label: str
+    """The combination's label (`wtb.variant_matrix.combination_label`)."""
     error_type: str
     node: str | None
+    """The node the cells failed in ("parent/child" in a subgraph); None outside nodes."""
     message: str
     """The first line of the error message (every cell of the group has it)."""
     count: int
@@ -41,20 +43,21 @@ class StoredFailureGroup:
     example_message: str
     """The example cell's whole (bounded) message."""
     example_traceback: str | None
-    """The traceback of the example cell's last attempt (None: not recorded, a timeout)."""
+    """The traceback of the example cell's last attempt (None: not recorded)."""
 
 
 @dataclass(frozen=True, slots=True)
 class LeftOut:
-    """What a combination's groups beyond the bound held."""
+    """A combination's groups beyond the bound: how many, holding how many cells."""
 
+    label: str
     groups: int
     cells: int
 
 
 @dataclass(frozen=True, slots=True)
 class StoredFailures:
-    groups: list[StoredFailureGroup]
+    groups: list[FailureGroup]
     """Per combination (by combo_key), largest group first."""
     left_out: dict[str, LeftOut]
     """Per combo_key whose groups were cut."""
@@ -145,8 +148,9 @@ def failure_groups(conn: Connection, run_id: int, per_combination: int) -> Store
         .where(r.rank <= per_combination)
         .order_by(r.combo_key, r.rank)
     )
-    groups: list[StoredFailureGroup] = []
+    groups: list[FailureGroup] = []
     shown: dict[str, tuple[int, int, int, int]] = {}
+    labels: dict[str, str] = {}
     for row in conn.execute(stmt):
         (
             combo_key,
@@ -163,9 +167,9 @@ def failure_groups(conn: Connection, run_id: int, per_combination: int) -> Store
             traceback,
         ) = tuple(row)
         groups.append(
-            StoredFailureGroup(
+            FailureGroup(
                 combo_key=combo_key,
-                combination=combination_of(combination),
+                label=labels.setdefault(combo_key, combination_label(combination_of(combination))),
                 error_type=error_type,
                 node=node,
                 message=first_line or "",
@@ -181,7 +185,7 @@ def failure_groups(conn: Connection, run_id: int, per_combination: int) -> Store
         )
         shown[combo_key] = (n_groups, n_cells, seen_groups + 1, seen_cells + int(count))
     left_out = {
-        combo_key: LeftOut(n_groups - seen_groups, n_cells - seen_cells)
+        combo_key: LeftOut(labels[combo_key], n_groups - seen_groups, n_cells - seen_cells)
         for combo_key, (n_groups, n_cells, seen_groups, seen_cells) in shown.items()
         if n_groups > seen_groups
     }
