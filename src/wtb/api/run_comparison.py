@@ -50,6 +50,11 @@ class RunDeltaRow(StatusModel):
 class RunComparison(StatusModel):
     metric: str
     higher_is_better: bool
+    ci_method: str = Field(
+        default="t",
+        description="The interval of the means and deltas: wilson (every per-case value 0 "
+        "or 1), score (all in [0, 1]: the bounded score interval), or t.",
+    )
     confidence: float = 0.95
     alpha: float = 0.05
     correction: str = "holm"

@@ -247,7 +247,7 @@ def cells_data(
     ]
 
 
-_RUN_STATE = {
+RUN_STATE = {
     "pending": "pending",
     "running": "running",
     "succeeded": "complete",
@@ -269,7 +269,7 @@ def run_line(run: RunRecord, progress: RunProgress) -> str:
         counts.append(f"{progress.failed} failed")
     if progress.interrupted:
         counts.append(f"{progress.interrupted} interrupted")
-    state = _RUN_STATE.get(run.status, run.status)
+    state = RUN_STATE.get(run.status, run.status)
     return (
         f"{run.run_key}  {state:<8}  {cells}: {', '.join(counts)}  {run.created_at:%Y-%m-%d %H:%M}"
     )

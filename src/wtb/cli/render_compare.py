@@ -7,7 +7,7 @@ from typing import Any
 
 from wtb.api.comparison import DeltaSummary, Interval
 from wtb.api.run_comparison import OnlyIn, RunComparison, RunDeltaRow
-from wtb.cli.render import _VERDICT_STYLE, _bounds, _interval
+from wtb.cli.render import _VERDICT_STYLE, RUN_STATE, _bounds, _interval
 from wtb.cli.reports import md_escape, md_table
 
 HEADERS = ("combination", "base", "candidate", "Δ (candidate - base)", "p (Holm)", "verdict", "n")
@@ -57,14 +57,20 @@ def _only(side: str, only: OnlyIn) -> str:
     return f"only in {side}, not compared: " + "; ".join(parts) if parts else ""
 
 
+def _state(status: str) -> str:
+    """A run's status as the list of runs says it (about completion, not its cells)."""
+    return RUN_STATE.get(status, status)
+
+
 def summary_lines(comparison: RunComparison) -> list[str]:
     """What was compared with what, and what was left out: said before any number."""
     c = comparison
     direction = "higher" if c.higher_is_better else "lower"
     lines = [
-        f"base:      {c.base.run} ({c.base.status}, {c.base.created_at[:16]}): "
+        f"base:      {c.base.run} ({_state(c.base.status)}, {c.base.created_at[:16]}): "
         f"{c.base.cases} cases, {c.base.combinations} combinations",
-        f"candidate: {c.candidate.run} ({c.candidate.status}, {c.candidate.created_at[:16]}): "
+        f"candidate: {c.candidate.run} ({_state(c.candidate.status)}, "
+        f"{c.candidate.created_at[:16]}): "
         f"{c.candidate.cases} cases, {c.candidate.combinations} combinations",
         f"{c.metric} ({direction} is better): {c.paired_cases} cases in both runs, paired by "
         f"case id in {len(c.rows)} combination{'s' if len(c.rows) != 1 else ''}",
@@ -80,11 +86,16 @@ def summary_lines(comparison: RunComparison) -> list[str]:
     return lines
 
 
+_METHODS = {"t": "Student t", "wilson": "Wilson", "score": "bounded score"}
+
+
 def caption(comparison: RunComparison) -> str:
+    method = _METHODS.get(comparison.ci_method, comparison.ci_method)
     return (
-        "best candidate first; base and candidate: means over the paired cases (95% t "
-        "interval); Δ: paired per-case deltas, candidate - base; n: cases paired; verdicts: "
-        f"of the candidate, {comparison.correction} over the combinations at "
+        "best candidate first; base and candidate: means over the paired cases "
+        f"({comparison.confidence:.0%} {method} interval, unadjusted); Δ: paired per-case "
+        "deltas, candidate - base; n: cases paired; verdicts: of the candidate, paired t "
+        f"tests, {comparison.correction.capitalize()}-adjusted over the combinations at "
         f"alpha={comparison.alpha:g}"
     )
 

@@ -24,7 +24,8 @@ from wtb.api.run_comparison import (
     RunDeltaRow,
 )
 from wtb.comparison.build import verdict
-from wtb.comparison.stats import holm, mean_ci, paired_delta
+from wtb.comparison.stats import STUDENT_T, RunningMean, holm, interval_method, paired_delta
+from wtb.comparison.stored import UNBOUNDED_TYPES
 from wtb.domain import Case, CaseAggregate, Combination, ComboAggregate
 from wtb.errors import WtbError
 from wtb.storage.records import RunRecord
@@ -71,8 +72,15 @@ def measure(
     return measured
 
 
-def _interval(values: Iterable[float], confidence: float) -> Interval:
-    estimate = mean_ci(values, confidence)
+def _running(values: Iterable[float]) -> RunningMean:
+    running = RunningMean()
+    for value in values:
+        running.add(value)
+    return running
+
+
+def _interval(running: RunningMean, method: str, confidence: float) -> Interval:
+    estimate = running.estimate_by(method, confidence)
     return Interval(value=estimate.mean, low=estimate.low, high=estimate.high, n=estimate.n)
 
 
@@ -95,9 +103,14 @@ def compare_measured(
     alpha: float = 0.05,
     confidence: float = 0.95,
     changed_cases: Sequence[str] = (),
+    unbounded: bool = False,
 ) -> RunComparison:
     """The comparison of two measured runs (pure). Raises WtbError when they share no
-    combination, or no case with a value in a combination they share."""
+    combination, or no case with a value in a combination they share.
+
+    Intervals are the matrix's for the metric (`interval_method` over the paired values of
+    both runs: Wilson, the bounded score interval, or t; `unbounded` amounts always t), and
+    so are the paired deltas (kept in [-1, 1] for a metric in [0, 1])."""
     common = [c for c in base.per_combination if c in candidate.per_combination]
     if not common:
         raise WtbError(
@@ -106,8 +119,26 @@ def compare_measured(
             f"{_labels(candidate.per_combination)}",
             fix="compare runs of BatchTests over the same nodes and settings (matrix axes)",
         )
+    paired = {
+        c: sorted(base.per_combination[c].keys() & candidate.per_combination[c].keys())
+        for c in common
+    }
+    runnings = {
+        c: (
+            _running(base.per_combination[c][k] for k in paired[c]),
+            _running(candidate.per_combination[c][k] for k in paired[c]),
+        )
+        for c in common
+    }
+    method = interval_method((r for pair in runnings.values() for r in pair), unbounded=unbounded)
     deltas = {
-        c: paired_delta(candidate.per_combination[c], base.per_combination[c]) for c in common
+        c: paired_delta(
+            candidate.per_combination[c],
+            base.per_combination[c],
+            confidence,
+            unit=method != STUDENT_T,
+        )
+        for c in common
     }
     if all(d.n == 0 for d in deltas.values()):
         raise WtbError(
@@ -119,14 +150,13 @@ def compare_measured(
     rows = []
     for combination in common:
         a, b = base.per_combination[combination], candidate.per_combination[combination]
-        paired = sorted(a.keys() & b.keys())
         d = deltas[combination]
         rows.append(
             RunDeltaRow(
                 combination=dict(combination),
                 label=combination_label(combination),
-                base=_interval((a[k] for k in paired), confidence),
-                candidate=_interval((b[k] for k in paired), confidence),
+                base=_interval(runnings[combination][0], method, confidence),
+                candidate=_interval(runnings[combination][1], method, confidence),
                 delta=DeltaSummary(
                     mean=d.mean,
                     low=d.low,
@@ -144,6 +174,7 @@ def compare_measured(
     return RunComparison(
         metric=metric,
         higher_is_better=higher_is_better,
+        ci_method=method,
         confidence=confidence,
         alpha=alpha,
         base=base_run,
@@ -255,4 +286,5 @@ def compare_stored_runs(
         candidate_run=_described(candidate, measured[1]),
         alpha=base.spec.alpha,
         changed_cases=_changed(base.cases, candidate.cases),
+        unbounded=base.spec.evaluator(name).type in UNBOUNDED_TYPES,
     )

@@ -27,6 +27,7 @@ from wtb.comparison.stats import (
     PairedDelta,
     RunningMean,
     holm,
+    interval_method,
     paired_delta,
     wilson_interval,
 )
@@ -81,21 +82,13 @@ def _reduce_cases(
 def _interval_methods(
     reduced: Mapping[str, _ComboCases], names: Sequence[str], unbounded: Collection[str]
 ) -> dict[str, str]:
-    """Per metric, the interval its rows get: Wilson when every per-case value of every row
-    is 0 or 1, the bounded score interval when they all lie in [0, 1], t otherwise (and
-    always for the `unbounded` ones). One method per metric, so a column's rows are alike."""
-    methods = {}
-    for name in names:
-        runnings = [summary.metrics[name] for summary in reduced.values()]
-        if name in unbounded or not any(r.n for r in runnings):
-            methods[name] = STUDENT_T
-        elif all(r.binary for r in runnings):
-            methods[name] = BINARY
-        elif all(r.in_unit_interval for r in runnings):
-            methods[name] = UNIT_SCORE
-        else:
-            methods[name] = STUDENT_T
-    return methods
+    """Per metric, the interval its rows get (`interval_method` over every row's values)."""
+    return {
+        name: interval_method(
+            (summary.metrics[name] for summary in reduced.values()), unbounded=name in unbounded
+        )
+        for name in names
+    }
 
 
 def _dead(combo: ComboAggregate) -> bool:

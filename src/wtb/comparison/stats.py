@@ -246,6 +246,21 @@ UNIT_SCORE = "score"
 per-case values all lie in [0, 1] but are not all 0 or 1."""
 
 
+def interval_method(values: Iterable[RunningMean], *, unbounded: bool = False) -> str:
+    """The interval one metric gets from its per-case values (several groups of them, one
+    per row): BINARY when every value is 0 or 1, UNIT_SCORE when they all lie in [0, 1],
+    STUDENT_T otherwise, and always for an `unbounded` amount (cost, tokens, latency)
+    whose values merely happen to fall in [0, 1]. One method per metric, so rows compare."""
+    runnings = list(values)
+    if unbounded or not any(r.n for r in runnings):
+        return STUDENT_T
+    if all(r.binary for r in runnings):
+        return BINARY
+    if all(r.in_unit_interval for r in runnings):
+        return UNIT_SCORE
+    return STUDENT_T
+
+
 def unit_mean_interval(
     mean: float, variance: float, n: int, confidence: float = 0.95, *, binary: bool = False
 ) -> tuple[float, float] | None:
