@@ -29,11 +29,18 @@ def parse_url(url: str) -> URL:
     """The SQLAlchemy URL for a store URL; plain `postgresql://` means psycopg 3."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError):
+        # ValueError: a port that is not a number. The message names the URL redacted only.
         raise StorageError(
-            f"{url!r} is not a database URL; use sqlite:///path/to/wtb.db or "
-            "postgresql://user:password@host:port/database"
-        ) from exc
+            f"{redact(url)!r} is not a database URL (--database or WTB_DATABASE_URL)",
+            fix="use sqlite:///path/to/wtb.db or postgresql://user:password@host:port/database",
+        ) from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise StorageError(
+            f"{redact(parsed)}: port {parsed.port} is out of range (--database or "
+            "WTB_DATABASE_URL)",
+            fix="give a port from 1 to 65535, e.g. 5432 (PostgreSQL) or 6432 (PgBouncer)",
+        )
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername not in _POSTGRES_DRIVERS and parsed.drivername != "sqlite":
@@ -52,12 +59,35 @@ _SECRET_QUERY_KEYS = frozenset({"password", "sslpassword", "passfile", "sslkey"}
 
 def redact(url: URL | str) -> str:
     """The URL as text with its password hidden, in the user part and in the query
-    (`?password=...`): safe for messages and logs."""
-    parsed = make_url(url) if isinstance(url, str) else url
+    (`?password=...`): safe for messages and logs. Text that does not parse as a URL
+    (`user:secret@host/db`, a port that is not a number) keeps only what follows its last
+    `@`, without a query: whatever came before may be a password."""
+    if isinstance(url, str):
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):
+            return _redact_unparsed(url)
+    else:
+        parsed = url
     hidden = {k: "***" for k in parsed.query if k.lower() in _SECRET_QUERY_KEYS}
     if hidden:
         parsed = parsed.update_query_dict(hidden)
     return parsed.render_as_string(hide_password=True)
+
+
+def _redact_unparsed(text: str) -> str:
+    """`redact` for text that is no URL: the part before the last `@` (user, password) and
+    any query are hidden."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or "@" in scheme:
+        scheme, rest = "", text
+    _, at, host = rest.rpartition("@")
+    host = host.split("?", 1)[0]
+    shown = f"***@{host}" if at else host
+    if not at and ":" in host.split("/", 1)[0] and not scheme:
+        shown = "***"  # `user:secret` with no host: all of it may be secret
+    hidden_query = "?***" if "?" in rest else ""
+    return (f"{scheme}://" if scheme else "") + shown + hidden_query
 
 
 def make_engine(url: str) -> Engine:
