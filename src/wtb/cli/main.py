@@ -539,7 +539,7 @@ def results(
 
     try:
         url = database or get_settings().database_url or default_sqlite_url()
-        with ResultStore.open(url) as store:
+        with ResultStore.open_for_reading(url) as store:
             if run_key:
                 found = store.get_run(run_key)
                 runs = [found] if found else []
@@ -705,7 +705,7 @@ def report(
     try:
         environment()
         plotly_js()
-        with ResultStore.open(_store_url(database)) as store:
+        with ResultStore.open_for_reading(_store_url(database)) as store:
             run = find_run(store, run_key or name or "", None if run_key else namespace)
             page = render_run(load_run_page(store, run))
         Path(path).write_text(page, encoding="utf-8")
@@ -729,7 +729,7 @@ def view(database: str | None, host: str, port: int) -> None:
     try:
         environment()
         plotly_js()
-        with ResultStore.open(url, migrate=False) as store:
+        with ResultStore.open_for_reading(url) as store:
             server = ViewServer((host, port), store, database=redact(url), log_requests=True)
             bound_host, bound_port = server.server_address[:2]
             click.echo(f"serving {redact(url)} on http://{bound_host!s}:{bound_port}/", err=True)
@@ -812,7 +812,7 @@ def _compare(
     from wtb.runs.lookup import compare_recorded, find_run
     from wtb.storage import ResultStore
 
-    with ResultStore.open(database_url(database)) as store:
+    with ResultStore.open_for_reading(database_url(database)) as store:
         return compare_recorded(
             store,
             find_run(store, base, namespace),
@@ -907,7 +907,7 @@ def _export(
         parquet_module()  # a missing extra is said before anything else is done
         if target == "-" and sys.stdout.isatty():
             raise WtbError("Parquet is binary", fix="write it to a file with -o FILE")
-    with ResultStore.open(database_url(database)) as store:
+    with ResultStore.open_for_reading(database_url(database)) as store:
         run = find_run(store, run_key or name or "", None if run_key else namespace)
         if run_key and name is not None and name not in (run.name, f"{run.namespace}/{run.name}"):
             raise WtbError(

@@ -8,6 +8,7 @@ engine keeps no session state: no `SET`, no server-side prepared statements
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -90,11 +91,16 @@ def _redact_unparsed(text: str) -> str:
     return (f"{scheme}://" if scheme else "") + shown + hidden_query
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url` ("sqlite:///path", "postgresql://..." or "postgresql+psycopg://...")."""
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine for `url` ("sqlite:///path", "postgresql://..." or "postgresql+psycopg://...").
+
+    `read_only` (SQLite): the file must exist and is never created, its directory neither;
+    a file or directory this process cannot write (a read-only disk) is opened read-only
+    (`mode=ro`, or `immutable=1` when even that needs a write).
+    """
     parsed = parse_url(url)
     if parsed.drivername == "sqlite":
-        return _sqlite_engine(parsed)
+        return _sqlite_read_engine(parsed) if read_only else _sqlite_engine(parsed)
     return create_engine(
         parsed,
         # PgBouncer (transaction pooling) cannot keep server-side prepared statements.
@@ -116,6 +122,39 @@ def _sqlite_engine(url: URL) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False})
     event.listen(engine, "connect", _configure_sqlite)
     return engine
+
+
+def _sqlite_read_engine(url: URL) -> Engine:
+    database = Path(str(url.database))
+    if not database.is_file():
+        raise StorageError(
+            f"no result store at {redact(url)}: no file {str(database)!r}",
+            fix="run `wtb run` first, or name the store with --database (or WTB_DATABASE_URL)",
+        )
+    if sqlite_writable(database):
+        # Readers and writers share the file as usual (the WAL); nothing is migrated.
+        return _sqlite_engine(url)
+    target = database.resolve().as_uri()
+
+    def connect() -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(f"{target}?mode=ro", uri=True, check_same_thread=False)
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # A WAL database on a read-only disk without its -shm file: nobody can write
+            # there, so reading it as immutable is safe.
+            connection = sqlite3.connect(
+                f"{target}?mode=ro&immutable=1", uri=True, check_same_thread=False
+            )
+        connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        return connection
+
+    return create_engine("sqlite://", creator=connect)
+
+
+def sqlite_writable(database: Path) -> bool:
+    """Whether this process may write a SQLite file and create its journal beside it."""
+    return os.access(database, os.W_OK) and os.access(database.parent, os.W_OK)
 
 
 def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
