@@ -262,8 +262,7 @@ def _csv_rows(path: Path, name: str) -> Iterator[Located]:
 
 def _csv_records(path: Path, name: str) -> Iterator[Located]:
     limit = get_settings().max_dataset_row_bytes
-    if csv.field_size_limit() < limit:
-        csv.field_size_limit(limit)
+    csv.field_size_limit(limit)
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)

@@ -534,10 +534,12 @@ def validate(files: tuple[str, ...], schema_only: bool) -> None:
 
 def _validate_schema_only(files: tuple[str, ...]) -> None:
     from wtb.cli.schema_check import check_without_code
+    from wtb.manifests import load_manifests
     from wtb.variant_matrix import fixed_label
 
     try:
-        manifests = _load(files)
+        # Not through wtb.pipeline: it loads LangGraph, and nothing here needs it.
+        manifests = load_manifests(list(files))
         checked = check_without_code(manifests)
     except WtbError as exc:
         _fail(exc)
