@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -39,15 +40,15 @@ def _toy(root: Path) -> Path:
     return folder
 
 
-def _edit_batch(folder: Path, edit: Callable[[dict], None]) -> None:  # type: ignore[type-arg]
+def _edit_batch(folder: Path, edit: Callable[[dict[str, Any]], None]) -> None:
     path = folder / "batchtest.yaml"
     batch = yaml.safe_load(path.read_text())
     edit(batch)
     path.write_text(yaml.safe_dump(batch))
 
 
-def _dataset_path(value: str) -> Callable[[dict], None]:  # type: ignore[type-arg]
-    def edit(batch: dict) -> None:  # type: ignore[type-arg]
+def _dataset_path(value: str) -> Callable[[dict[str, Any]], None]:
+    def edit(batch: dict[str, Any]) -> None:
         batch["spec"]["dataset"]["path"] = value
 
     return edit
@@ -73,7 +74,9 @@ BOMB = "".join(
 )
 
 
-def _in_toy(edit: Callable[[Path], None], command: str = "validate") -> Callable[[Path], list[str]]:
+def _in_toy(
+    edit: Callable[[Path], object], command: str = "validate"
+) -> Callable[[Path], list[str]]:
     def make(root: Path) -> list[str]:
         folder = _toy(root)
         edit(folder)
