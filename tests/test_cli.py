@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -92,7 +93,7 @@ def test_changed_spec_is_a_new_run(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'r.db'}"
     batch = yaml.safe_load((TOY / "batchtest.yaml").read_text())
     batch["spec"]["repeats"] = 1
-    batch["spec"]["dataset"]["path"] = str(TOY / "cases.jsonl")
+    shutil.copy(TOY / "cases.jsonl", tmp_path)  # a data set beside the manifest
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(batch))
     assert _invoke("run", "-f", str(TOY), "--database", db, "-q").exit_code == 0
@@ -457,7 +458,7 @@ def test_odd_text_is_recorded_on_every_backend(store_url: str, tmp_path: Path) -
     )
     batch = yaml.safe_load((TOY / "batchtest.yaml").read_text())
     batch["spec"]["matrix"] = {"answer": ["original", "odd"], "normalize": ["original", "odd"]}
-    batch["spec"]["dataset"]["path"] = str(TOY / "cases.jsonl")
+    shutil.copy(TOY / "cases.jsonl", tmp_path)  # a data set beside the manifest
     (tmp_path / "toyflow").symlink_to(TOY / "toyflow")
     (tmp_path / "m.yaml").write_text(yaml.safe_dump_all([wf, batch]))
     result = _invoke("run", "-f", str(tmp_path / "m.yaml"), "--database", store_url, "-o", "json")

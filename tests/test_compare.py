@@ -140,7 +140,7 @@ def test_compare_refuses_different_primary_metrics(
     batch["metadata"]["name"] = "toy-tokens"
     batch["spec"]["primaryMetric"] = "tokens"
     batch["spec"]["repeats"] = 1
-    batch["spec"]["dataset"]["path"] = str(TOY / "cases.jsonl")
+    shutil.copy(TOY / "cases.jsonl", tmp_path)  # a data set beside the manifest
     (tmp_path / "tokens.yaml").write_text(yaml.safe_dump(batch))
     run = _invoke(
         "run",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import sys
 import tracemalloc
 from collections.abc import Iterator
@@ -63,7 +64,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
         "normalize": ["original", "broken"],
     }
     batch["spec"]["repeats"] = 1
-    batch["spec"]["dataset"]["path"] = str(TOY / "cases.jsonl")
+    shutil.copy(TOY / "cases.jsonl", tmp_path)  # a data set beside the manifest
     (tmp_path / "batch.yaml").write_text(yaml.safe_dump(batch))
     db = f"sqlite:///{tmp_path / 'e.db'}"
     result = _invoke(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ def _broken_batch(tmp_path: Path) -> Path:
     batch["metadata"]["name"] = "toy-broken"
     batch["spec"]["matrix"] = {"normalize": ["original", "broken"]}
     batch["spec"]["repeats"] = 1
-    batch["spec"]["dataset"]["path"] = str(TOY / "cases.jsonl")
+    shutil.copy(TOY / "cases.jsonl", tmp_path)  # a data set beside the manifest
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(batch))
     return path

@@ -23,10 +23,12 @@ import yaml
 from pydantic import ValidationError
 
 from wtb._hashing import canonical_json
+from wtb._yaml import MAX_DEPTH, YamlLimitError, load_one, too_deep
 from wtb.api.batchtest import DatasetSpec
 from wtb.api.invocation import InvocationSpec
 from wtb.domain import Case
 from wtb.errors import ManifestError, yaml_problem
+from wtb.settings import get_settings
 
 _FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml"}
 _ROW_KEYS = frozenset({"id", "inputs", "expected", "invoke", "resume"})
@@ -203,12 +205,24 @@ def _cases(
     return cases
 
 
+_DEPTH_FIX = f"nest the row's values at most {MAX_DEPTH} levels deep"
+
+
 def _jsonl_rows(path: Path, name: str) -> Iterator[Located]:
+    limit = get_settings().max_dataset_row_bytes
     with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+        number = 0
+        while line := lines.readline(limit + 1):
+            number += 1
+            where = f"{name}, line {number}"
+            if len(line) > limit:
+                raise ManifestError(
+                    f"the line is longer than {limit} characters",
+                    where=where,
+                    fix="make the case smaller, or raise WTB_MAX_DATASET_ROW_BYTES",
+                )
             if not line.strip():
                 continue
-            where = f"{name}, line {number}"
             try:
                 row = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
@@ -217,6 +231,16 @@ def _jsonl_rows(path: Path, name: str) -> Iterator[Located]:
                     where=where,
                     fix="write one JSON object per line",
                 ) from None
+            except RecursionError:
+                raise ManifestError(
+                    "the row is nested too deeply", where=where, fix=_DEPTH_FIX
+                ) from None
+            if too_deep(row):
+                raise ManifestError(
+                    f"the row is nested more than {MAX_DEPTH} levels deep",
+                    where=where,
+                    fix=_DEPTH_FIX,
+                )
             if not isinstance(row, dict):
                 raise ManifestError(
                     f"row is a JSON {type(row).__name__}, not an object", where=where, fix=_ROW_FIX
@@ -225,6 +249,20 @@ def _jsonl_rows(path: Path, name: str) -> Iterator[Located]:
 
 
 def _csv_rows(path: Path, name: str) -> Iterator[Located]:
+    try:
+        yield from _csv_records(path, name)
+    except csv.Error as exc:
+        raise ManifestError(
+            f"not valid CSV: {exc}",
+            where=name,
+            fix="quote fields that hold commas, quotes or newlines; a field longer than "
+            "WTB_MAX_DATASET_ROW_BYTES needs that setting raised",
+        ) from None
+
+
+def _csv_records(path: Path, name: str) -> Iterator[Located]:
+    limit = get_settings().max_dataset_row_bytes
+    csv.field_size_limit(limit)
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -258,12 +296,18 @@ def _csv_rows(path: Path, name: str) -> Iterator[Located]:
 def _yaml_rows(path: Path, name: str) -> Iterator[Located]:
     text = path.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, node = load_one(text)
     except yaml.YAMLError as exc:
         line, problem = yaml_problem(exc)
         raise ManifestError(
             f"not valid YAML: {problem}", where=f"{name}{line}", fix="fix the YAML syntax"
+        ) from None
+    except YamlLimitError as exc:
+        raise ManifestError(
+            f"refused: {exc.problem}",
+            where=f"{name}{exc.at}",
+            fix="write the cases out plainly: fewer nesting levels, no aliases that "
+            "multiply (`*name`)",
         ) from None
     if data is None:
         return
@@ -273,6 +317,7 @@ def _yaml_rows(path: Path, name: str) -> Iterator[Located]:
             where=name,
             fix="write the cases as a YAML list: `- inputs: {...}`",
         )
+    assert node is not None  # data is not None
     for index, (row, item) in enumerate(zip(data, node.value, strict=True)):
         where = f"{name}, item {index} (line {item.start_mark.line + 1})"
         if not isinstance(row, dict):
@@ -292,6 +337,22 @@ def _shown(path: Path) -> str:
         return str(resolved.relative_to(Path.cwd()))
     except ValueError:
         return str(resolved)
+
+
+def _check_inside(path: Path, file: str, base_dir: Path, where: str) -> None:
+    """Refuse a data set file outside the manifest's directory (an absolute path, `..`, or a
+    symlink, resolved): a manifest must not read files it does not ship with."""
+    base = base_dir.resolve()
+    resolved = path.resolve()
+    if resolved.is_relative_to(base):
+        return
+    raise ManifestError(
+        f"data set file {file!r} is outside the manifest's directory {str(base)!r} "
+        f"(it resolves to {str(resolved)!r})",
+        where=f"{where}.path",
+        fix="put the data set in the manifest's directory (or below it) and give its "
+        "relative path; to read it where it is, set WTB_ALLOW_DATA_OUTSIDE=1",
+    )
 
 
 def _file_cases(
@@ -315,7 +376,17 @@ def _file_cases(
             where=f"{where}.path",
             fix="give the path relative to the manifest's directory",
         )
+    settings = get_settings()
+    if not settings.allow_data_outside:
+        _check_inside(path, file, base_dir, where)
     name = _shown(path)
+    size = path.stat().st_size
+    if size > settings.max_dataset_bytes:
+        raise ManifestError(
+            f"the data set file has {size} bytes, more than {settings.max_dataset_bytes}",
+            where=f"{where}.path ({name})",
+            fix="split it into smaller data sets, or raise WTB_MAX_DATASET_BYTES",
+        )
     try:
         cases = _cases(_READERS[fmt](path, name), spec.expected_fields, input_keys)
     except UnicodeDecodeError as exc:

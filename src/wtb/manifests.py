@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,8 +12,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from wtb._yaml import YamlLimitError, load_all, non_finite
 from wtb.api import API_VERSION, GROUP, RESOURCE_KINDS, BatchTest, Execution, Workflow
 from wtb.errors import ManifestError, ManifestErrors, yaml_problem
+from wtb.settings import get_settings
 
 Resource = Workflow | BatchTest | Execution
 
@@ -51,10 +53,46 @@ class ManifestSet:
         return found
 
 
+_SIZE_FIX = "split it into smaller manifests, or raise WTB_MAX_MANIFEST_BYTES"
+
+
+def _read_text(label: str, read: Callable[[int], bytes]) -> str:
+    """At most WTB_MAX_MANIFEST_BYTES of a manifest, decoded as UTF-8; a larger or
+    undecodable one is a ManifestError naming it."""
+    limit = get_settings().max_manifest_bytes
+    data = read(limit + 1)
+    if len(data) > limit:
+        raise ManifestError(
+            f"the manifest is larger than {limit} bytes", where=label, fix=_SIZE_FIX
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"not UTF-8 text: {exc.reason} at byte {exc.start}",
+            where=label,
+            fix="save the manifest as UTF-8",
+        ) from None
+
+
+def _read_file(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            return _read_text(str(path), handle.read)
+    except OSError as exc:
+        raise ManifestError(
+            f"cannot read the manifest: {exc.strerror or exc}",
+            where=str(path),
+            fix="check the path given to -f and its permissions",
+        ) from None
+
+
 def _documents(path: str) -> Iterator[tuple[str, int, Any, Path, bool]]:
     """(file label, document number, data, base dir, explicit) for every YAML document."""
     if path == "-":
-        yield from _parse("<stdin>", sys.stdin.read(), Path.cwd(), explicit=True)
+        yield from _parse(
+            "<stdin>", _read_text("<stdin>", sys.stdin.buffer.read), Path.cwd(), explicit=True
+        )
         return
     p = Path(path)
     if p.is_dir():
@@ -64,11 +102,9 @@ def _documents(path: str) -> Iterator[tuple[str, int, Any, Path, bool]]:
                 f"no .yaml or .yml file in directory {path}", fix="point -f at a manifest file"
             )
         for f in files:
-            yield from _parse(
-                str(f), f.read_text(encoding="utf-8"), f.parent.resolve(), explicit=False
-            )
+            yield from _parse(str(f), _read_file(f), f.parent.resolve(), explicit=False)
     elif p.is_file():
-        yield from _parse(str(p), p.read_text(encoding="utf-8"), p.parent.resolve(), explicit=True)
+        yield from _parse(str(p), _read_file(p), p.parent.resolve(), explicit=True)
     else:
         raise ManifestError(f"no such file or directory: {path}", fix="check the path given to -f")
 
@@ -77,15 +113,30 @@ def _parse(
     label: str, text: str, base_dir: Path, *, explicit: bool
 ) -> Iterator[tuple[str, int, Any, Path, bool]]:
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = list(load_all(text))
     except yaml.YAMLError as exc:
         line, problem = yaml_problem(exc)
         raise ManifestError(
             f"not valid YAML{line}: {problem}", where=label, fix="fix the YAML syntax"
-        ) from exc
+        ) from None
+    except YamlLimitError as exc:
+        raise ManifestError(
+            f"refused{exc.at}: {exc.problem}",
+            where=label,
+            fix="write the manifest out plainly: fewer nesting levels, no aliases that "
+            "multiply (`*name`)",
+        ) from None
     for i, doc in enumerate(docs, start=1):
-        if doc is not None:
-            yield label, i, doc, base_dir, explicit
+        if doc is None:
+            continue
+        bad = non_finite(doc)
+        if bad is not None:
+            raise ManifestError(
+                "an infinite or NaN number (.inf, .nan) where a finite one is needed",
+                where=f"{label} (document {i}): {bad}",
+                fix="give a finite number",
+            )
+        yield label, i, doc, base_dir, explicit
 
 
 def load_manifests(paths: list[str]) -> ManifestSet:

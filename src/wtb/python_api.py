@@ -44,12 +44,13 @@ class RunResults:
         """Every recorded cell of the run, in recording order, streamed from the store."""
         from wtb.storage import ResultStore
 
-        with ResultStore.open(self.database) as store:
+        with ResultStore.open_for_reading(self.database) as store:
             found = store.get_run(self.run_key)
             if found is None:
                 from wtb.errors import WtbError
+                from wtb.storage.engine import redact
 
-                raise WtbError(f"run {self.run_key} is no longer in {self.database}")
+                raise WtbError(f"run {self.run_key} is no longer in {redact(self.database)}")
             yield from store.iter_cells(found.id)
 
     def to_pandas(self) -> Any:
@@ -65,12 +66,13 @@ class RunResults:
         from wtb.runs.export import cell_table
         from wtb.storage import ResultStore
 
-        with ResultStore.open(self.database) as store:
+        with ResultStore.open_for_reading(self.database) as store:
             found = store.get_run(self.run_key)
             if found is None:
                 from wtb.errors import WtbError
+                from wtb.storage.engine import redact
 
-                raise WtbError(f"run {self.run_key} is no longer in {self.database}")
+                raise WtbError(f"run {self.run_key} is no longer in {redact(self.database)}")
             table = cell_table(store, found)
             return pd.DataFrame.from_records(list(table.rows), columns=table.names)
 
@@ -129,6 +131,6 @@ def load(
     from wtb.storage import ResultStore
 
     url = database_url(database)
-    with ResultStore.open(url) as store:
+    with ResultStore.open_for_reading(url) as store:
         found = find_run(store, name_or_run_key, namespace)
         return RunResults(found.run_key, stored_matrix(store, found), url)

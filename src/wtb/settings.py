@@ -27,6 +27,24 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="How long writes retry while the database is unreachable."
     )
 
+    # Input: what a manifest or a data set may be (docs/datasets.md#limits).
+    allow_data_outside: bool = Field(
+        default=False,
+        description="Let a data set path leave the manifest's directory (an absolute path, "
+        "`..`, a symlink pointing out); off: such a path is refused.",
+    )
+    max_manifest_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1, description="Largest manifest file (or stdin) read."
+    )
+    max_dataset_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="Largest data set file read."
+    )
+    max_dataset_row_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1,
+        description="Longest line of a JSONL data set (or field of a CSV one).",
+    )
+
     # The operator.
     cluster_database_secret: str = Field(
         default="wtb-database",

@@ -11,7 +11,7 @@ import gc
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -297,7 +297,11 @@ def _run_prepared(
     err = Console(stderr=True)
     documents: list[dict[str, Any]] = []
     codes = [0]
-    with ResultStore.open(url, retry_seconds=settings.store_retry_seconds) as store:
+    machine = output != "table"
+    with (
+        _user_output_to_stderr() if machine else nullcontext(),
+        ResultStore.open(url, retry_seconds=settings.store_retry_seconds) as store,
+    ):
         started()
         for item in prepared:
             name = item.batch.metadata.name
@@ -354,6 +358,35 @@ def _run_prepared(
     if documents:
         click.echo(dump(documents, output))
     return max(codes)
+
+
+@contextmanager
+def _user_output_to_stderr() -> Iterator[None]:
+    """While cells run, what user code prints goes to stderr, so that the machine output
+    (`-o json|yaml|markdown|junit`) written to stdout afterwards stays parseable: sys.stdout
+    for every thread, and file descriptor 1 (C extensions, subprocesses) when stdout is a
+    real file."""
+    real = sys.stdout
+    saved: int | None = None
+    fd = -1
+    try:
+        fd = real.fileno()
+        real.flush()
+        saved = os.dup(fd)
+        os.dup2(sys.stderr.fileno(), fd)
+    except (AttributeError, OSError, ValueError):  # no descriptor (a test's buffer)
+        saved = None
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        try:
+            sys.stderr.flush()
+        finally:
+            sys.stdout = real
+            if saved is not None:
+                os.dup2(saved, fd)
+                os.close(saved)
 
 
 def _case_selection(limit: int | None, case_ids: str | None) -> CaseSelection | None:
@@ -463,10 +496,21 @@ def _print_warnings(item: PreparedBatch) -> None:
 
 @cli.command()
 @FILES
-def validate(files: tuple[str, ...]) -> None:
-    """Check manifests (schema and semantics, importing the workflow code) without running."""
+@click.option(
+    "--schema-only",
+    is_flag=True,
+    help="Import nothing and call no factory: check the manifests and data sets against the "
+    "resources' schema and the matrix rules only. Use it for manifests you do not trust.",
+)
+def validate(files: tuple[str, ...], schema_only: bool) -> None:
+    """Check manifests without running cells. By default this imports your workflow's code
+    (the graph factory, the variants, the evaluators) and calls its factories, as `wtb run`
+    does: use --schema-only for untrusted manifests."""
     from wtb.variant_matrix import fixed_label
 
+    if schema_only:
+        _validate_schema_only(files)
+        return
     try:
         manifests = _load(files)
         prepared = _prepare_all(manifests) if manifests.batchtests else []
@@ -484,6 +528,32 @@ def validate(files: tuple[str, ...]) -> None:
             + (f"; in every cell: {fixed}" if (fixed := fixed_label(item.batch.spec)) else "")
         )
         _print_warnings(item)
+    for execution, _ in manifests.executions:
+        click.echo(f"ok  Execution {execution.metadata.namespace}/{execution.metadata.name}")
+
+
+def _validate_schema_only(files: tuple[str, ...]) -> None:
+    from wtb.cli.schema_check import check_without_code
+    from wtb.manifests import load_manifests
+    from wtb.variant_matrix import fixed_label
+
+    try:
+        # Not through wtb.pipeline: it loads LangGraph, and nothing here needs it.
+        manifests = load_manifests(list(files))
+        checked = check_without_code(manifests)
+    except WtbError as exc:
+        _fail(exc)
+    for (ns, wf_name), _ in manifests.workflows.items():
+        click.echo(f"ok  Workflow {ns}/{wf_name} (schema only: its code was not imported)")
+    for item in checked:
+        plan = item.plan
+        click.echo(
+            f"ok  BatchTest {item.batch.metadata.namespace}/{item.batch.metadata.name}: "
+            f"{len(plan.combinations)} combinations x {len(plan.cases)} cases"
+            f" x {plan.repeats} repeats = {plan.total} cells"
+            + (f"; in every cell: {fixed}" if (fixed := fixed_label(item.batch.spec)) else "")
+            + " (schema only)"
+        )
     for execution, _ in manifests.executions:
         click.echo(f"ok  Execution {execution.metadata.namespace}/{execution.metadata.name}")
 
@@ -539,7 +609,7 @@ def results(
 
     try:
         url = database or get_settings().database_url or default_sqlite_url()
-        with ResultStore.open(url) as store:
+        with ResultStore.open_for_reading(url) as store:
             if run_key:
                 found = store.get_run(run_key)
                 runs = [found] if found else []
@@ -705,7 +775,7 @@ def report(
     try:
         environment()
         plotly_js()
-        with ResultStore.open(_store_url(database)) as store:
+        with ResultStore.open_for_reading(_store_url(database)) as store:
             run = find_run(store, run_key or name or "", None if run_key else namespace)
             page = render_run(load_run_page(store, run))
         Path(path).write_text(page, encoding="utf-8")
@@ -729,7 +799,7 @@ def view(database: str | None, host: str, port: int) -> None:
     try:
         environment()
         plotly_js()
-        with ResultStore.open(url, migrate=False) as store:
+        with ResultStore.open_for_reading(url) as store:
             server = ViewServer((host, port), store, database=redact(url), log_requests=True)
             bound_host, bound_port = server.server_address[:2]
             click.echo(f"serving {redact(url)} on http://{bound_host!s}:{bound_port}/", err=True)
@@ -812,7 +882,7 @@ def _compare(
     from wtb.runs.lookup import compare_recorded, find_run
     from wtb.storage import ResultStore
 
-    with ResultStore.open(database_url(database)) as store:
+    with ResultStore.open_for_reading(database_url(database)) as store:
         return compare_recorded(
             store,
             find_run(store, base, namespace),
@@ -907,7 +977,7 @@ def _export(
         parquet_module()  # a missing extra is said before anything else is done
         if target == "-" and sys.stdout.isatty():
             raise WtbError("Parquet is binary", fix="write it to a file with -o FILE")
-    with ResultStore.open(database_url(database)) as store:
+    with ResultStore.open_for_reading(database_url(database)) as store:
         run = find_run(store, run_key or name or "", None if run_key else namespace)
         if run_key and name is not None and name not in (run.name, f"{run.namespace}/{run.name}"):
             raise WtbError(

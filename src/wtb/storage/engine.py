@@ -8,6 +8,7 @@ engine keeps no session state: no `SET`, no server-side prepared statements
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -29,11 +30,18 @@ def parse_url(url: str) -> URL:
     """The SQLAlchemy URL for a store URL; plain `postgresql://` means psycopg 3."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError):
+        # ValueError: a port that is not a number. The message names the URL redacted only.
         raise StorageError(
-            f"{url!r} is not a database URL; use sqlite:///path/to/wtb.db or "
-            "postgresql://user:password@host:port/database"
-        ) from exc
+            f"{redact(url)!r} is not a database URL (--database or WTB_DATABASE_URL)",
+            fix="use sqlite:///path/to/wtb.db or postgresql://user:password@host:port/database",
+        ) from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise StorageError(
+            f"{redact(parsed)}: port {parsed.port} is out of range (--database or "
+            "WTB_DATABASE_URL)",
+            fix="give a port from 1 to 65535, e.g. 5432 (PostgreSQL) or 6432 (PgBouncer)",
+        )
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername not in _POSTGRES_DRIVERS and parsed.drivername != "sqlite":
@@ -52,19 +60,47 @@ _SECRET_QUERY_KEYS = frozenset({"password", "sslpassword", "passfile", "sslkey"}
 
 def redact(url: URL | str) -> str:
     """The URL as text with its password hidden, in the user part and in the query
-    (`?password=...`): safe for messages and logs."""
-    parsed = make_url(url) if isinstance(url, str) else url
+    (`?password=...`): safe for messages and logs. Text that does not parse as a URL
+    (`user:secret@host/db`, a port that is not a number) keeps only what follows its last
+    `@`, without a query: whatever came before may be a password."""
+    if isinstance(url, str):
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):
+            return _redact_unparsed(url)
+    else:
+        parsed = url
     hidden = {k: "***" for k in parsed.query if k.lower() in _SECRET_QUERY_KEYS}
     if hidden:
         parsed = parsed.update_query_dict(hidden)
     return parsed.render_as_string(hide_password=True)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url` ("sqlite:///path", "postgresql://..." or "postgresql+psycopg://...")."""
+def _redact_unparsed(text: str) -> str:
+    """`redact` for text that is no URL: the part before the last `@` (user, password) and
+    any query are hidden."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or "@" in scheme:
+        scheme, rest = "", text
+    _, at, host = rest.rpartition("@")
+    host = host.split("?", 1)[0]
+    shown = f"***@{host}" if at else host
+    if not at and ":" in host.split("/", 1)[0] and not scheme:
+        shown = "***"  # `user:secret` with no host: all of it may be secret
+    hidden_query = "?***" if "?" in rest else ""
+    return (f"{scheme}://" if scheme else "") + shown + hidden_query
+
+
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine for `url` ("sqlite:///path", "postgresql://..." or "postgresql+psycopg://...").
+
+    `read_only` (SQLite): the file must exist and is never created, its directory neither;
+    a file or directory this process cannot write (a read-only disk) is opened read-only
+    (`mode=ro`, or `immutable=1` when even that needs a write).
+    """
     parsed = parse_url(url)
     if parsed.drivername == "sqlite":
-        return _sqlite_engine(parsed)
+        return _sqlite_read_engine(parsed) if read_only else _sqlite_engine(parsed)
     return create_engine(
         parsed,
         # PgBouncer (transaction pooling) cannot keep server-side prepared statements.
@@ -86,6 +122,39 @@ def _sqlite_engine(url: URL) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False})
     event.listen(engine, "connect", _configure_sqlite)
     return engine
+
+
+def _sqlite_read_engine(url: URL) -> Engine:
+    database = Path(str(url.database))
+    if not database.is_file():
+        raise StorageError(
+            f"no result store at {redact(url)}: no file {str(database)!r}",
+            fix="run `wtb run` first, or name the store with --database (or WTB_DATABASE_URL)",
+        )
+    if sqlite_writable(database):
+        # Readers and writers share the file as usual (the WAL); nothing is migrated.
+        return _sqlite_engine(url)
+    target = database.resolve().as_uri()
+
+    def connect() -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(f"{target}?mode=ro", uri=True, check_same_thread=False)
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # A WAL database on a read-only disk without its -shm file: nobody can write
+            # there, so reading it as immutable is safe.
+            connection = sqlite3.connect(
+                f"{target}?mode=ro&immutable=1", uri=True, check_same_thread=False
+            )
+        connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        return connection
+
+    return create_engine("sqlite://", creator=connect)
+
+
+def sqlite_writable(database: Path) -> bool:
+    """Whether this process may write a SQLite file and create its journal beside it."""
+    return os.access(database, os.W_OK) and os.access(database.parent, os.W_OK)
 
 
 def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:

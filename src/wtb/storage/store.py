@@ -53,7 +53,13 @@ from wtb.errors import StorageError
 from wtb.events import Event
 from wtb.storage import aggregates, failures
 from wtb.storage.engine import make_engine, redact
-from wtb.storage.migrate import create_sqlite_schema, is_current, upgrade
+from wtb.storage.migrate import (
+    HEAD_REVISION,
+    create_sqlite_schema,
+    current_revision,
+    is_current,
+    upgrade,
+)
 from wtb.storage.records import (
     FinalStatus,
     ReusedSpan,
@@ -89,7 +95,8 @@ class ResultStore:
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True, retry_seconds: float = 60.0) -> Self:
-        """Connect to `url` and (by default) bring its schema up to date.
+        """Connect to `url` and (by default) bring its schema up to date; without
+        `migrate`, a store whose schema is not at this WTB's revision is refused.
 
         `retry_seconds` bounds how long `record` keeps retrying while the database is
         unreachable (a restart, a failover) before it gives up with a StorageError.
@@ -103,15 +110,47 @@ class ResultStore:
             raise
         return store
 
+    @classmethod
+    def open_for_reading(cls, url: str) -> Self:
+        """Connect to `url` to read runs: nothing is created or migrated, and a SQLite file
+        on a read-only disk (or not writable by this process) is opened read-only. A store
+        whose schema is not at this WTB's revision is a StorageError saying so."""
+        store = cls(make_engine(url, read_only=True))
+        try:
+            store._prepare(migrate=False)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
     def _prepare(self, *, migrate: bool) -> None:
         try:
             if not migrate:
                 with self._connect() as conn:
                     conn.execute(select(1))
+                self._check_revision()
             elif not (is_current(self._engine) or create_sqlite_schema(self._engine)):
                 self._migrate()
         except DBAPIError as exc:
             raise self._unreachable(exc) from exc
+
+    def _check_revision(self) -> None:
+        """Refuse a store this WTB cannot read without migrating it (reading never writes)."""
+        at = current_revision(self._engine)
+        if at == HEAD_REVISION:
+            return
+        name = redact(self._engine.url)
+        if at is None:
+            raise StorageError(
+                f"{name} holds no WTB result store (no schema revision)",
+                fix="name the store with --database (or WTB_DATABASE_URL); `wtb run` creates one",
+            )
+        raise StorageError(
+            f"the store {name} is at schema revision {at}; this WTB reads revision "
+            f"{HEAD_REVISION} and does not migrate when it only reads",
+            fix="run `wtb run` with this WTB on it once (it migrates), or upgrade WTB when "
+            "the store is newer",
+        )
 
     def _migrate(self) -> None:
         from alembic.util import CommandError
