@@ -1,0 +1,170 @@
+"""Nothing hangs silently: every wait has a deadline and a message saying what it waited for.
+
+Drills: a "database" that accepts TCP and never answers, a table lock held by another
+real connection (on PostgreSQL, direct and through PgBouncer).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from wtb.domain import Attempt, Cell, CellResult
+from wtb.errors import StorageError
+from wtb.storage import ResultStore
+from wtb.storage.engine import Deadlines, make_engine
+from wtb.storage.records import RunInfo
+
+T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def _info(total: int = 4) -> RunInfo:
+    return RunInfo(
+        run_key="default/hangs:abc",
+        namespace="default",
+        name="hangs",
+        spec_digest="abc" * 10,
+        spec={},
+        total_cells=total,
+    )
+
+
+def _result(case: int) -> CellResult:
+    return CellResult(
+        cell=Cell(
+            key=f"cell-{case}",
+            combo_key="combo",
+            combination=(("generate", "v1"),),
+            case_id=f"case-{case}",
+            repeat=0,
+        ),
+        status="succeeded",
+        latency_ms=1.0,
+        finished_at=T0,
+        output={"answer": case},
+        metrics={"exact": 1.0},
+        attempts=(Attempt(number=1, status="succeeded", started_at=T0, duration_ms=1.0),),
+    )
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts connections and never says a word."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_a_database_that_never_answers_is_a_storage_error_naming_the_deadline(
+    silent_server: int,
+) -> None:
+    url = f"postgresql://wtb:secret@127.0.0.1:{silent_server}/wtb"
+    deadlines = Deadlines(connect=2)
+    result: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            ResultStore.open(url, deadlines=deadlines)
+        except BaseException as exc:
+            result.append(exc)
+
+    opener = threading.Thread(target=open_store, daemon=True)
+    opener.start()
+    opener.join(30)
+    assert not opener.is_alive(), "opening a store on a silent server hung"
+    assert len(result) == 1
+    assert isinstance(result[0], StorageError)
+    message = str(result[0])
+    assert "no answer while connecting within 2 s" in message
+    assert "WTB_DB_CONNECT_TIMEOUT_SECONDS" in message
+    assert "secret" not in message
+
+
+def test_writes_to_a_database_that_never_answers_stop_with_a_storage_error(
+    silent_server: int,
+) -> None:
+    deadlines = Deadlines(connect=2)
+    url = f"postgresql://wtb:secret@127.0.0.1:{silent_server}/wtb"
+    store = ResultStore(make_engine(url, deadlines=deadlines), retry_seconds=1, deadlines=deadlines)
+    result: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store.record(1, [_result(0)])
+        except BaseException as exc:
+            result.append(exc)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(30)
+    store.close()
+    assert not writer.is_alive(), "a write to a silent server hung"
+    assert len(result) == 1
+    assert isinstance(result[0], StorageError)
+    assert "WTB_DB_CONNECT_TIMEOUT_SECONDS" in str(result[0])
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("through", ["postgres_url", "pgbouncer_url"])
+def test_a_held_table_lock_is_an_error_naming_the_lock_wait(
+    through: str, postgres_url: str, request: pytest.FixtureRequest
+) -> None:
+    """Another connection holds an exclusive lock on the cells table: a write waits
+    lock_timeout per try, retries for retry_seconds, then says it waited for a lock. Once
+    the lock is gone the same write records every cell once."""
+    url = postgres_url if through == "postgres_url" else _through_pgbouncer(request, postgres_url)
+    deadlines = Deadlines(lock=0.3)
+    with ResultStore.open(url, retry_seconds=1.0, deadlines=deadlines) as store:
+        run = store.begin_run(_info())
+        results = [_result(case) for case in range(4)]
+        store.record(run.id, results[:1])
+        with psycopg.connect(_libpq(postgres_url), autocommit=False) as holder:
+            holder.execute("LOCK TABLE cells IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(StorageError) as caught:
+                store.record(run.id, results)
+            holder.rollback()
+        message = str(caught.value)
+        assert "waited longer than 0.3 s for a lock" in message
+        assert "WTB_DB_LOCK_TIMEOUT_SECONDS" in message
+        assert "WTB_STORE_RETRY_SECONDS" in message
+        assert store.record(run.id, results) == 3
+        assert store.record(run.id, results) == 0
+        assert store.progress(run.id).done == 4
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _through_pgbouncer(request: pytest.FixtureRequest, postgres_url: str) -> str:
+    services = request.getfixturevalue("postgres_services")
+    name = postgres_url.rsplit("/", 1)[1]
+    url: str = services.url(name, through_pgbouncer=True)
+    return url
