@@ -6,9 +6,13 @@ real connection (on PostgreSQL, direct and through PgBouncer).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import socket
+import socketserver
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import psycopg
@@ -16,6 +20,7 @@ import pytest
 
 from wtb.domain import Attempt, Cell, CellResult
 from wtb.errors import StorageError
+from wtb.kube.rayjobs import JobInfo, RayJobClient, RayJobError
 from wtb.storage import ResultStore
 from wtb.storage.engine import Deadlines, make_engine
 from wtb.storage.records import RunInfo
@@ -168,3 +173,97 @@ def _through_pgbouncer(request: pytest.FixtureRequest, postgres_url: str) -> str
     name = postgres_url.rsplit("/", 1)[1]
     url: str = services.url(name, through_pgbouncer=True)
     return url
+
+
+# -- the Ray job API ---------------------------------------------------------------------
+
+
+class _Dashboard(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, reply: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.reply = reply
+        self.stopping = threading.Event()
+        super().__init__(("127.0.0.1", 0), _DashboardHandler)
+
+
+class _DashboardHandler(socketserver.BaseRequestHandler):
+    server: _Dashboard
+
+    def handle(self) -> None:
+        self.request.recv(65536)
+        with contextlib.suppress(OSError):
+            self.server.reply(self.request, self.server.stopping)
+
+
+@contextlib.contextmanager
+def _dashboard(reply: Callable[[socket.socket, threading.Event], None]) -> Iterator[str]:
+    server = _Dashboard(reply)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _drip(sock: socket.socket, stopping: threading.Event) -> None:
+    """One byte every 100 ms, forever: each read returns, so no socket timeout fires."""
+    head = b'HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{"status": "'
+    for byte in itertools.chain(head, itertools.repeat(ord("x"))):
+        if stopping.wait(0.1):
+            return
+        sock.sendall(bytes([byte]))
+
+
+def _huge(sock: socket.socket, _stopping: threading.Event) -> None:
+    body = b'{"status": "' + b"x" * (2 << 20) + b'"}'
+    sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body)
+
+
+def _status(sock: socket.socket, _stopping: threading.Event) -> None:
+    body = json.dumps({"status": "RUNNING", "message": "", "driver_exit_code": None}).encode()
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def _in_thread(call: Callable[[], object], seconds: float) -> object:
+    """What `call` returned or raised, failing the test if it took longer than `seconds`."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the call did not return within {seconds} s"
+    return outcome[0]
+
+
+def test_a_dripping_ray_dashboard_is_cut_off_at_the_call_deadline() -> None:
+    with _dashboard(_drip) as url:
+        outcome = _in_thread(lambda: RayJobClient(url, deadline=1.0).info("job-1"), 30)
+    assert isinstance(outcome, RayJobError)
+    assert "did not finish answering within 1 s" in str(outcome)
+    assert url in str(outcome)
+
+
+def test_a_ray_dashboard_reply_over_the_size_cap_is_refused() -> None:
+    with _dashboard(_huge) as url:
+        outcome = _in_thread(lambda: RayJobClient(url, max_bytes=4096).info("job-1"), 30)
+    assert isinstance(outcome, RayJobError)
+    assert "more than 4096 bytes" in str(outcome)
+
+
+def test_a_ray_dashboard_that_answers_in_time_is_read() -> None:
+    with _dashboard(_status) as url:
+        outcome = _in_thread(lambda: RayJobClient(url, deadline=5.0).info("job-1"), 30)
+    assert isinstance(outcome, JobInfo)
+    assert outcome.status == "RUNNING"
