@@ -14,13 +14,19 @@ import socketserver
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
+from pydantic import ValidationError
 
+from toybatch import TOY, stored_batchtest_body, toy_prepared
+from wtb.api.batchtest import BatchTest
 from wtb.domain import Attempt, Cell, CellResult
-from wtb.errors import StorageError
+from wtb.errors import ExitCode, RunDeadlineExceeded, StorageError
 from wtb.kube.rayjobs import JobInfo, RayJobClient, RayJobError
+from wtb.pipeline.execute import run_batch
+from wtb.runners import InlineRunner
 from wtb.storage import ResultStore
 from wtb.storage.engine import Deadlines, make_engine
 from wtb.storage.records import RunInfo
@@ -267,3 +273,65 @@ def test_a_ray_dashboard_that_answers_in_time_is_read() -> None:
         outcome = _in_thread(lambda: RayJobClient(url, deadline=5.0).info("job-1"), 30)
     assert isinstance(outcome, JobInfo)
     assert outcome.status == "RUNNING"
+
+
+# -- spec.activeDeadlineSeconds in this process ------------------------------------------
+
+
+def test_a_local_run_past_its_deadline_stops_and_resumes_without_losing_a_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """60 cells of 50 ms one at a time cannot finish in 1 s: the run stops with
+    RunDeadlineExceeded (exit code 5), what it recorded stays recorded, and the same run
+    with a larger deadline (the deadline is no part of the run's identity) runs the rest."""
+    monkeypatch.syspath_prepend(str(TOY))
+    short = toy_prepared(
+        tmp_path, "deadline", "slow_lookup", 60, concurrency=1, activeDeadlineSeconds=1
+    )
+    with ResultStore.open(f"sqlite:///{tmp_path / 'wtb.db'}") as store:
+        with pytest.raises(RunDeadlineExceeded) as caught:
+            run_batch(short, store, InlineRunner(), flush_every=5, flush_seconds=0.05)
+        assert caught.value.exit_code == ExitCode.DEADLINE == 5
+        assert "spec.activeDeadlineSeconds (1 s)" in str(caught.value)
+        run = store.get_run(short.run_info.run_key)
+        assert run is not None
+        assert run.status == "failed"
+        assert "RunDeadlineExceeded" in (run.error or "")
+        stopped_at = store.progress(run.id).done
+        assert 0 < stopped_at < 60
+        assert f"stopped with {stopped_at} of 60 cells recorded" in str(caught.value)
+
+        longer = toy_prepared(
+            tmp_path, "deadline", "slow_lookup", 60, concurrency=8, activeDeadlineSeconds=3600
+        )
+        assert longer.run_info.run_key == short.run_info.run_key
+        outcome = run_batch(longer, store, InlineRunner(), reuse=False)
+        assert outcome.recorded_before == stopped_at
+        assert outcome.recorded_now == 60 - stopped_at
+        keys = [c.cell_key for c in store.iter_cells(run.id)]
+        assert len(keys) == len(set(keys)) == 60
+
+
+# -- bounded waits in the spec -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "says"),
+    [
+        ({"retry": {"backoffSeconds": 1e9}}, "retry.backoffSeconds", "less than or equal to 600"),
+        ({"retry": {"maxBackoffSeconds": 601.0}}, "retry.maxBackoffSeconds", "600"),
+        ({"retry": {"backoffSeconds": float("inf")}}, "retry.backoffSeconds", "finite"),
+        ({"retry": {"backoffSeconds": float("nan")}}, "retry.backoffSeconds", "finite"),
+        ({"timeoutSeconds": 1e9}, "timeoutSeconds", "604800"),
+        ({"activeDeadlineSeconds": 0}, "activeDeadlineSeconds", "greater than or equal to 1"),
+        ({"activeDeadlineSeconds": 10**9}, "activeDeadlineSeconds", "604800"),
+    ],
+)
+def test_waits_in_a_batchtest_are_bounded(spec: dict[str, object], path: str, says: str) -> None:
+    body = stored_batchtest_body(**spec)
+    with pytest.raises(ValidationError) as caught:
+        BatchTest.model_validate(body, by_alias=True)
+    errors = caught.value.errors()
+    assert len(errors) == 1
+    assert ".".join(str(p) for p in errors[0]["loc"]) == f"spec.{path}"
+    assert says in errors[0]["msg"]
