@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -291,7 +292,8 @@ def test_a_local_run_past_its_deadline_stops_and_resumes_without_losing_a_cell(
     with ResultStore.open(f"sqlite:///{tmp_path / 'wtb.db'}") as store:
         with pytest.raises(RunDeadlineExceeded) as caught:
             run_batch(short, store, InlineRunner(), flush_every=5, flush_seconds=0.05)
-        assert caught.value.exit_code == ExitCode.DEADLINE == 5
+        assert caught.value.exit_code == ExitCode.DEADLINE
+        assert int(ExitCode.DEADLINE) == 5
         assert "spec.activeDeadlineSeconds (1 s)" in str(caught.value)
         run = store.get_run(short.run_info.run_key)
         assert run is not None
@@ -327,7 +329,7 @@ def test_a_local_run_past_its_deadline_stops_and_resumes_without_losing_a_cell(
         ({"activeDeadlineSeconds": 10**9}, "activeDeadlineSeconds", "604800"),
     ],
 )
-def test_waits_in_a_batchtest_are_bounded(spec: dict[str, object], path: str, says: str) -> None:
+def test_waits_in_a_batchtest_are_bounded(spec: dict[str, Any], path: str, says: str) -> None:
     body = stored_batchtest_body(**spec)
     with pytest.raises(ValidationError) as caught:
         BatchTest.model_validate(body, by_alias=True)
