@@ -337,3 +337,46 @@ def test_waits_in_a_batchtest_are_bounded(spec: dict[str, Any], path: str, says:
     assert len(errors) == 1
     assert ".".join(str(p) for p in errors[0]["loc"]) == f"spec.{path}"
     assert says in errors[0]["msg"]
+
+
+# -- evaluators that never return --------------------------------------------------------
+
+
+@pytest.mark.parametrize("lookup", ["slow_lookup", "slow_lookup_sync"])
+def test_an_evaluator_that_never_returns_is_an_evaluator_error_and_the_run_goes_on(
+    lookup: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the loop (an async node) and on worker threads (all sync): the stuck evaluator's
+    metric is None with an error naming the deadline; every cell is recorded once with its
+    other metrics."""
+    monkeypatch.syspath_prepend(str(TOY))
+    from toyflow import hangs
+
+    hangs.release.clear()
+    evaluators = [
+        {"name": "correct", "type": "exactMatch", "output": "answer", "expected": "answer"},
+        {"name": "judge", "type": "python", "path": "toyflow.hangs:never_returns"},
+    ]
+    prepared = toy_prepared(
+        tmp_path, "evaluator", lookup, 6, evaluators=evaluators, evaluatorTimeoutSeconds=0.5
+    )
+    try:
+        with ResultStore.open(f"sqlite:///{tmp_path / 'wtb.db'}") as store:
+            outcome = _in_thread(lambda: run_batch(prepared, store, InlineRunner()), 120)
+            assert not isinstance(outcome, BaseException), outcome
+            cells = {c.case_id: c for c in store.iter_cells(outcome.run_id)}  # type: ignore[attr-defined]
+    finally:
+        hangs.release.set()
+    assert len(cells) == 6
+    for case_id, cell in cells.items():
+        assert cell.status == "succeeded"
+        assert cell.metrics["correct"] == 1.0
+        if int(case_id[-1]) % 2 == 0:
+            assert cell.metrics["judge"] is None
+            assert cell.evaluator_errors["judge"] == (
+                "EvaluatorTimeout: evaluator 'judge' did not return within 0.5 s "
+                "(spec.evaluatorTimeoutSeconds); its call was abandoned"
+            )
+        else:
+            assert cell.metrics["judge"] == 1.0
+            assert "judge" not in cell.evaluator_errors

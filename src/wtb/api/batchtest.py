@@ -326,6 +326,16 @@ class BatchTestSpec(SpecModel):
         description="Per attempt of a cell (at most 7 days).",
     )
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    evaluator_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_DEADLINE_SECONDS,
+        allow_inf_nan=False,
+        description=(
+            "How long a `python` evaluator may take on one cell (default 60 s); one that "
+            "overruns is abandoned and its metric recorded as an evaluator error."
+        ),
+    )
     invoke: InvocationSpec | None = Field(
         default=None,
         description="What every invocation of this BatchTest gets, over the Workflow's "

@@ -25,6 +25,7 @@ LIMITS = frozenset(
         "backoffLimit",
         "ttlSecondsAfterFinished",
         "activeDeadlineSeconds",
+        "evaluatorTimeoutSeconds",
     }
 )
 """BatchTest fields that bound how cells run, not what they compute: in no run's or cell's
