@@ -19,9 +19,10 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from toybatch import TOY, stored_batchtest_body, toy_prepared
+from toybatch import TOY, prepare_documents, stored_batchtest_body, toy_batchtest, toy_prepared
 from wtb.api.batchtest import BatchTest
 from wtb.domain import Attempt, Cell, CellResult
 from wtb.errors import ExitCode, RunDeadlineExceeded, StorageError
@@ -380,3 +381,51 @@ def test_an_evaluator_that_never_returns_is_an_evaluator_error_and_the_run_goes_
         else:
             assert cell.metrics["judge"] == 1.0
             assert "judge" not in cell.evaluator_errors
+
+
+# -- a blocked event loop on the inline runner -------------------------------------------
+
+
+def test_a_cell_blocking_the_inline_loop_times_out_naming_the_node_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An async node blocks the loop on one case for good: that cell is recorded as timed
+    out with a message naming the blocked loop and the node; the other cells (those in
+    flight with it included) are recorded once each, succeeded."""
+    monkeypatch.syspath_prepend(str(TOY))
+    from toyflow import hangs
+
+    hangs.release.clear()
+    workflow = yaml.safe_load((TOY / "workflow.yaml").read_text())
+    workflow["spec"]["variants"]["lookup"] = [
+        {"name": "v", "path": "toyflow.hangs:blocks_the_loop"}
+    ]
+    batch = toy_batchtest(
+        "blocked",
+        8,
+        matrix={"lookup": ["v"]},
+        baseline={"lookup": "v"},
+        concurrency=4,
+        timeoutSeconds=1,
+    )
+    prepared = prepare_documents(tmp_path / "blocked.yaml", workflow, batch)
+    try:
+        with ResultStore.open(f"sqlite:///{tmp_path / 'wtb.db'}") as store:
+            outcome = _in_thread(lambda: run_batch(prepared, store, InlineRunner()), 120)
+            assert not isinstance(outcome, BaseException), outcome
+            run_id = outcome.run_id  # type: ignore[attr-defined]
+            cells = {c.case_id: c for c in store.iter_cells(run_id)}
+            keys = [c.cell_key for c in store.iter_cells(run_id)]
+            blocked = store.attempts(run_id, cells["c3"].cell_key)
+    finally:
+        hangs.release.set()
+    assert len(keys) == len(set(keys)) == 8
+    assert {k for k, c in cells.items() if c.status == "succeeded"} == {
+        f"c{i}" for i in range(8) if i != 3
+    }
+    assert cells["c3"].status == "failed"
+    assert cells["c3"].error_type == "Timeout"
+    message = cells["c3"].error_message or ""
+    assert "blocked the event loop" in message
+    assert "in node 'lookup'" in message
+    assert [a.status for a in blocked] == ["timeout"]
