@@ -6,8 +6,9 @@ engine keeps no session state: no `SET`, no server-side prepared statements
 (`prepare_threshold=None`), no session advisory locks. Nothing waits without a deadline:
 connecting has `connect_timeout`, and every transaction starts with `SET LOCAL
 statement_timeout` and `SET LOCAL lock_timeout` (a `SET LOCAL` lasts exactly one
-transaction, which PgBouncer keeps on one server connection; startup `options` are refused
-by PgBouncer, and a session-level `SET` would leak to other clients).
+transaction, which PgBouncer keeps on one server connection; PgBouncer refuses startup
+`options` or, told to ignore them, drops them silently, and a session-level `SET` would
+leak to other clients).
 """
 
 from __future__ import annotations
