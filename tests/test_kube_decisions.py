@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
@@ -16,9 +17,10 @@ import yaml
 from services.kube import RAYCLUSTER_CRD_FILE, kuberay_crds_dir
 from toybatch import STORED_UID as UID
 from toybatch import stored_batchtest, stored_batchtest_body
-from wtb.api.batchtest import BatchTest
+from wtb.api.batchtest import BatchTest, BatchTestStatus
 from wtb.errors import ManifestErrors
 from wtb.kube import conditions as cond
+from wtb.kube.decide import StopJob, decide_deadline
 from wtb.kube.names import (
     LABEL_BATCHTEST,
     label_value,
@@ -35,6 +37,7 @@ from wtb.kube.raycluster import (
 )
 from wtb.kube.semantics import check_references, parse_batchtest, parse_workflow, summary
 from wtb.kube.status_copy import status_patch
+from wtb.kube.transitions import BatchTestStatusCopy
 from wtb.runs.keys import generation_run_key as run_key
 
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -659,3 +662,55 @@ def test_a_setting_axis_is_checked_against_the_workflows_settings() -> None:
     workflow["spec"]["settings"] = {"lookup": workflow["spec"]["settings"]["model"]}
     with pytest.raises(ManifestErrors, match="names a node of the graph"):
         parse_workflow(workflow)
+
+
+# -- spec.activeDeadlineSeconds ----------------------------------------------------------
+
+
+def _running(started: str | None = "2025-01-02T03:00:00Z", **more: Any) -> BatchTestStatus:
+    return BatchTestStatus(
+        phase="Running",
+        started_at=started,
+        run_id="default/demo:g1-uid",
+        ray_cluster="wtb-demo",
+        submission_id="wtb-demo-1",
+        **more,
+    )
+
+
+def test_a_run_past_its_deadline_fails_and_its_job_is_stopped() -> None:
+    now = datetime(2025, 1, 2, 3, 10, 0, tzinfo=UTC)
+    verdict = decide_deadline(600, _running(total=40, completed=13), now=now)
+    assert verdict is not None
+    assert verdict.fail.reason == "DeadlineExceeded"
+    assert "activeDeadlineSeconds (600 s" in verdict.fail.message
+    assert "13 of 40 cells recorded (kept)" in verdict.fail.message
+    assert verdict.stop == StopJob("wtb-demo", "wtb-demo-1")
+
+
+@pytest.mark.parametrize(
+    ("deadline", "status"),
+    [
+        (601, _running()),  # a second left
+        (None, _running()),  # no deadline
+        (1, _running(started=None)),  # not started: the cluster wait has its own bound
+        (1, _running().model_copy(update={"phase": "Succeeded"})),
+        (1, _running().model_copy(update={"phase": "Failed"})),
+    ],
+)
+def test_no_deadline_verdict_before_the_deadline_or_after_the_end(
+    deadline: int | None, status: BatchTestStatus
+) -> None:
+    now = datetime(2025, 1, 2, 3, 10, 0, tzinfo=UTC)
+    assert decide_deadline(deadline, status, now=now) is None
+
+
+def test_a_deadline_failure_fits_the_condition_reasons() -> None:
+    verdict = decide_deadline(1, _running(), now=datetime(2025, 1, 3, tzinfo=UTC))
+    assert verdict is not None
+    copy_ = BatchTestStatusCopy(_running(), generation=1)
+    copy_.fail(verdict.fail, datetime(2025, 1, 3, tzinfo=UTC))
+    failed = cond.find(copy_.status.conditions, cond.FAILED)
+    assert failed is not None
+    assert (failed.status, failed.reason) == ("True", "DeadlineExceeded")
+    assert copy_.status.phase == "Failed"

@@ -43,6 +43,7 @@ from wtb.kube.decide import (
     cluster_name_for,
     cluster_refused,
     decide_cluster,
+    decide_deadline,
     decide_failed_job,
     decide_finish,
     decide_job,
@@ -231,6 +232,8 @@ class Reconcile:
                 self.record_run(valid)
                 batch, workflow = valid.batch, valid.workflow
             case Stage.RECORDED:
+                if self.past_deadline():
+                    return
                 batch, workflow = self.recorded()
         dashboard = self.cluster(batch, workflow)
         if dashboard is None:
@@ -245,16 +248,42 @@ class Reconcile:
         self.ctx.forget(self.uid)
         self.post(verdict.event)
 
-    def stop_job(self, stop: StopJob) -> None:
+    def past_deadline(self) -> bool:
+        """spec.activeDeadlineSeconds: a run past it has its job stopped and fails."""
+        deadline = (self.body.get("spec") or {}).get("activeDeadlineSeconds")
+        if decide_deadline(deadline, self.status, now=_now()) is None:
+            return False
+        self.progress(self.stored_run())  # the counts the failure reports
+        verdict = decide_deadline(deadline, self.status, now=_now())
+        if verdict is None:  # finished meanwhile
+            return False
+        if verdict.stop is not None and not self.stop_job(
+            verdict.stop, why="past spec.activeDeadlineSeconds"
+        ):
+            self.post(
+                Event(
+                    "StopJobFailed",
+                    f"could not stop Ray job {verdict.stop.submission_id} past the deadline "
+                    "(the operator's log says why); it may run on",
+                    warning=True,
+                )
+            )
+        self.fail(verdict.fail)
+        return True
+
+    def stop_job(self, stop: StopJob, *, why: str = "of an earlier generation") -> bool:
+        """Stop the job; False when the job API refused or did not answer."""
         url = _dashboard(self.ctx, self.namespace, stop.cluster)
         if url is None:
-            return
+            return True
         job = stop.submission_id
         try:
             if RayJobClient(url).stop(job):
-                self.post(Event("StoppedJob", f"stopped Ray job {job} of an earlier generation"))
+                self.post(Event("StoppedJob", f"stopped Ray job {job} {why}"))
         except RayJobError as exc:
             log.warning("BatchTest %s: cannot stop Ray job %s: %s", self.ident, job, exc)
+            return False
+        return True
 
     def validate(self) -> Validated | None:
         checked = check_batchtest(self.body, self.ctx.kube.get_workflow)

@@ -4,6 +4,7 @@
     ├── ManifestError        a manifest, data set or referenced code is wrong, at `where`;
     │                        `fix` says what to do
     ├── ManifestErrors       several ManifestErrors found in one pass
+    ├── RunDeadlineExceeded  the run passed spec.activeDeadlineSeconds                exit 5
     └── UnavailableError     a service failed: running again may well succeed    exit 3, retryable
         ├── StorageError     the result store cannot be reached or is not in shape
         └── ClusterError     the Ray cluster cannot be reached or cannot run WTB's workers
@@ -35,6 +36,9 @@ class ExitCode(IntEnum):
     CELLS_FAILED = 4
     """`wtb run`: cells failed or were interrupted (`--fail-on failed`, the default), or a
     baseline has no successful cell (every gate but `never`)."""
+    DEADLINE = 5
+    """`wtb run`: the run passed its BatchTest's `activeDeadlineSeconds` and was stopped;
+    recorded cells are kept, running again resumes."""
     INTERRUPTED = 128 + signal.SIGINT
     TERMINATED = 128 + signal.SIGTERM
 
@@ -86,6 +90,12 @@ def yaml_problem(exc: Exception) -> tuple[str, str]:
     mark = getattr(exc, "problem_mark", None)
     line = f", line {mark.line + 1}" if mark is not None else ""
     return line, str(getattr(exc, "problem", None) or exc)
+
+
+class RunDeadlineExceeded(WtbError):
+    """A run passed its BatchTest's `spec.activeDeadlineSeconds` and was stopped."""
+
+    exit_code = ExitCode.DEADLINE
 
 
 class UnavailableError(WtbError):

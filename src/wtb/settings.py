@@ -26,6 +26,25 @@ class Settings(BaseSettings):
     store_retry_seconds: float = Field(
         default=60.0, ge=0, description="How long writes retry while the database is unreachable."
     )
+    db_connect_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="PostgreSQL: how long connecting (and its handshake) may take.",
+    )
+    db_statement_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="PostgreSQL: how long one statement may run (SET LOCAL statement_timeout).",
+    )
+    db_lock_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=86400,
+        description="PostgreSQL: how long one statement may wait for a lock another "
+        "connection holds (SET LOCAL lock_timeout).",
+    )
 
     # Input: what a manifest or a data set may be (docs/datasets.md#limits).
     allow_data_outside: bool = Field(

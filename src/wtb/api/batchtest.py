@@ -164,14 +164,30 @@ class EvaluatorSpec(SpecModel):
         return self.type not in MEASURING_TYPES
 
 
+MAX_BACKOFF_SECONDS = 600.0
+"""The longest retry delay a BatchTest may ask for (10 minutes)."""
+MAX_DEADLINE_SECONDS = 7 * 24 * 3600
+"""The longest timeout or deadline a BatchTest may ask for (7 days)."""
+
+
 class RetrySpec(SpecModel):
     max_attempts: int = Field(
         default=3, ge=1, le=20, description="Attempts per cell for transient errors."
     )
     backoff_seconds: float = Field(
-        default=0.5, ge=0, description="First delay; doubles each attempt, with jitter."
+        default=0.5,
+        ge=0,
+        le=MAX_BACKOFF_SECONDS,
+        allow_inf_nan=False,
+        description="First delay; doubles each attempt, with jitter (at most 600 s).",
     )
-    max_backoff_seconds: float = Field(default=30.0, ge=0)
+    max_backoff_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=MAX_BACKOFF_SECONDS,
+        allow_inf_nan=False,
+        description="Longest delay between two attempts (at most 600 s).",
+    )
     transient_errors: list[str] = Field(
         default_factory=list,
         description=(
@@ -242,6 +258,7 @@ class RaySpec(SpecModel):
     ready_timeout_seconds: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_DEADLINE_SECONDS,
         description="How long to wait for the RayCluster to be ready; default: the operator's.",
     )
 
@@ -301,8 +318,24 @@ class BatchTestSpec(SpecModel):
             "for every attempt of every cell, as in a fresh process."
         ),
     )
-    timeout_seconds: float = Field(default=300.0, gt=0, description="Per attempt of a cell.")
+    timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=MAX_DEADLINE_SECONDS,
+        allow_inf_nan=False,
+        description="Per attempt of a cell (at most 7 days).",
+    )
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    evaluator_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_DEADLINE_SECONDS,
+        allow_inf_nan=False,
+        description=(
+            "How long a `python` evaluator may take on one cell (default 60 s); one that "
+            "overruns is abandoned and its metric recorded as an evaluator error."
+        ),
+    )
     invoke: InvocationSpec | None = Field(
         default=None,
         description="What every invocation of this BatchTest gets, over the Workflow's "
@@ -321,6 +354,16 @@ class BatchTestSpec(SpecModel):
         description=(
             "Kubernetes runs: times a failed Ray job is submitted again; cells already "
             "recorded are not run again."
+        ),
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_DEADLINE_SECONDS,
+        description=(
+            "The whole run's deadline, from its start: a run not finished by then stops "
+            "(on Kubernetes the BatchTest fails with reason DeadlineExceeded and its Ray job "
+            "is stopped); recorded cells stay recorded. Unset: no deadline."
         ),
     )
     ttl_seconds_after_finished: int | None = Field(

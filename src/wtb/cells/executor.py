@@ -80,6 +80,9 @@ class CellExecutor:
             emit,
             job.batch.timeout_seconds,
         )
+        self.live: dict[str, CellAttempt] = {}
+        """The attempts in progress on the event loop, by cell key: a runner whose loop a
+        cell blocked ends them from outside (`wtb.runners.inline`)."""
 
     def _graph(self, combination: Combination) -> tuple[Any, GraphRuntime]:
         """The graph an attempt of the combination runs, and its runtime: the process's one
@@ -139,6 +142,16 @@ class CellExecutor:
         case = self.scorer.case(cell)
         sync = self.is_sync(cell.combination)
         attempt = self.protocol.begin(cell, history)
+        self.live[cell.key] = attempt
+        try:
+            return await self._attempt(cell, pool, case, sync, attempt)
+        finally:
+            if self.live.get(cell.key) is attempt:
+                del self.live[cell.key]
+
+    async def _attempt(
+        self, cell: Cell, pool: ElasticThreadPool, case: Case, sync: bool, attempt: CellAttempt
+    ) -> CellResult | Retry:
         timer = attempt.nodes = NodeTimer()
         deadline = asyncio.timeout(self.protocol.timeout)
         try:

@@ -16,7 +16,7 @@ from wtb._jsonable import clean_text, jsonable
 from wtb.cells.graph_run import GraphOutcome
 from wtb.domain import Attempt, Case, Cell, CellResult, CellStatus, NodeFigures
 from wtb.evaluators import EvalContext, Evaluator
-from wtb.evaluators.build import build_evaluators, evaluate
+from wtb.evaluators.build import DEFAULT_EVALUATOR_TIMEOUT_SECONDS, build_evaluators, evaluate
 from wtb.evaluators.comparing import STATE_ROOT
 from wtb.runs.spec import RunSpec
 from wtb.storage.records import StoredCell
@@ -49,6 +49,9 @@ class Scorer:
     def __init__(self, job: RunSpec) -> None:
         self._cases = job.case_index()
         self._evaluators: list[Evaluator] = build_evaluators(job.batch.evaluators)
+        self._evaluator_timeout = (
+            job.batch.evaluator_timeout_seconds or DEFAULT_EVALUATOR_TIMEOUT_SECONDS
+        )
 
     def rescore(self, cell: Cell, stored: StoredCell) -> CellResult:
         """The result of a cell whose graph ran in an earlier run (`stored`, a succeeded or
@@ -69,7 +72,9 @@ class Scorer:
             cost=stored.cost,
             state=None,
         )
-        metrics, evaluator_errors = evaluate(self._evaluators, ctx)
+        metrics, evaluator_errors = evaluate(
+            self._evaluators, ctx, timeout_seconds=self._evaluator_timeout
+        )
         return CellResult(
             cell=cell,
             status=stored.status,
@@ -152,7 +157,9 @@ class Scorer:
             cost=cost,
             state=state if isinstance(state, dict) else None,
         )
-        metrics, evaluator_errors = evaluate(self._evaluators, ctx)
+        metrics, evaluator_errors = evaluate(
+            self._evaluators, ctx, timeout_seconds=self._evaluator_timeout
+        )
         return CellResult(
             cell=cell,
             status=status,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from wtb.cli.options import ACTORS, CONCURRENCY, RAY_ADDRESS
-from wtb.errors import ExitCode, WtbError
+from wtb.errors import ExitCode, RunDeadlineExceeded, WtbError
 
 if TYPE_CHECKING:
     from wtb.api.comparison import ComparisonMatrix
@@ -36,7 +36,8 @@ def _fail(exc: WtbError) -> NoReturn:
     (the batch driver, run again by the operator, tells the retryable ones apart)."""
     click.secho("error: ", fg="red", bold=True, err=True, nl=False)
     click.echo(str(exc), err=True)
-    sys.exit(ExitCode.USAGE)
+    # A run stopped at its deadline says so by its code (5); it is not a mistake in input.
+    sys.exit(ExitCode.DEADLINE if isinstance(exc, RunDeadlineExceeded) else ExitCode.USAGE)
 
 
 def _load(files: tuple[str, ...]) -> ManifestSet:

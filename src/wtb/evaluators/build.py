@@ -3,6 +3,8 @@ cell with them."""
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections.abc import Sequence
 
 from wtb.api.batchtest import EvaluatorSpec
@@ -12,6 +14,14 @@ from wtb.evaluators.context import EvalContext
 from wtb.evaluators.user import PythonEvaluator, load_user_function
 
 _MAX_ERROR = 1000
+
+DEFAULT_EVALUATOR_TIMEOUT_SECONDS = 60.0
+"""How long a `python` evaluator may take on one cell, unless the BatchTest says
+(`spec.evaluatorTimeoutSeconds`)."""
+
+
+class EvaluatorTimeout(TimeoutError):
+    """A `python` evaluator did not return within its deadline; its call was abandoned."""
 
 
 def _build_one(spec: EvaluatorSpec, where: str) -> Evaluator:
@@ -33,15 +43,23 @@ def build_evaluators(
 
 
 def evaluate(
-    evaluators: Sequence[Evaluator], ctx: EvalContext
+    evaluators: Sequence[Evaluator],
+    ctx: EvalContext,
+    *,
+    timeout_seconds: float = DEFAULT_EVALUATOR_TIMEOUT_SECONDS,
 ) -> tuple[dict[str, float | None], dict[str, str]]:
     """Score one cell: (metrics, errors). An evaluator that raises gets metric None and an
-    error 'ErrorClass: message'; the others are unaffected."""
+    error 'ErrorClass: message'; the others are unaffected. A `python` evaluator that does
+    not return within `timeout_seconds` gets metric None and an error
+    'EvaluatorTimeout: ...' (its call is abandoned: it runs on a daemon thread)."""
     metrics: dict[str, float | None] = {}
     errors: dict[str, str] = {}
     for evaluator in evaluators:
         try:
-            metrics[evaluator.name] = evaluator(ctx)
+            if isinstance(evaluator, PythonEvaluator) and ctx.status == "succeeded":
+                metrics[evaluator.name] = _within(evaluator, ctx, timeout_seconds)
+            else:
+                metrics[evaluator.name] = evaluator(ctx)
         except Exception as exc:
             metrics[evaluator.name] = None
             message = str(exc) or repr(exc)
@@ -49,3 +67,33 @@ def evaluate(
                 message = message[:_MAX_ERROR] + "..."
             errors[evaluator.name] = f"{type(exc).__name__}: {message}"
     return metrics, errors
+
+
+def _within(evaluator: Evaluator, ctx: EvalContext, seconds: float) -> float | None:
+    """`evaluator(ctx)` on a thread of its own (with the caller's context variables), waited
+    for `seconds`. Python cannot stop a thread: one that overruns is abandoned (a daemon,
+    it never holds up the run or the process's exit) and its late result is dropped."""
+    outcome: list[tuple[bool, object]] = []
+    done = threading.Event()
+    context = contextvars.copy_context()
+
+    def call() -> None:
+        try:
+            outcome.append((True, context.run(evaluator, ctx)))
+        except BaseException as exc:  # handed to the caller, who decides
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=call, name=f"wtb-evaluator-{evaluator.name}", daemon=True).start()
+    if not done.wait(seconds):
+        raise EvaluatorTimeout(
+            f"evaluator {evaluator.name!r} did not return within {seconds:g} s "
+            "(spec.evaluatorTimeoutSeconds); its call was abandoned"
+        )
+    ok, value = outcome[0]
+    if not ok:
+        assert isinstance(value, BaseException)
+        raise value
+    assert value is None or isinstance(value, float)
+    return value

@@ -45,6 +45,7 @@ Reason = Literal[
     "JobFailed",
     "BackoffLimitExceeded",
     "InvalidWorkflow",
+    "DeadlineExceeded",
     # CellsFailed
     "CellsFailed",
     "NoCellFailed",

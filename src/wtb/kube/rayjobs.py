@@ -7,9 +7,12 @@ connects to the cluster as a Ray driver.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
-import urllib.error
-import urllib.request
+import socket
+import threading
+import urllib.parse
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -40,10 +43,27 @@ class JobInfo:
         return self.status in TERMINAL
 
 
+MAX_REPLY_BYTES = 1 << 20
+"""The largest reply the client reads (1 MiB): a job's status is a few hundred bytes."""
+
+
 class RayJobClient:
-    def __init__(self, dashboard_url: str, *, timeout: float = 10.0) -> None:
+    """Every call has a deadline for the whole exchange (`deadline`, 30 s), not only per
+    socket read (`timeout`, 10 s): a dashboard that drips bytes is cut off at the deadline,
+    and a reply over `max_bytes` is refused."""
+
+    def __init__(
+        self,
+        dashboard_url: str,
+        *,
+        timeout: float = 10.0,
+        deadline: float = 30.0,
+        max_bytes: int = MAX_REPLY_BYTES,
+    ) -> None:
         self._base = dashboard_url.rstrip("/")
-        self._timeout = timeout
+        self._timeout = min(timeout, deadline)
+        self._deadline = deadline
+        self._max_bytes = max_bytes
 
     def _call(
         self,
@@ -55,25 +75,80 @@ class RayJobClient:
     ) -> Any:
         """The JSON reply; None for a job the cluster does not know, with `missing_ok`."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(  # noqa: S310 (the dashboard URL KubeRay publishes)
-            f"{self._base}{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
+        status, payload = self._exchange(method, path, data)
+        if status == HTTPStatus.NOT_FOUND and missing_ok:
+            return None
+        if status >= HTTPStatus.BAD_REQUEST:
+            detail = payload.decode(errors="replace")[:500]
+            raise RayJobError(f"{method} {path}: HTTP {status}: {detail}", status=status)
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as reply:  # noqa: S310
-                payload = reply.read()
-        except urllib.error.HTTPError as exc:
-            if missing_ok and exc.code == HTTPStatus.NOT_FOUND:
-                return None
-            detail = exc.read().decode(errors="replace")[:500]
+            return json.loads(payload) if payload else None
+        except ValueError as exc:
             raise RayJobError(
-                f"{method} {path}: HTTP {exc.code}: {detail}", status=exc.code
+                f"{method} {path}: the Ray job API at {self._base} answered with no JSON: "
+                f"{payload[:200].decode(errors='replace')!r}"
             ) from exc
-        except (urllib.error.URLError, OSError) as exc:
+
+    def _connection(self) -> http.client.HTTPConnection:
+        parts = urllib.parse.urlsplit(self._base)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RayJobError(f"{self._base!r} is not an http(s) URL of a Ray dashboard")
+        if parts.scheme == "https":
+            return http.client.HTTPSConnection(parts.hostname, parts.port, timeout=self._timeout)
+        return http.client.HTTPConnection(parts.hostname, parts.port, timeout=self._timeout)
+
+    def _exchange(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
+        """One request and its whole reply within `deadline` seconds: a timer shuts the
+        socket down at the deadline, whatever read is blocked on it."""
+        prefix = urllib.parse.urlsplit(self._base).path
+        conn = self._connection()
+        expired = threading.Event()
+
+        def cut() -> None:
+            expired.set()
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(self._deadline, cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            conn.request(
+                method, f"{prefix}{path}", body=data, headers={"Content-Type": "application/json"}
+            )
+            reply = conn.getresponse()
+            declared = reply.getheader("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > self._max_bytes:
+                raise self._too_large(method, path)
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := reply.read1(65536):
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise self._too_large(method, path)
+                chunks.append(chunk)
+            if expired.is_set():
+                raise OSError("cut off")
+            return reply.status, b"".join(chunks)
+        except (OSError, http.client.HTTPException) as exc:
+            if expired.is_set():
+                raise RayJobError(
+                    f"{method} {path}: the Ray job API at {self._base} did not finish answering "
+                    f"within {self._deadline:g} s (the deadline of one call); check the Ray "
+                    "head's dashboard (its pod, its load)"
+                ) from exc
             raise RayJobError(f"the Ray job API at {self._base} does not answer: {exc}") from exc
-        return json.loads(payload) if payload else None
+        finally:
+            timer.cancel()
+            conn.close()
+
+    def _too_large(self, method: str, path: str) -> RayJobError:
+        return RayJobError(
+            f"{method} {path}: the Ray job API at {self._base} answered with more than "
+            f"{self._max_bytes} bytes, the most this client reads; is the dashboard URL right?"
+        )
 
     def submit(
         self, submission_id: str, entrypoint: str, *, metadata: dict[str, str] | None = None

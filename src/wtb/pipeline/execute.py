@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from wtb import events
 from wtb._iterables import chunked
 from wtb.domain import Cell, CellResult
+from wtb.errors import RunDeadlineExceeded
 from wtb.events import EventBus
 from wtb.pipeline.prepare import PreparedBatch
 from wtb.pipeline.reuse import Reuse
@@ -144,6 +145,21 @@ def _reason(exc: BaseException) -> str:
 
 
 @dataclass(frozen=True)
+class _Deadline:
+    seconds: float | None
+    started: float
+
+    def check(self, done: int, total: int) -> None:
+        if self.seconds is None or time.perf_counter() - self.started < self.seconds:
+            return
+        raise RunDeadlineExceeded(
+            f"the run did not finish within spec.activeDeadlineSeconds ({self.seconds:g} s): "
+            f"stopped with {done} of {total} cells recorded (kept)",
+            fix="run it again to resume it, or raise spec.activeDeadlineSeconds",
+        )
+
+
+@dataclass(frozen=True)
 class RunOutcome:
     run_id: int
     run_key: str
@@ -189,6 +205,7 @@ def run_batch(
         build_warnings=[str(w) for w in prepared.warnings],
         reuse=Reuse(prepared.job, prepared.fingerprinter),
         reuse_results=reuse,
+        deadline_seconds=prepared.batch.spec.active_deadline_seconds,
     )
 
 
@@ -206,6 +223,7 @@ def execute_run(
     build_warnings: Sequence[str] = (),
     reuse: Reuse | None = None,
     reuse_results: bool = True,
+    deadline_seconds: float | None = None,
 ) -> RunOutcome:
     """Run a started run's unrecorded cells with `runner`, record them, and mark the run
     succeeded when every cell is recorded (by this process or a concurrent one).
@@ -215,9 +233,14 @@ def execute_run(
     copied in first, so only the other cells run.
 
     `build_warnings` (raised while the graph and variants were built, each naming its
-    variant) are kept in the audit log with the `batch.started` event."""
+    variant) are kept in the audit log with the `batch.started` event.
+
+    `deadline_seconds` (the BatchTest's `activeDeadlineSeconds`, for runs in this process)
+    stops the run with RunDeadlineExceeded once that long has passed with cells left: it is
+    checked as each result arrives, and every cell in flight ends at its own timeout."""
     bus = bus or EventBus()
     started = time.perf_counter()
+    deadline = _Deadline(deadline_seconds, started)
     before = store.progress(run.id).done
     total = plan.total
     reused = 0
@@ -258,6 +281,8 @@ def execute_run(
             done += 1
             if on_progress:
                 on_progress(done, total)
+            if done < total:
+                deadline.check(done, total)
         bus.publish(events.Event(events.BATCH_FINISHED, None, {"run": run.run_key}))
     except BaseException as exc:
         failure = exc

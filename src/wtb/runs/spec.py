@@ -17,7 +17,16 @@ from wtb.api.workflow import WorkflowSpec
 from wtb.domain import Case
 
 LIMITS = frozenset(
-    {"concurrency", "timeoutSeconds", "retry", "ray", "backoffLimit", "ttlSecondsAfterFinished"}
+    {
+        "concurrency",
+        "timeoutSeconds",
+        "retry",
+        "ray",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+        "activeDeadlineSeconds",
+        "evaluatorTimeoutSeconds",
+    }
 )
 """BatchTest fields that bound how cells run, not what they compute: in no run's or cell's
 identity (a changed timeout reruns nothing)."""

@@ -3,17 +3,25 @@
 Every PostgreSQL connection may be served by PgBouncer in transaction pooling mode, where
 consecutive transactions of one client can land on different server connections. So the
 engine keeps no session state: no `SET`, no server-side prepared statements
-(`prepare_threshold=None`), no session advisory locks.
+(`prepare_threshold=None`), no session advisory locks. Nothing waits without a deadline:
+connecting has `connect_timeout`, and every transaction starts with `SET LOCAL
+statement_timeout` and `SET LOCAL lock_timeout` (a `SET LOCAL` lasts exactly one
+transaction, which PgBouncer keeps on one server connection; PgBouncer refuses startup
+`options` or, told to ignore them, drops them silently, and a session-level `SET` would
+leak to other clients).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -91,22 +99,67 @@ def _redact_unparsed(text: str) -> str:
     return (f"{scheme}://" if scheme else "") + shown + hidden_query
 
 
-def make_engine(url: str, *, read_only: bool = False) -> Engine:
+@dataclass(frozen=True)
+class Deadlines:
+    """How long a PostgreSQL store waits, in seconds (WTB_DB_*_TIMEOUT_SECONDS)."""
+
+    connect: float = 10.0
+    statement: float = 300.0
+    lock: float = 10.0
+
+    @classmethod
+    def from_settings(cls) -> Deadlines:
+        from wtb.settings import get_settings
+
+        settings = get_settings()
+        return cls(
+            connect=settings.db_connect_timeout_seconds,
+            statement=settings.db_statement_timeout_seconds,
+            lock=settings.db_lock_timeout_seconds,
+        )
+
+
+def make_engine(url: str, *, read_only: bool = False, deadlines: Deadlines | None = None) -> Engine:
     """An engine for `url` ("sqlite:///path", "postgresql://..." or "postgresql+psycopg://...").
 
     `read_only` (SQLite): the file must exist and is never created, its directory neither;
     a file or directory this process cannot write (a read-only disk) is opened read-only
     (`mode=ro`, or `immutable=1` when even that needs a write).
+    `deadlines` (PostgreSQL only) default to the WTB_DB_*_TIMEOUT_SECONDS settings.
     """
     parsed = parse_url(url)
     if parsed.drivername == "sqlite":
         return _sqlite_read_engine(parsed) if read_only else _sqlite_engine(parsed)
-    return create_engine(
+    deadlines = deadlines or Deadlines.from_settings()
+    engine = create_engine(
         parsed,
-        # PgBouncer (transaction pooling) cannot keep server-side prepared statements.
-        connect_args={"prepare_threshold": None},
+        connect_args={
+            # PgBouncer (transaction pooling) cannot keep server-side prepared statements.
+            "prepare_threshold": None,
+            # Whole seconds, at least 2 (libpq's rule); covers the startup handshake too.
+            "connect_timeout": max(2, math.ceil(deadlines.connect)),
+        },
         pool_pre_ping=True,
     )
+    event.listen(engine, "begin", _transaction_deadlines(deadlines))
+    return engine
+
+
+def _transaction_deadlines(deadlines: Deadlines) -> Any:
+    statement_ms = max(1, round(deadlines.statement * 1000))
+    lock_ms = max(1, round(deadlines.lock * 1000))
+    sql = f"SET LOCAL statement_timeout = {statement_ms}; SET LOCAL lock_timeout = {lock_ms}"
+
+    def begin(conn: Connection) -> None:
+        # On the driver's connection: psycopg opens the transaction with this statement,
+        # and the settings end with it, on whichever server connection PgBouncer gave.
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
+
+    return begin
 
 
 def _sqlite_engine(url: URL) -> Engine:

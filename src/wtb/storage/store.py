@@ -15,6 +15,7 @@ a PostgreSQL store.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -52,7 +53,7 @@ from wtb.domain import (
 from wtb.errors import StorageError
 from wtb.events import Event
 from wtb.storage import aggregates, failures
-from wtb.storage.engine import make_engine, redact
+from wtb.storage.engine import Deadlines, make_engine, redact
 from wtb.storage.migrate import (
     HEAD_REVISION,
     create_sqlite_schema,
@@ -72,6 +73,12 @@ from wtb.storage.records import (
 from wtb.storage.schema import attempts, audit_log, batch_runs, cells, workflows
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+_LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's SQLSTATE for a lock_timeout."""
+_QUERY_CANCELED = "57014"
+"""PostgreSQL's SQLSTATE for a statement_timeout (or a cancelled query)."""
 
 MAX_KEYS_PER_QUERY = 500
 """Keys per IN list in missing_keys: bounded statements, well under SQLite's variable limit."""
@@ -89,20 +96,36 @@ _AUDIT = audit_log
 class ResultStore:
     """Results of batch runs in SQLite or PostgreSQL. Thread-safe; use one per process."""
 
-    def __init__(self, engine: Engine, *, retry_seconds: float = 60.0) -> None:
+    def __init__(
+        self, engine: Engine, *, retry_seconds: float = 60.0, deadlines: Deadlines | None = None
+    ) -> None:
         self._engine = engine
         self._retry_seconds = retry_seconds
+        self._deadlines = deadlines or Deadlines()
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True, retry_seconds: float = 60.0) -> Self:
+    def open(
+        cls,
+        url: str,
+        *,
+        migrate: bool = True,
+        retry_seconds: float = 60.0,
+        deadlines: Deadlines | None = None,
+    ) -> Self:
         """Connect to `url` and (by default) bring its schema up to date; without
         `migrate`, a store whose schema is not at this WTB's revision is refused.
 
         `retry_seconds` bounds how long `record` keeps retrying while the database is
         unreachable (a restart, a failover) before it gives up with a StorageError.
+        `deadlines` (PostgreSQL: connecting, one statement, one lock wait) default to the
+        WTB_DB_*_TIMEOUT_SECONDS settings.
         Raises StorageError, with the password redacted, when the database is unreachable.
         """
-        store = cls(make_engine(url), retry_seconds=retry_seconds)
+        if deadlines is None and not url.startswith("sqlite"):
+            deadlines = Deadlines.from_settings()
+        store = cls(
+            make_engine(url, deadlines=deadlines), retry_seconds=retry_seconds, deadlines=deadlines
+        )
         try:
             store._prepare(migrate=migrate)
         except BaseException:
@@ -115,7 +138,8 @@ class ResultStore:
         """Connect to `url` to read runs: nothing is created or migrated, and a SQLite file
         on a read-only disk (or not writable by this process) is opened read-only. A store
         whose schema is not at this WTB's revision is a StorageError saying so."""
-        store = cls(make_engine(url, read_only=True))
+        deadlines = None if url.startswith("sqlite") else Deadlines.from_settings()
+        store = cls(make_engine(url, read_only=True, deadlines=deadlines), deadlines=deadlines)
         try:
             store._prepare(migrate=False)
         except BaseException:
@@ -183,11 +207,40 @@ class ResultStore:
 
     def _unreachable(self, exc: DBAPIError) -> StorageError:
         reason = str(exc.orig).strip() if exc.orig is not None else str(exc)
+        waited = self._waited(exc)
+        if waited is not None:
+            return StorageError(f"cannot use the database {redact(self._engine.url)}: {waited}")
         return StorageError(
             f"cannot use the database {redact(self._engine.url)}: {reason}\n"
             "  fix: check that the server runs and the URL (host, port, database, user, "
             "password) is right; for PostgreSQL behind PgBouncer, that PgBouncer knows the database"
         )
+
+    def _waited(self, exc: DBAPIError) -> str | None:
+        """What a statement or connection waited for past its deadline, with the setting
+        to change; None when `exc` is not a timeout."""
+        deadlines = self._deadlines
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if sqlstate == _LOCK_NOT_AVAILABLE:
+            return (
+                f"a statement waited longer than {deadlines.lock:g} s for a lock on a table "
+                "that another connection holds (lock_timeout)\n"
+                "  fix: find the session holding the lock (pg_locks, pg_stat_activity) and end "
+                "it, or raise WTB_DB_LOCK_TIMEOUT_SECONDS"
+            )
+        if sqlstate == _QUERY_CANCELED:
+            return (
+                f"a statement ran longer than {deadlines.statement:g} s (statement_timeout)\n"
+                "  fix: check the database's load, or raise WTB_DB_STATEMENT_TIMEOUT_SECONDS"
+            )
+        if "timeout expired" in str(exc.orig):
+            return (
+                f"no answer while connecting within {max(2, math.ceil(deadlines.connect))} s "
+                "(connect_timeout)\n"
+                "  fix: check that the host and port are a PostgreSQL server or PgBouncer that "
+                "answers, or raise WTB_DB_CONNECT_TIMEOUT_SECONDS"
+            )
+        return None
 
     @contextmanager
     def _connect(self) -> Iterator[Connection]:
@@ -428,12 +481,26 @@ class ResultStore:
             try:
                 return call()
             except (StorageError, OperationalError, InterfaceError) as exc:
+                waited = None if isinstance(exc, StorageError) else self._waited(exc)
                 if time.monotonic() + delay > deadline:
                     if isinstance(exc, StorageError):
                         raise
+                    if waited is not None:
+                        raise StorageError(
+                            f"cannot use the database {redact(self._engine.url)} "
+                            f"(retried for {self._retry_seconds:g} s, WTB_STORE_RETRY_SECONDS): "
+                            f"{waited}"
+                        ) from exc
                     raise StorageError(
                         f"cannot use the database {redact(self._engine.url)}: {exc.orig}"
                     ) from exc
+                if waited is not None:
+                    _log.warning(
+                        "the database %s timed out, trying again in %.1f s: %s",
+                        redact(self._engine.url),
+                        delay,
+                        waited.splitlines()[0],
+                    )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

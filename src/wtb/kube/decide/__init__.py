@@ -8,9 +8,11 @@ A step runs in stages (`stage_of`): a new generation starts over (`new_generatio
 finished run waits only for its TTL (`decide_ttl`); an unrecorded one is validated
 (`decide_validation`) and recorded (`run_to_record`); a recorded one gets its RayCluster
 (`decide_cluster`), then its Ray job (`submission_of`, `decide_job`, `decide_finish`,
-`decide_failed_job`). How each verdict changes the status is `wtb.kube.transitions`'s.
+`decide_failed_job`), until its deadline (`decide_deadline`). How each verdict changes the
+status is `wtb.kube.transitions`'s.
 
-One private module per part of the step (`_stages`, `_cluster`, `_job`); import from here.
+One private module per part of the step (`_stages`, `_cluster`, `_job`, `_deadline`);
+import from here.
 """
 
 from wtb.kube.decide._cluster import (
@@ -22,6 +24,7 @@ from wtb.kube.decide._cluster import (
     cluster_refused,
     decide_cluster,
 )
+from wtb.kube.decide._deadline import DeadlineExceeded, decide_deadline
 from wtb.kube.decide._job import (
     Finish,
     JobFailed,
@@ -63,6 +66,7 @@ __all__ = [
     "ClusterReady",
     "ClusterVerdict",
     "CreateCluster",
+    "DeadlineExceeded",
     "DeleteForTtl",
     "Finish",
     "JobFailed",
@@ -81,6 +85,7 @@ __all__ = [
     "cluster_name_for",
     "cluster_refused",
     "decide_cluster",
+    "decide_deadline",
     "decide_failed_job",
     "decide_finish",
     "decide_job",
