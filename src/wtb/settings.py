@@ -27,6 +27,19 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="How long writes retry while the database is unreachable."
     )
 
+    max_combinations: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most combinations a BatchTest's matrix may have (counted before it is "
+        "expanded); a bigger matrix is refused, naming spec.matrix.",
+    )
+    max_cells: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Most cells (combinations x cases x repeats) one run may plan; checked "
+        "once the cases are known.",
+    )
+
     # The operator.
     cluster_database_secret: str = Field(
         default="wtb-database",
