@@ -40,11 +40,6 @@ def as_combination(mapping: Mapping[str, str]) -> Combination:
     return tuple(sorted(mapping.items()))
 
 
-def _matches(combination: Combination, pattern: Mapping[str, str]) -> bool:
-    chosen = dict(combination)
-    return all(chosen.get(node) == variant for node, variant in pattern.items())
-
-
 def _pattern_indices(
     nodes: list[str], spec: BatchTestSpec, pattern: Mapping[str, str]
 ) -> list[list[int]] | None:
@@ -189,10 +184,10 @@ def expand_combinations(
         indices = itertools.product(*(range(len(spec.matrix[n])) for n in nodes))
     combos: list[Combination] = []
     for index in indices:
-        combination = tuple((n, spec.matrix[n][i]) for n, i in zip(nodes, index, strict=True))
-        if any(_matches(combination, p) for p in spec.exclude):
+        chosen = {n: spec.matrix[n][i] for n, i in zip(nodes, index, strict=True)}
+        if any(all(chosen.get(n) == v for n, v in p.items()) for p in spec.exclude):
             continue
-        combos.append(combination)
+        combos.append(tuple(chosen.items()))
     return tuple(combos)
 
 
