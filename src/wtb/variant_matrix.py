@@ -174,12 +174,12 @@ def expand_combinations(
     check_combination_count(spec, where=where, limit=limit)
     nodes = sorted(spec.matrix)
     if spec.include:
-        chosen: set[tuple[int, ...]] = set()
+        wanted: set[tuple[int, ...]] = set()
         for pattern in spec.include:
             allowed = _pattern_indices(nodes, spec, pattern)
             if allowed is not None:
-                chosen.update(itertools.product(*allowed))
-        indices: Iterable[tuple[int, ...]] = sorted(chosen)
+                wanted.update(itertools.product(*allowed))
+        indices: Iterable[tuple[int, ...]] = sorted(wanted)
     else:
         indices = itertools.product(*(range(len(spec.matrix[n])) for n in nodes))
     combos: list[Combination] = []
