@@ -76,6 +76,22 @@ class Settings(BaseSettings):
         default=None, description="TLS certificate of the webhook; self-signed when unset."
     )
     webhook_keyfile: str | None = Field(default=None)
+    webhook_check_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=25,
+        description="Longest an admission check may take (under the API server's 30 s); a "
+        "check that takes longer admits the object with a warning, and the reconcile step "
+        "checks it again (the webhook's failure policy is Ignore).",
+    )
+    webhook_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest admission request the webhook reads; a bigger one is answered "
+        "413 unread (the API server then admits, failure policy Ignore, and the reconcile "
+        "step checks the object).",
+    )
     log_level: str = Field(default="INFO")
     watch_namespaces: str = Field(
         default="", description="Comma-separated namespaces the operator watches; all when empty."
