@@ -225,3 +225,13 @@ def test_wtb_refuses_a_matrix_of_millions(command: str, tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert peak[0] < 32 * MIB, f"{peak[0]} bytes"
     assert not db.parent.exists()
+
+
+def test_the_operator_passes_raised_limits_on_to_the_driver() -> None:
+    """The driver plans what the operator admitted: limits that differ from the defaults go
+    into the Ray job's environment."""
+    from wtb.settings import Settings
+
+    assert Settings().limits_env() == {}
+    raised = Settings(max_combinations=50_000, max_cells=2_000_000)
+    assert raised.limits_env() == {"WTB_MAX_COMBINATIONS": "50000", "WTB_MAX_CELLS": "2000000"}

@@ -400,7 +400,8 @@ def test_the_api_server_refuses_an_oversize_batchtest_at_apply_time(
     with pytest.raises(client.ApiException) as refused:
         objects.create_namespaced_custom_object(GROUP, VERSION, kube_namespace, "batchtests", body)
     assert refused.value.status == 422
-    causes = {c["field"]: c["message"] for c in json.loads(refused.value.body)["details"]["causes"]}
+    details = json.loads(str(refused.value.body))["details"]
+    causes = {c["field"]: c["message"] for c in details["causes"]}
     assert "at most 64 properties" in causes["spec.matrix"]
     assert "at most 256 items" in causes["spec.include"]
     assert "at most 253 chars" in causes["spec.evaluators.name"]

@@ -100,6 +100,16 @@ class Settings(BaseSettings):
         default=None, description="Kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz."
     )
 
+    def limits_env(self) -> dict[str, str]:
+        """The limits on a batch's size that differ from their defaults, as environment
+        variables: the operator passes them on to the batch driver it submits, so that the
+        driver plans what the operator admitted."""
+        return {
+            f"WTB_{name.upper()}": str(getattr(self, name))
+            for name in ("max_combinations", "max_cells")
+            if getattr(self, name) != type(self).model_fields[name].default
+        }
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
