@@ -47,6 +47,9 @@ VALUE_TO_ENV: dict[str, tuple[str, Any, str]] = {
     "operator.clusterDatabaseSecret": ("WTB_CLUSTER_DATABASE_SECRET", "team-db", "team-db"),
     "operator.clusterDatabaseSecretKey": ("WTB_CLUSTER_DATABASE_SECRET_KEY", "dsn", "dsn"),
     "webhook.port": ("WTB_WEBHOOK_PORT", 8443, "8443"),
+    "webhook.checkSeconds": ("WTB_WEBHOOK_CHECK_SECONDS", 4, "4"),
+    "operator.maxCombinations": ("WTB_MAX_COMBINATIONS", 50000, "50000"),
+    "operator.maxCells": ("WTB_MAX_CELLS", 5000000, "5000000"),
 }
 # Read by `wtb-operator` itself (it is Kopf's setting), not by the settings object.
 OPERATOR_MAIN_VARIABLES = {"WTB_LIVENESS_ENDPOINT"}

@@ -634,6 +634,12 @@ WRONG = [
     ("Execution", "spec.timeoutSeconds", -1, "less than"),
     ("Execution", "spec.variants.retrieve", 3, "is not of type"),
     ("Execution", "spec.fork.checkpointId", None, "is a required property"),
+    # Sizes: no list, map or string grows without limit.
+    ("BatchTest", "spec.matrix", {f"n{i}": ["original"] for i in range(65)}, "too many"),
+    ("BatchTest", "spec.matrix.retrieve", [f"v{i}" for i in range(257)], "is too long"),
+    ("BatchTest", "spec.include", [{"retrieve": "original"}] * 257, "is too long"),
+    ("BatchTest", "spec.evaluators.0.name", "e" * 254, "is too long"),
+    ("Workflow", "spec.variants.retrieve.0.path", "m:" + "f" * 4095, "is too long"),
 ]
 
 

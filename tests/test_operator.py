@@ -490,6 +490,12 @@ BAD_BATCHTESTS = [
         "ray.workers",
         id="named-and-built-cluster",
     ),
+    pytest.param(
+        # 16,777,216 combinations in a ~1 KB object: counted, never expanded.
+        {"matrix": {f"n{i}": ["original", *(f"v{j}" for j in range(7))] for i in range(8)}},
+        "spec.matrix: the matrix has 16,777,216 combinations",
+        id="matrix-of-millions",
+    ),
 ]
 
 
@@ -514,6 +520,49 @@ def test_the_webhook_refuses_a_bad_batchtest_at_apply_time(
     assert "denied the request" in out.stderr
     assert field in out.stderr
     assert get_batchtest(api, kube_namespace, "bad") is None
+
+
+def test_a_webhook_check_past_its_deadline_admits_with_a_warning(
+    kube: ControlPlane,
+    operator_kubeconfig: Path,
+    kuberay: KubeRayStandIn,
+    kube_namespace: str,
+    api: client.ApiClient,
+    pgbouncer_url: str,
+    tmp_path: Path,
+) -> None:
+    """WTB_WEBHOOK_CHECK_SECONDS: a check that cannot answer in time admits the object with
+    a warning (the webhook's failure policy); the reconcile step makes the same check."""
+    create_database_secret(api, kube_namespace, pgbouncer_url)
+    process = start_operator(
+        operator_kubeconfig,
+        pgbouncer_url,
+        tmp_path / "op.log",
+        env={"WTB_WEBHOOK_CHECK_SECONDS": "0.000001"},
+    )
+    try:
+        wait_until(lambda: webhook_configured(api, process.webhook_port), "the webhook", 60)
+        create(api, kube_namespace, toy_workflow())
+        bad = toy_batchtest("bad", 3)
+        bad["spec"]["matrix"] = {"lookup": ["original", "nope"]}
+        manifest = tmp_path / "bad.yaml"
+        manifest.write_text(yaml.safe_dump(bad))
+        out = kubectl(kube, "apply", "-n", kube_namespace, "-f", str(manifest), check=False)
+        assert out.returncode == 0, out.stderr
+        assert "Warning: the admission check did not finish" in out.stderr
+        assert "WTB_WEBHOOK_CHECK_SECONDS" in out.stderr
+        status = wait_for_status(
+            api,
+            kube_namespace,
+            "bad",
+            lambda s: any(c.get("reason") == "WorkflowMismatch" for c in s.get("conditions", [])),
+            "the reconcile step's WorkflowMismatch",
+            logs=process.logs,
+        )
+        validated = {c["type"]: c for c in status["conditions"]}["Validated"]
+        assert "spec.matrix.lookup[1]" in validated["message"]
+    finally:
+        process.stop()
 
 
 def test_without_the_webhook_the_same_error_is_a_condition(

@@ -375,3 +375,35 @@ def test_standin_refuses_an_unknown_image(
     assert '"no-such:1"' in head_ready["message"]
     assert "state" not in stuck["status"]
     assert kuberay.head_for(kube_namespace, "nowhere") is None
+
+
+def test_the_api_server_refuses_an_oversize_batchtest_at_apply_time(
+    api: client.ApiClient, kube_namespace: str
+) -> None:
+    """The CRD's size limits (maxProperties, maxItems, maxLength) hold at apply time: an
+    object past them never reaches etcd, the operator or its webhook."""
+    objects = client.CustomObjectsApi(api)
+    spec: KubeObject = {
+        "workflowRef": {"name": "wf"},
+        "matrix": {f"n{i}": ["original"] for i in range(65)},
+        "include": [{"n0": "original"}] * 257,
+        "dataset": {"cases": [{"inputs": {"q": 1}}]},
+        "evaluators": [{"name": "e" * 254, "type": "tokens"}],
+        "primaryMetric": "tokens",
+    }
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "BatchTest",
+        "metadata": {"name": "oversize"},
+        "spec": spec,
+    }
+    with pytest.raises(client.ApiException) as refused:
+        objects.create_namespaced_custom_object(GROUP, VERSION, kube_namespace, "batchtests", body)
+    assert refused.value.status == 422
+    details = json.loads(str(refused.value.body))["details"]
+    causes = {c["field"]: c["message"] for c in details["causes"]}
+    assert "at most 64 properties" in causes["spec.matrix"]
+    assert "at most 256 items" in causes["spec.include"]
+    assert "at most 253 chars" in causes["spec.evaluators.name"]
+    listed = objects.list_namespaced_custom_object(GROUP, VERSION, kube_namespace, "batchtests")
+    assert cast(KubeObject, listed)["items"] == []

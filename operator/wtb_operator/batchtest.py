@@ -415,6 +415,7 @@ class Reconcile:
                 sid,
                 driver_entrypoint(self.status.run_id or "", batch),
                 metadata=job_metadata(batch, self.generation),
+                env=self.ctx.settings.limits_env() or None,
             )
         except RayJobError as exc:
             if self.copy.submit_failed(str(exc), _now()):

@@ -9,12 +9,35 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import kopf
 
 from wtb.settings import Settings
 
 
-class ServiceWebhookServer(kopf.WebhookServer):
+class BoundedWebhookServer(kopf.WebhookServer):
+    """Kopf's server, refusing an admission request bigger than `max_body` bytes before
+    reading it (413; aiohttp also stops reading a body without a length at 1 MiB)."""
+
+    def __init__(self, *, max_body: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_body = max_body
+
+    async def _serve(  # type: ignore[override]  # Kopf's is a staticmethod, called on self
+        self, fn: kopf.WebhookFn, request: aiohttp.web.Request
+    ) -> aiohttp.web.Response:
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            raise aiohttp.web.HTTPRequestEntityTooLarge(
+                max_size=self.max_body,
+                actual_size=length,
+                text=f"admission request of {length} bytes, more than "
+                f"WTB_WEBHOOK_MAX_BODY_BYTES={self.max_body}",
+            )
+        return await super()._serve(fn, request)
+
+
+class ServiceWebhookServer(BoundedWebhookServer):
     """Kopf's server, announced to the API server as a Service (`clientConfig.service`)
     instead of a URL: an API server can reach Services, but seldom resolves cluster DNS."""
 
@@ -49,12 +72,13 @@ def webhook_server(settings: Settings) -> kopf.WebhookServer:
         "host": host,
         "certfile": certfile,
         "pkeyfile": keyfile,
+        "max_body": settings.webhook_max_body_bytes,
     }
     if settings.webhook_service:
         return ServiceWebhookServer(
             service=settings.webhook_service, service_port=settings.webhook_port, **options
         )
-    return kopf.WebhookServer(**options)
+    return BoundedWebhookServer(**options)
 
 
 def self_signed_certificate(host: str) -> tuple[str, str]:

@@ -425,9 +425,10 @@ WTB defines three namespaced custom resources in the API group `{group}`, versio
 debuggable run). `kubectl get wtb` lists all three.
 
 This page, the CRDs in `crds/` and the checks of `wtb validate` all come from the
-pydantic models in `src/wtb/api/`. The API server checks types, enums, patterns and
-bounds; rules that tie fields together (a data set has `path` or `cases`; the primary
-metric names an evaluator; ...) are checked by WTB, which names the field and the fix.
+pydantic models in `src/wtb/api/`. The API server checks types, enums, patterns,
+bounds and sizes (no list, map or string grows without limit); rules that tie fields
+together (a data set has `path` or `cases`; the primary metric names an evaluator; ...)
+are checked by WTB, which names the field and the fix.
 Field names are camelCase; unknown fields are refused by `wtb` and by `kubectl`'s
 client-side validation, and pruned by the API server.
 """
@@ -522,9 +523,34 @@ def _describe(node: Schema) -> str:
     for key, what in (("minItems", "items"), ("minProperties", "entries")):
         if key in node:
             notes.append("Not empty." if node[key] == 1 else f"At least {node[key]} {what}.")
+    notes.append(_size_limits(node))
+    # Items and map values without rows of their own (no fields, not a map of lists).
+    items, values = node.get("items"), node.get("additionalProperties")
+    if isinstance(items, dict) and "properties" not in items:
+        inner: Schema | None = items
+    elif isinstance(values, dict) and values.get("type") not in ("object", "array"):
+        inner = values
+    else:
+        inner = None
+    if inner is not None and (each := _size_limits(inner)):
+        notes.append(f"Each: {each[0].lower()}{each[1:]}")
     if node.get("nullable"):
         notes.append("May be null.")
     return " ".join(n for n in notes if n)
+
+
+def _size_limits(node: Schema) -> str:
+    """The size limits of one node ('' when none), as the API server checks them."""
+    limits = [
+        f"at most {node[key]:,} {what}"
+        for key, what in (
+            ("maxLength", "characters"),
+            ("maxItems", "items"),
+            ("maxProperties", "entries"),
+        )
+        if key in node
+    ]
+    return f"{'; '.join(limits).capitalize()}." if limits else ""
 
 
 def _cell(text: str) -> str:

@@ -14,6 +14,7 @@ from wtb.api.batchtest import BatchTestSpec
 from wtb.api.workflow import ORIGINAL
 from wtb.domain import Case, Cell, Combination
 from wtb.errors import ManifestError
+from wtb.settings import get_settings
 from wtb.variant_matrix import (
     baseline_of,
     combination_label,
@@ -62,6 +63,29 @@ def _fixed_note(spec: BatchTestSpec, node: str) -> str:
     return ""
 
 
+def check_cell_count(
+    spec: BatchTestSpec,
+    combinations: int,
+    cases: int,
+    *,
+    where: str = "spec",
+    limit: int | None = None,
+) -> None:
+    """Refuse a run of more than `limit` cells (default: the WTB_MAX_CELLS setting);
+    nothing is checked while the cases are not known (0)."""
+    limit = get_settings().max_cells if limit is None else limit
+    cells = combinations * cases * spec.repeats
+    if cases and cells > limit:
+        raise ManifestError(
+            f"the run would have {cells:,} cells ({combinations:,} combinations x {cases:,} "
+            f"cases x {spec.repeats} repeats), more than the limit of {limit:,}",
+            where=f"{where}.matrix",
+            fix="run fewer combinations (spec.matrix, include), fewer cases (spec.dataset) "
+            "or fewer repeats (spec.repeats), split the batch, or raise the limit "
+            "(WTB_MAX_CELLS; the operator chart's operator.maxCells)",
+        )
+
+
 def build_plan(spec: BatchTestSpec, cases: Sequence[Case], *, where: str = "spec") -> Plan:
     """Check the matrix's own consistency and expand it.
 
@@ -83,7 +107,8 @@ def build_plan(spec: BatchTestSpec, cases: Sequence[Case], *, where: str = "spec
                         where=f"{where}.{field}[{i}].{node}",
                         fix=f"use one of: {', '.join(spec.matrix[node])}",
                     )
-    combinations = expand_combinations(spec)
+    combinations = expand_combinations(spec, where=where)
+    check_cell_count(spec, len(combinations), len(cases) or len(spec.dataset.cases), where=where)
     if not combinations:
         raise ManifestError(
             "the matrix is empty after include/exclude",

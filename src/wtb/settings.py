@@ -64,6 +64,19 @@ class Settings(BaseSettings):
         description="Longest line of a JSONL data set (or field of a CSV one).",
     )
 
+    max_combinations: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most combinations a BatchTest's matrix may have (counted before it is "
+        "expanded); a bigger matrix is refused, naming spec.matrix.",
+    )
+    max_cells: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Most cells (combinations x cases x repeats) one run may plan; checked "
+        "once the cases are known.",
+    )
+
     # The operator.
     cluster_database_secret: str = Field(
         default="wtb-database",
@@ -100,6 +113,22 @@ class Settings(BaseSettings):
         default=None, description="TLS certificate of the webhook; self-signed when unset."
     )
     webhook_keyfile: str | None = Field(default=None)
+    webhook_check_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=25,
+        description="Longest an admission check may take (under the API server's 30 s); a "
+        "check that takes longer admits the object with a warning, and the reconcile step "
+        "checks it again (the webhook's failure policy is Ignore).",
+    )
+    webhook_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest admission request the webhook reads; a bigger one is answered "
+        "413 unread (the API server then admits, failure policy Ignore, and the reconcile "
+        "step checks the object).",
+    )
     log_level: str = Field(default="INFO")
     watch_namespaces: str = Field(
         default="", description="Comma-separated namespaces the operator watches; all when empty."
@@ -107,6 +136,16 @@ class Settings(BaseSettings):
     liveness_endpoint: str | None = Field(
         default=None, description="Kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz."
     )
+
+    def limits_env(self) -> dict[str, str]:
+        """The limits on a batch's size that differ from their defaults, as environment
+        variables: the operator passes them on to the batch driver it submits, so that the
+        driver plans what the operator admitted."""
+        return {
+            f"WTB_{name.upper()}": str(getattr(self, name))
+            for name in ("max_combinations", "max_cells")
+            if getattr(self, name) != type(self).model_fields[name].default
+        }
 
 
 @lru_cache(maxsize=1)

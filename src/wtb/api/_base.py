@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -67,6 +67,33 @@ class ObjectMeta(BaseModel):
 
 
 JSONObject = dict[str, Any]
+
+# Size limits of the resources, in the CRDs too (maxLength, maxItems, maxProperties): the
+# API server refuses an oversize object at apply time, before WTB reads it. Generous for
+# any real workflow, finite for a hostile one; the work a matrix makes is bounded by the
+# operator's and the CLI's WTB_MAX_COMBINATIONS and WTB_MAX_CELLS besides.
+MAX_NAME: Final = 253
+"""Characters of a name: node, variant, setting choice, evaluator, case id, metric."""
+MAX_TEXT: Final = 4096
+"""Characters of an import path, a file path, a literal or a pattern."""
+MAX_NODES: Final = 64
+"""Nodes (or settings) in a matrix, in `fixed`, `baseline` or one include/exclude
+pattern; nodes with variants in a Workflow."""
+MAX_VARIANTS: Final = 256
+"""Variants listed per node (matrix and Workflow), choices per setting."""
+MAX_PATTERNS: Final = 256
+"""Patterns in `include`, and in `exclude`."""
+MAX_EVALUATORS: Final = 64
+MAX_LIST: Final = 256
+"""Entries of other short lists: expected fields, transient errors, graph nodes and edges,
+Python path entries, breakpoints."""
+MAX_INLINE_CASES: Final = 10_000
+"""Cases given inline in a BatchTest (a bigger data set belongs in a file)."""
+
+Name = Annotated[str, Field(max_length=MAX_NAME)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+NodeMap = Annotated[dict[str, Name], Field(max_length=MAX_NODES)]
+"""node -> variant: `fixed`, `baseline`, an include/exclude pattern."""
 
 
 def given_fields(model: BaseModel, names: Iterable[str] | None = None) -> set[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -10,11 +10,22 @@ from pydantic.alias_generators import to_camel
 from wtb.api._base import (
     IDENT_PATTERN,
     IMPORT_PATH_PATTERN,
+    MAX_EVALUATORS,
+    MAX_INLINE_CASES,
+    MAX_LIST,
+    MAX_NAME,
+    MAX_NODES,
+    MAX_PATTERNS,
+    MAX_TEXT,
+    MAX_VARIANTS,
     NAME_PATTERN,
     Condition,
+    Name,
+    NodeMap,
     ObjectMeta,
     SpecModel,
     StatusModel,
+    Text,
     duplicates,
     given_fields,
 )
@@ -48,7 +59,9 @@ class CaseSpec(SpecModel):
     """One test case given inline."""
 
     id: str | None = Field(
-        default=None, description="Case id; derived from the inputs when omitted."
+        default=None,
+        max_length=MAX_NAME,
+        description="Case id; derived from the inputs when omitted.",
     )
     inputs: dict[str, Any] = Field(description="The graph's input state.")
     expected: dict[str, Any] | None = Field(
@@ -71,19 +84,26 @@ class DatasetSpec(SpecModel):
     """Test cases: from a file (relative to the manifest) or inline."""
 
     path: str | None = Field(
-        default=None, description="JSONL, CSV or YAML file of cases, relative to the manifest."
+        default=None,
+        max_length=MAX_TEXT,
+        description="JSONL, CSV or YAML file of cases, relative to the manifest.",
     )
     format: Literal["jsonl", "csv", "yaml"] | None = Field(
         default=None, description="File format; inferred from the extension when omitted."
     )
-    expected_fields: list[str] = Field(
+    expected_fields: list[Name] = Field(
         default_factory=list,
+        max_length=MAX_LIST,
         description=(
             "For flat rows (no `inputs` key): the columns that are expected values; "
             "every other column except `id` is an input."
         ),
     )
-    cases: list[CaseSpec] = Field(default_factory=list, description="Cases given inline.")
+    cases: list[CaseSpec] = Field(
+        default_factory=list,
+        max_length=MAX_INLINE_CASES,
+        description="Cases given inline (a bigger data set belongs in a file: `path`).",
+    )
 
     @model_validator(mode="after")
     def _path_or_cases(self) -> DatasetSpec:
@@ -97,24 +117,33 @@ class DatasetSpec(SpecModel):
 class EvaluatorSpec(SpecModel):
     """A metric computed for every cell. Fields beyond name and type depend on the type."""
 
-    name: str = Field(pattern=IDENT_PATTERN, description="Metric name, unique in the BatchTest.")
+    name: str = Field(
+        pattern=IDENT_PATTERN,
+        max_length=MAX_NAME,
+        description="Metric name, unique in the BatchTest.",
+    )
     type: EvaluatorType
     output: str | None = Field(
         default=None,
+        max_length=MAX_TEXT,
         description="Dotted path of the compared value in what the graph returned "
         "(comparing types); `$state.` first reads the full final state instead.",
     )
     expected: str | None = Field(
         default=None,
+        max_length=MAX_TEXT,
         description="Key of the expected value in the case's `expected` (default: `output`).",
     )
     value: str | None = Field(
         default=None,
+        max_length=MAX_TEXT,
         description="A literal to look for (contains) or the pattern (regex), "
         "instead of `expected`.",
     )
     field: str | None = Field(
-        default=None, description="jsonField: dotted path inside the JSON output value."
+        default=None,
+        max_length=MAX_TEXT,
+        description="jsonField: dotted path inside the JSON output value.",
     )
     ignore_case: bool = Field(
         default=False, description="exactMatch, contains, regex, jsonField: compare ignoring case."
@@ -132,6 +161,7 @@ class EvaluatorSpec(SpecModel):
     path: str | None = Field(
         default=None,
         pattern=IMPORT_PATH_PATTERN,
+        max_length=MAX_TEXT,
         description="python: import path of the evaluator function or class.",
     )
     config: dict[str, Any] | None = Field(
@@ -188,8 +218,9 @@ class RetrySpec(SpecModel):
         allow_inf_nan=False,
         description="Longest delay between two attempts (at most 600 s).",
     )
-    transient_errors: list[str] = Field(
+    transient_errors: list[Text] = Field(
         default_factory=list,
+        max_length=MAX_LIST,
         description=(
             "More exception class names (or 'module:Class') treated as transient, "
             "beyond connection errors, rate limits and the graph's own timeouts."
@@ -276,37 +307,42 @@ class RaySpec(SpecModel):
 
 class BatchTestSpec(SpecModel):
     workflow_ref: WorkflowRef
-    matrix: dict[str, list[str]] = Field(
+    matrix: dict[str, Annotated[list[Name], Field(max_length=MAX_VARIANTS)]] = Field(
         min_length=1,
+        max_length=MAX_NODES,
         description=(
             "Per varied node, the variant names to try (`original` is the node's own; a "
             "node inside a subgraph node is named `parent/child`); per varied setting of the "
             "Workflow, its choice names (`original`: none)."
         ),
     )
-    fixed: dict[str, str] | None = Field(
+    fixed: NodeMap | None = Field(
         default=None,
         description=(
             "Nodes replaced in every cell (node -> variant), outside the matrix: they do not "
             "multiply the combinations and are not in their labels."
         ),
     )
-    include: list[dict[str, str]] = Field(
+    include: list[NodeMap] = Field(
         default_factory=list,
+        max_length=MAX_PATTERNS,
         description="Keep only combinations matching one of these (node -> variant) patterns.",
     )
-    exclude: list[dict[str, str]] = Field(
+    exclude: list[NodeMap] = Field(
         default_factory=list,
+        max_length=MAX_PATTERNS,
         description="Drop combinations matching one of these (node -> variant) patterns.",
     )
-    baseline: dict[str, str] | None = Field(
+    baseline: NodeMap | None = Field(
         default=None,
         description="The combination others are compared with; default: every node `original`.",
     )
     dataset: DatasetSpec
     repeats: int = Field(default=1, ge=1, le=1000)
-    evaluators: list[EvaluatorSpec] = Field(min_length=1)
-    primary_metric: str = Field(description="Name of the evaluator that ranks combinations.")
+    evaluators: list[EvaluatorSpec] = Field(min_length=1, max_length=MAX_EVALUATORS)
+    primary_metric: str = Field(
+        max_length=MAX_NAME, description="Name of the evaluator that ranks combinations."
+    )
     concurrency: int = Field(default=8, ge=1, le=4096, description="Cells run at once.")
     isolation: Literal["shared", "cell"] | None = Field(
         default=None,

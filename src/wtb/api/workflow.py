@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from wtb.api._base import (
     IDENT_PATTERN,
     IMPORT_PATH_PATTERN,
+    MAX_LIST,
+    MAX_NAME,
+    MAX_NODES,
+    MAX_TEXT,
+    MAX_VARIANTS,
     Condition,
     ObjectMeta,
     SpecModel,
     StatusModel,
+    Text,
     duplicates,
 )
 from wtb.api.invocation import InvocationSpec
@@ -27,9 +33,12 @@ END = "__end__"
 class NodeDecl(SpecModel):
     """One node of a declared graph."""
 
-    name: str = Field(pattern=IDENT_PATTERN, description="Node name, unique in the graph.")
+    name: str = Field(
+        pattern=IDENT_PATTERN, max_length=MAX_NAME, description="Node name, unique in the graph."
+    )
     path: str = Field(
         pattern=IMPORT_PATH_PATTERN,
+        max_length=MAX_TEXT,
         description="Import path of the node callable, as 'package.module:function'.",
     )
 
@@ -77,8 +86,8 @@ class GraphSpec(SpecModel):
         description="Import path of the state schema (TypedDict or pydantic model) "
         "of a declared graph.",
     )
-    nodes: list[NodeDecl] = Field(default_factory=list)
-    edges: list[EdgeDecl] = Field(default_factory=list)
+    nodes: list[NodeDecl] = Field(default_factory=list, max_length=MAX_LIST)
+    edges: list[EdgeDecl] = Field(default_factory=list, max_length=MAX_LIST)
 
     @model_validator(mode="after")
     def _factory_or_declared(self) -> GraphSpec:
@@ -120,9 +129,14 @@ class GraphSpec(SpecModel):
 class VariantSpec(SpecModel):
     """An implementation that may replace one node."""
 
-    name: str = Field(pattern=IDENT_PATTERN, description="Variant name, unique for its node.")
+    name: str = Field(
+        pattern=IDENT_PATTERN,
+        max_length=MAX_NAME,
+        description="Variant name, unique for its node.",
+    )
     path: str = Field(
         pattern=IMPORT_PATH_PATTERN,
+        max_length=MAX_TEXT,
         description=(
             "Import path of the node: anything LangGraph's add_node takes (a function, sync "
             "or async, with the parameters LangGraph passes; a Runnable such as a ToolNode, "
@@ -167,7 +181,11 @@ class SettingSpec(SpecModel):
     """One choice of a named setting: a matrix axis that changes what the invocation gets
     (a model name in `configurable`, a field of the context) rather than a node."""
 
-    name: str = Field(pattern=IDENT_PATTERN, description="Choice name, unique for its setting.")
+    name: str = Field(
+        pattern=IDENT_PATTERN,
+        max_length=MAX_NAME,
+        description="Choice name, unique for its setting.",
+    )
     invoke: InvocationSpec = Field(
         description="What the invocation gets with this choice (merged like a variant's)."
     )
@@ -188,8 +206,9 @@ class WorkflowSpec(SpecModel):
         default=None, description="Container image holding the workflow code (cluster runs)."
     )
     graph: GraphSpec
-    python_path: list[str] | None = Field(
+    python_path: list[Text] | None = Field(
         default=None,
+        max_length=MAX_LIST,
         description=(
             "Directories put first on the Python path before the workflow's code is "
             "imported (a src/ layout: [src]): relative to the manifest's directory for "
@@ -197,19 +216,23 @@ class WorkflowSpec(SpecModel):
             "run. Relative paths inside that directory only (no absolute path, no `..`)."
         ),
     )
-    variants: dict[str, list[VariantSpec]] = Field(
+    variants: dict[str, Annotated[list[VariantSpec], Field(max_length=MAX_VARIANTS)]] = Field(
         default_factory=dict,
+        max_length=MAX_NODES,
         description=(
             "Per node, the implementations that may replace it. A node inside a subgraph "
             "node (a compiled StateGraph added with add_node) is named `parent/child`."
         ),
     )
-    settings: dict[str, list[SettingSpec]] | None = Field(
-        default=None,
-        description=(
-            "Named settings a BatchTest's matrix may vary like a node: per setting name (not "
-            "a node's), its choices, each an `invoke` block."
-        ),
+    settings: dict[str, Annotated[list[SettingSpec], Field(max_length=MAX_VARIANTS)]] | None = (
+        Field(
+            default=None,
+            max_length=MAX_NODES,
+            description=(
+                "Named settings a BatchTest's matrix may vary like a node: per setting name (not "
+                "a node's), its choices, each an `invoke` block."
+            ),
+        )
     )
     invoke: InvocationSpec | None = Field(
         default=None,

@@ -151,21 +151,26 @@ class RayJobClient:
         )
 
     def submit(
-        self, submission_id: str, entrypoint: str, *, metadata: dict[str, str] | None = None
+        self,
+        submission_id: str,
+        entrypoint: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> bool:
-        """Submit the job; False when a job with this id exists already (submitted before)."""
+        """Submit the job (with `env` set for its driver and actors); False when a job with
+        this id exists already (submitted before)."""
         if self.info(submission_id) is not None:
             return False
+        body: dict[str, Any] = {
+            "entrypoint": entrypoint,
+            "submission_id": submission_id,
+            "metadata": metadata or {},
+        }
+        if env:
+            body["runtime_env"] = {"env_vars": env}
         try:
-            self._call(
-                "POST",
-                "/api/jobs/",
-                {
-                    "entrypoint": entrypoint,
-                    "submission_id": submission_id,
-                    "metadata": metadata or {},
-                },
-            )
+            self._call("POST", "/api/jobs/", body)
         except RayJobError as exc:
             # Submitted by someone else since `info` looked: Ray refuses a second job of
             # that id (HTTP 400), saying so only in its message.

@@ -39,7 +39,7 @@ from wtb.runs.keys import local_run_key
 from wtb.runs.record import record_run, run_info
 from wtb.runs.spec import RunSpec
 from wtb.storage.records import RunInfo, RunRecord
-from wtb.variant_matrix import combination_label
+from wtb.variant_matrix import check_combination_count, combination_label
 
 if TYPE_CHECKING:
     from langgraph.graph import StateGraph
@@ -150,6 +150,8 @@ def prepare(
     smoke run of some of the cases.
     """
     spec = batch.spec
+    # The matrix's size first, counted without expanding it: before any code is imported.
+    check_combination_count(spec, where=f"{where}: spec")
     raised: list[BuildWarning] = []
     with _attributed(raised, "the graph", f"{workflow_where}: spec.graph"):
         builder = load_builder(workflow.spec, where=f"{workflow_where}: spec.graph")
