@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from wtb.cells.executor import CellExecutor
+from wtb.cells.exits import guard_loop
 from wtb.cells.threads import ElasticThreadPool
 from wtb.domain import Cell, CellResult
 from wtb.events import EventBus
@@ -123,6 +124,7 @@ def _start_loop(
             return
         pool = ElasticThreadPool(concurrency)
         loop.set_default_executor(pool)
+        guard_loop(loop)  # sys.exit() in a node's task fails its cell, not the loop
         await pump(pool)
 
     def thread_main() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from wtb import events
 from wtb.cells.attempts import Retry
 from wtb.cells.executor import CellExecutor
+from wtb.cells.exits import guarded_task_factory
 from wtb.cells.threads import ElasticThreadPool
 from wtb.domain import Attempt, Cell, CellResult
 from wtb.errors import WtbError
@@ -76,7 +77,9 @@ class CellActor:
             self._pool = ElasticThreadPool(self._concurrency)
             loop = self._cell_loop = asyncio.get_running_loop()
             loop.set_default_executor(self._pool)
-            loop.set_task_factory(self._cell_task_factory(loop.get_task_factory()))
+            # sys.exit() in a node's task fails its cell, not the actor's loop.
+            inner = guarded_task_factory(loop.get_task_factory())
+            loop.set_task_factory(self._cell_task_factory(inner))
             self._beat()
         return self._pool
 
