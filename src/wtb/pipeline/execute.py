@@ -140,7 +140,12 @@ def _close_and_mark(
 
 
 def _reason(exc: BaseException) -> str:
-    return "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    """Why the run stopped: Ctrl-C, a signal (SIGTERM: its exception says so), an error."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if not isinstance(exc, Exception):
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)
