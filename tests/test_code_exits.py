@@ -98,7 +98,7 @@ def test_wtb_run_records_code_exits_as_failed_cells_and_exits_4(tmp_path: Path) 
     command = [*WTB, "run", "-f", str(path), "--database", f"sqlite:///{db}", "-o", "json"]
     env = {**os.environ, "WTB_RETRY_BACKOFF_SCALE": "0"}
     first = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env
+        command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env
     )
     assert first.returncode == ExitCode.CELLS_FAILED, first.stderr
     (document,) = json.loads(first.stdout)
@@ -118,7 +118,7 @@ def test_wtb_run_records_code_exits_as_failed_cells_and_exits_4(tmp_path: Path) 
     assert attempts == 4  # not retried
 
     again = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env
+        command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env
     )
     assert again.returncode == ExitCode.CELLS_FAILED, again.stderr
     with sqlite3.connect(db) as conn:

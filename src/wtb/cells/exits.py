@@ -24,7 +24,7 @@ T = TypeVar("T")
 TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
 
-class CodeExit(Exception):  # noqa: N818  (it carries an exit, it is not one)
+class CodeExit(Exception):
     """A `BaseException` raised by the workflow's code, carried as an ordinary exception."""
 
     def __init__(self, raised: BaseException) -> None:
