@@ -25,6 +25,7 @@ from wtb.plan import Plan
 from wtb.runners.base import Runner
 from wtb.runs.spec import RunSpec
 from wtb.storage.records import RunRecord
+from wtb.storage.values import fit_for_store
 
 if TYPE_CHECKING:
     from wtb.storage.store import ResultStore
@@ -48,7 +49,8 @@ class ResultWriter:
     when results trickle in slowly, so a slow cell never holds others' results back.
     Buffers are swapped under a short lock and written outside it: producers (the event
     loop publishing audit events) never wait for the database. A write that fails leaves
-    its results in the buffer for the next one.
+    its results in the buffer for the next one. Results are fitted to the store before
+    they are buffered (`max_output_bytes`, default `WTB_MAX_OUTPUT_BYTES`).
     """
 
     def __init__(
@@ -59,8 +61,12 @@ class ResultWriter:
         every: int,
         seconds: float,
         fingerprint: Callable[[Cell], str] | None = None,
+        max_output_bytes: int | None = None,
     ) -> None:
         self._store = store
+        self._max_output_bytes = (
+            _max_output_bytes() if max_output_bytes is None else max_output_bytes
+        )
         self._fingerprint = fingerprint
         self._run_id = run_id
         self._every = every
@@ -80,8 +86,11 @@ class ResultWriter:
             self._events.append(event)
 
     def add(self, result: CellResult) -> None:
+        """Buffer a result, as the store can keep it (`wtb.storage.values.fit_for_store`:
+        a large output truncated with a marker, an unstorable count a failed cell)."""
         if self._error is not None:
             raise self._error
+        result = fit_for_store(result, self._max_output_bytes)
         with self._buffer_lock:
             self._results.append(result)
             full = len(self._results) >= self._every
@@ -122,6 +131,12 @@ class ResultWriter:
         self._closed.set()
         self._flusher.join()
         self.flush()
+
+
+def _max_output_bytes() -> int:
+    from wtb.settings import get_settings
+
+    return get_settings().max_output_bytes
 
 
 def _close_and_mark(

@@ -70,6 +70,7 @@ def make_engine(url: str) -> Engine:
         # PgBouncer (transaction pooling) cannot keep server-side prepared statements.
         connect_args={"prepare_threshold": None},
         pool_pre_ping=True,
+        hide_parameters=True,  # errors never show the values: they are user data
     )
 
 
@@ -83,7 +84,11 @@ def _sqlite_engine(url: URL) -> Engine:
             "choose a writable path for the database"
         ) from exc
     # Connections move between the runner's threads; the pool hands each to one at a time.
-    engine = create_engine(url, connect_args={"check_same_thread": False})
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False},
+        hide_parameters=True,  # errors never show the values: they are user data
+    )
     event.listen(engine, "connect", _configure_sqlite)
     return engine
 
