@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -435,9 +436,9 @@ class ResultStore:
             reason = refusal_reason(exc)
         last: Exception | None = None
         for keep_attempts in (True, False):
-            failed = refused_result(result, reason, attempts=keep_attempts)
+            failed = [refused_result(result, reason, attempts=keep_attempts)]
             try:
-                return self._retrying(lambda: self._record_once(run_id, [failed], (), {}))
+                return self._retrying(partial(self._record_once, run_id, failed, (), {}))
             except Exception as exc:
                 if not refused(exc):
                     raise
