@@ -76,25 +76,28 @@ def test_a_write_the_database_refuses_is_narrowed_to_its_cell(store_url: str) ->
 
 def test_sql_errors_never_show_their_parameters(store_url: str) -> None:
     secret = "the user's private answer"
-    with ResultStore.open(store_url, retry_seconds=0) as store:
-        with pytest.raises(DBAPIError) as raised, store.engine.begin() as conn:
-            conn.execute(  # no such run: a foreign key refuses the row
-                insert(cells).values(
-                    run_id=424242,
-                    cell_key=secret,
-                    combo_key="c",
-                    combination={},
-                    case_id=secret,
-                    repeat=0,
-                    status="succeeded",
-                    output={"answer": secret},
-                    metrics={},
-                    evaluator_errors={},
-                    latency_ms=1.0,
-                    attempts=1,
-                    finished_at=_result(0, 0, 0).finished_at,
-                )
+    with (
+        ResultStore.open(store_url, retry_seconds=0) as store,
+        pytest.raises(DBAPIError) as raised,
+        store.engine.begin() as conn,
+    ):
+        conn.execute(  # no such run: a foreign key refuses the row
+            insert(cells).values(
+                run_id=424242,
+                cell_key=secret,
+                combo_key="c",
+                combination={},
+                case_id=secret,
+                repeat=0,
+                status="succeeded",
+                output={"answer": secret},
+                metrics={},
+                evaluator_errors={},
+                latency_ms=1.0,
+                attempts=1,
+                finished_at=_result(0, 0, 0).finished_at,
             )
+        )
     assert secret not in str(raised.value)
     assert "hide_parameters" in str(raised.value)
 
