@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+import pytest
 import yaml
 from click.testing import CliRunner
 from langgraph.graph import END, START, StateGraph
@@ -92,6 +93,7 @@ def _exiting_batch(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_wtb_run_records_code_exits_as_failed_cells_and_exits_4(tmp_path: Path) -> None:
     path = _exiting_batch(tmp_path)
     db = tmp_path / "exits.db"
