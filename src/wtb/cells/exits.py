@@ -71,11 +71,45 @@ def exit_message(exc: BaseException) -> str | None:
     return None
 
 
-async def _guarded(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return await coro
-    except (SystemExit, KeyboardInterrupt) as exc:
-        raise CodeExit(exc) from exc
+class _Guarded(Coroutine[Any, Any, T]):
+    """A task's coroutine, passed through step by step, whose SystemExit or
+    KeyboardInterrupt leaves as `CodeExit`. A coroutine object rather than an `async def`
+    around it: a task cancelled before its first step then closes the user's coroutine as
+    asyncio would, instead of leaving it never awaited."""
+
+    def __init__(self, inner: Coroutine[Any, Any, T]) -> None:
+        self._inner = inner
+        self.__name__ = getattr(inner, "__name__", type(inner).__name__)
+        self.__qualname__ = getattr(inner, "__qualname__", self.__name__)
+
+    def send(self, value: Any) -> Any:
+        try:
+            return self._inner.send(value)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            raise CodeExit(exc) from exc
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        try:
+            if val is None and tb is None:
+                return self._inner.throw(typ)
+            return self._inner.throw(typ, val, tb)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            raise CodeExit(exc) from exc
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __await__(self) -> Any:
+        return self
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
 
 
 def guarded_task_factory(inner: TaskFactory | None) -> TaskFactory:
@@ -84,7 +118,7 @@ def guarded_task_factory(inner: TaskFactory | None) -> TaskFactory:
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
         if asyncio.iscoroutine(coro):
-            coro = _guarded(coro)
+            coro = _Guarded(coro)
         if inner is not None:
             return inner(loop, coro, **kwargs)
         return asyncio.Task(coro, loop=loop, **kwargs)
