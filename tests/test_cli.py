@@ -347,7 +347,7 @@ def _wait_for_cells(db: Path, proc: subprocess.Popen[str], at_least: int) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_killed_run_resumes_and_records_each_cell_once(tmp_path: Path, sig: signal.Signals) -> None:
     _slow_batch(tmp_path)
     db = tmp_path / "kill.db"
@@ -357,9 +357,17 @@ def test_killed_run_resumes_and_records_each_cell_once(tmp_path: Path, sig: sign
     _, err = proc.communicate(timeout=60)
     partial = _count(db)
     assert 10 <= partial < 120
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130
+    if sig in (signal.SIGINT, signal.SIGTERM):
+        # a clean stop: buffered results written, the run marked stopped, said so
+        assert proc.returncode == 128 + sig
+        said = "interrupted" if sig == signal.SIGINT else "terminated"
+        assert f"{said}: " in err
         assert "run the same command again" in err
+        with sqlite3.connect(db) as conn:
+            status, error = conn.execute("select status, error from batch_runs").fetchone()
+        assert status == "failed"
+        assert error.startswith("stopped: ")
+        assert ("SIGTERM" if sig == signal.SIGTERM else "interrupted") in error
     else:
         assert proc.returncode == -signal.SIGKILL
 

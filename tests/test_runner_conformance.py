@@ -106,6 +106,34 @@ def test_a_node_that_raises_is_one_recorded_failure(runner: RunnerUnderTest) -> 
     assert _per_cell(seen) == {events.CELL_ATTEMPT_STARTED: 3, events.CELL_ATTEMPT_FAILED: 3}
 
 
+_EXITS = {
+    "exit0": ("SystemExit", "exit code 0"),
+    "exit3": ("SystemExit", "exit code 3"),
+    "ctrlc": ("KeyboardInterrupt", "KeyboardInterrupt"),
+    "halt": ("Halt", "halted by the node"),
+}
+
+
+@pytest.mark.parametrize("node", ["lookup", "normalize"])
+def test_code_that_ends_its_process_is_one_failed_cell_and_the_run_goes_on(
+    runner: RunnerUnderTest, node: str
+) -> None:
+    # lookup: async on the loop and on Ray, sync on worker threads; normalize: sync in all.
+    job = runner.job({node: ["exiting"]}, [*_EXITS, "fine"], retry={"maxAttempts": 3})
+    results, seen = runner.run(job)
+    by_question = {r.cell.case_id: r for r in results}
+    assert len(results) == len(_EXITS) + 1
+    for i, (error_type, said) in enumerate(_EXITS.values()):
+        r = by_question[f"q{i}"]
+        assert r.status == "failed"
+        assert r.error_type == error_type
+        assert said in (r.error_message or "")
+        assert [a.status for a in r.attempts] == ["failed"]  # the code asked to stop: no retry
+        assert r.metrics["correct"] == 0.0
+    assert by_question[f"q{len(_EXITS)}"].status == "succeeded"
+    assert _per_cell(seen)[events.CELL_ATTEMPT_FAILED] == len(_EXITS)
+
+
 def test_transient_errors_are_retried_with_their_history(runner: RunnerUnderTest) -> None:
     job = runner.job({"normalize": ["flaky"]}, ["a", "b", "c", "d"], retry={"maxAttempts": 3})
     results, seen = runner.run(job)

@@ -22,7 +22,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, Table, func, inspect, select, text
-from sqlalchemy.exc import StatementError
 
 from services.postgres import PostgresServices
 from services.support import wait_until
@@ -631,8 +630,13 @@ def test_datetimes_round_trip_timezone_aware(store: ResultStore) -> None:
         latency_ms=1.0,
         finished_at=datetime(2025, 1, 1),  # noqa: DTZ001 -- refused on purpose
     )
-    with pytest.raises(StatementError, match="naive datetime"):
-        store.record(run.id, [naive])
+    # Refused, and only that cell: it is recorded failed, with the reason.
+    assert store.record(run.id, [naive]) == 1
+    refused = {c.cell_key: c for c in store.iter_cells(run.id)}[naive.cell.key]
+    assert refused.status == "failed"
+    assert "naive datetime" in (refused.error_message or "")
+    assert refused.finished_at is not None
+    assert refused.finished_at.tzinfo is not None
 
 
 # -- aggregation ------------------------------------------------------------------------

@@ -177,6 +177,7 @@ def toy_job(
                     {"name": "slow", "path": f"toyflow.graph:slow_lookup{suffix}"},
                     {"name": "stamped", "path": "toyflow.graph:stamped_lookup"},
                     {"name": "loop_blocking", "path": "toyflow.graph:loop_blocking_lookup"},
+                    {"name": "exiting", "path": f"toyflow.graph:exiting_lookup{suffix}"},
                 ],
                 "normalize": [
                     {"name": "blocking", "path": "toyflow.graph:blocking_normalize"},
@@ -184,6 +185,7 @@ def toy_job(
                     {"name": "flaky", "path": "toyflow.graph:flaky_normalize"},
                     {"name": "stuck", "path": "toyflow.graph:stuck_normalize"},
                     {"name": "crash", "path": "toyflow.graph:crash_normalize"},
+                    {"name": "exiting", "path": "toyflow.graph:exiting_normalize"},
                 ],
             },
         }

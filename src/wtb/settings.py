@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     )
     flush_every: int = Field(default=200, ge=1, description="Results written per transaction.")
     flush_seconds: float = Field(default=0.5, gt=0, description="Longest wait before a write.")
+    max_output_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest cell output (compact JSON) recorded whole; a larger one is "
+        "recorded truncated, with a marker saying so.",
+    )
     store_retry_seconds: float = Field(
         default=60.0, ge=0, description="How long writes retry while the database is unreachable."
     )

@@ -30,6 +30,7 @@ from typing import Final, Protocol
 
 from wtb import events
 from wtb._jsonable import clean_text
+from wtb.cells.exits import carried, exit_message, is_code_exit
 from wtb.cells.retry import RetryPolicy
 from wtb.cells.tracebacks import format_traceback
 from wtb.domain import Attempt, AttemptStatus, Cell
@@ -69,8 +70,11 @@ class NodeWatch(Protocol):
 
 
 def describe(exc: BaseException) -> tuple[str, str]:
-    """(error type, message) of an exception, the message bounded and printable."""
-    message = clean_text(str(exc) or repr(exc))
+    """(error type, message) of an exception, the message bounded and printable. The
+    workflow's code ending its process (`SystemExit`, `KeyboardInterrupt`, another
+    `BaseException`) is told as such, with the exit code (`wtb.cells.exits`)."""
+    exc = carried(exc)
+    message = clean_text(exit_message(exc) or str(exc) or repr(exc))
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE] + "..."
     return type(exc).__name__, message
@@ -214,11 +218,13 @@ class CellAttempt:
         return (*self.history, record)
 
     def raised(self, exc: BaseException) -> Decision:
-        """The graph raised `exc`: retried when the policy calls it transient."""
-        status: AttemptStatus = "transient" if self.protocol.policy.is_transient(exc) else "failed"
+        """The graph raised `exc`: retried when the policy calls it transient. The code
+        ending its process (`wtb.cells.exits`) is never transient."""
+        transient = not is_code_exit(exc) and self.protocol.policy.is_transient(exc)
+        status: AttemptStatus = "transient" if transient else "failed"
         error_type, message = describe(exc)
         node = self._node(exc)
-        record = self._record(status, error_type, message, node, format_traceback(exc))
+        record = self._record(status, error_type, message, node, format_traceback(carried(exc)))
         return self.protocol._end(self, record, retry=True)
 
     def timed_out(self, message: str | None = None) -> Decision:

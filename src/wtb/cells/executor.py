@@ -169,7 +169,9 @@ class CellExecutor:
                 decision = attempt.timed_out()
             else:
                 decision = attempt.raised(exc)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise  # the run is stopping: WTB's own, not the cell's
+        except BaseException as exc:  # SystemExit and the like too: the cell's failure
             decision = attempt.raised(exc)
         else:
             attempts = attempt.succeeded(interrupted=bool(outcome.interrupts))
@@ -248,12 +250,8 @@ class CellExecutor:
                 invocation = self._invocation(attempt, case, runtime, timer)
                 with metering() as meter, runtime.attempt(invocation.config):
                     outcome = _invoke_sync(graph, case, invocation, attempt)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit and the like too: the cell's failure
                 error = exc
-            except BaseException:
-                if claim.release():
-                    raise
-                return None
             if not claim.release():
                 return None
             if error is None:

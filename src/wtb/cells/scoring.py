@@ -3,7 +3,8 @@
 Evaluators score failed cells too (a failure scores 0 or None by the metric's direction),
 so whoever gives up on a cell, a runner or the Ray driver, scores it here. A graph that
 stopped at an interrupt with no scripted answer left is `interrupted`: scored as a failure,
-recorded with the output it had so far.
+recorded with the output it had so far. A token count or cost the store cannot keep
+(`wtb.storage.values`) fails the cell, with the value in its message.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from wtb.evaluators.build import DEFAULT_EVALUATOR_TIMEOUT_SECONDS, build_evalua
 from wtb.evaluators.comparing import STATE_ROOT
 from wtb.runs.spec import RunSpec
 from wtb.storage.records import StoredCell
+from wtb.storage.values import VALUE_OUT_OF_RANGE, storable_nodes, usage_problem
 from wtb.usage import UsageMeter, combine, usage_from_state
 
 INTERRUPTED = "Interrupted"
@@ -131,9 +133,18 @@ class Scorer:
         last = attempts[-1]
         latency_ms = last.duration_ms
         status: CellStatus
+        unstorable = usage_problem(tokens, cost)
+        if unstorable is not None:
+            # A count the store cannot keep: the cell fails rather than record another number.
+            tokens = cost = None
+            nodes = storable_nodes(nodes)
         if outcome is None or last.status != "succeeded":
             status, error_type, error_message = "failed", last.error_type, last.error_message
             error_node = last.node
+            output = state = None
+        elif unstorable is not None:
+            status, error_type, error_message = "failed", VALUE_OUT_OF_RANGE, unstorable
+            error_node = None
             output = state = None
         else:
             output = jsonable(outcome.output)
@@ -144,7 +155,7 @@ class Scorer:
                 error_message = _interrupt_message(outcome.interrupts)
             else:
                 status, error_type, error_message = "succeeded", None, None
-        raw = None if outcome is None else outcome.output
+        raw = None if outcome is None or status == "failed" else outcome.output
         ctx = EvalContext(
             case=case,
             inputs=case.inputs,

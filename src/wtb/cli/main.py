@@ -161,7 +161,7 @@ def run(
     if runner != "ray" and (actors is not None or _given("ray_address")):
         _fail(WtbError("--ray-address and --actors choose where Ray runs: add --runner ray"))
     try:
-        with _hold_collector() as started:
+        with _hold_collector() as started, _sigterm_stops():
             prepared = _prepare_all(_load(files), _case_selection(limit, case_ids))
             _check_fail_on(fail_on, prepared)
             with _runner_factory(runner, ray_address, actors, concurrency) as make_runner:
@@ -170,7 +170,63 @@ def run(
                 )
     except WtbError as exc:
         _fail(exc)
+    except SystemExit as exc:  # WTB's own exits are below; this is the workflow's code
+        _fail(_code_exited(exc))
+    except (KeyboardInterrupt, _Terminated) as exc:  # before any cell ran (or between runs)
+        code = _stopped_early(exc)
     sys.exit(code)
+
+
+class _Terminated(BaseException):
+    """SIGTERM to `wtb run`: unwinds the run as Ctrl-C does (buffered results written, the
+    run marked stopped), then exits 143."""
+
+    def __str__(self) -> str:
+        return "terminated (SIGTERM)"
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """While `wtb run` runs, SIGTERM stops it as Ctrl-C does (raised in the main thread,
+    which runs no cell); the previous handler is restored after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped_early(exc: BaseException) -> int:
+    """Ctrl-C or SIGTERM before the cells ran: say so; 130 or 143."""
+    terminated = isinstance(exc, _Terminated)
+    click.echo(
+        f"\n{'terminated' if terminated else 'interrupted'}: nothing more was run; "
+        "run the same command again to finish",
+        err=True,
+    )
+    return ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED
+
+
+def _code_exited(exc: SystemExit) -> WtbError:
+    """The workflow's code called sys.exit() while WTB imported or built it (cells never
+    let it through: there it is a failed cell)."""
+    return WtbError(
+        f"the workflow's code called sys.exit({exc.code!r}) while WTB imported or built it "
+        "(its graph factory, a variant, an evaluator or a module they import); no cell ran",
+        fix="do not call sys.exit() at import time or in a factory: raise an exception "
+        "that says what is wrong, or guard the script part with "
+        "if __name__ == '__main__'",
+    )
 
 
 _TUNE_COLLECTOR = False
@@ -333,14 +389,16 @@ def _run_prepared(
                     settings.flush_seconds,
                     reuse=rerun is None,
                 )
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, _Terminated) as stopped_by:
                 stopped = store.get_run(item.run_info.run_key)
                 done = store.progress(stopped.id).done if stopped else 0
+                terminated = isinstance(stopped_by, _Terminated)
                 err.print(
-                    f"\ninterrupted: {done}/{plan.total} cells recorded; "
+                    f"\n{'terminated' if terminated else 'interrupted'}: "
+                    f"{done}/{plan.total} cells recorded; "
                     "run the same command again to finish the rest"
                 )
-                return ExitCode.INTERRUPTED
+                return ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED
             matrix = matrix_for_run(store, outcome.run_id, item.batch.spec, plan.baseline)
             progress = store.progress(outcome.run_id)
             if output == "table":

@@ -7,6 +7,7 @@ import contextvars
 import threading
 from collections.abc import Sequence
 
+from wtb._jsonable import clean_text
 from wtb.api.batchtest import EvaluatorSpec
 from wtb.evaluators.base import Evaluator
 from wtb.evaluators.builtin import USER_TYPE, build_builtin, check_fields
@@ -42,6 +43,14 @@ def build_evaluators(
     return [_build_one(spec, f"{where}[{i}]") for i, spec in enumerate(specs)]
 
 
+def _exit_code(exc: BaseException) -> str | None:
+    if isinstance(exc, SystemExit):
+        return f"exit code {exc.code!r}: the evaluator called sys.exit() or raised SystemExit"
+    if isinstance(exc, KeyboardInterrupt):
+        return "the evaluator raised KeyboardInterrupt"
+    return None
+
+
 def evaluate(
     evaluators: Sequence[Evaluator],
     ctx: EvalContext,
@@ -49,8 +58,10 @@ def evaluate(
     timeout_seconds: float = DEFAULT_EVALUATOR_TIMEOUT_SECONDS,
 ) -> tuple[dict[str, float | None], dict[str, str]]:
     """Score one cell: (metrics, errors). An evaluator that raises gets metric None and an
-    error 'ErrorClass: message'; the others are unaffected. A `python` evaluator that does
-    not return within `timeout_seconds` gets metric None and an error
+    error 'ErrorClass: message'; the others are unaffected. That includes an evaluator
+    calling sys.exit() or raising another BaseException: it ends neither the cell nor the
+    run (evaluators run on worker threads, never where a real Ctrl-C arrives). A `python`
+    evaluator that does not return within `timeout_seconds` gets metric None and an error
     'EvaluatorTimeout: ...' (its call is abandoned: it runs on a daemon thread)."""
     metrics: dict[str, float | None] = {}
     errors: dict[str, str] = {}
@@ -60,9 +71,9 @@ def evaluate(
                 metrics[evaluator.name] = _within(evaluator, ctx, timeout_seconds)
             else:
                 metrics[evaluator.name] = evaluator(ctx)
-        except Exception as exc:
+        except BaseException as exc:  # sys.exit() in an evaluator too: this metric's error
             metrics[evaluator.name] = None
-            message = str(exc) or repr(exc)
+            message = clean_text(_exit_code(exc) or str(exc) or repr(exc))
             if len(message) > _MAX_ERROR:
                 message = message[:_MAX_ERROR] + "..."
             errors[evaluator.name] = f"{type(exc).__name__}: {message}"

@@ -26,6 +26,7 @@ from wtb.plan import Plan
 from wtb.runners.base import Runner
 from wtb.runs.spec import RunSpec
 from wtb.storage.records import RunRecord
+from wtb.storage.values import fit_for_store
 
 if TYPE_CHECKING:
     from wtb.storage.store import ResultStore
@@ -49,7 +50,8 @@ class ResultWriter:
     when results trickle in slowly, so a slow cell never holds others' results back.
     Buffers are swapped under a short lock and written outside it: producers (the event
     loop publishing audit events) never wait for the database. A write that fails leaves
-    its results in the buffer for the next one.
+    its results in the buffer for the next one. Results are fitted to the store before
+    they are buffered (`max_output_bytes`, default `WTB_MAX_OUTPUT_BYTES`).
     """
 
     def __init__(
@@ -60,8 +62,12 @@ class ResultWriter:
         every: int,
         seconds: float,
         fingerprint: Callable[[Cell], str] | None = None,
+        max_output_bytes: int | None = None,
     ) -> None:
         self._store = store
+        self._max_output_bytes = (
+            _max_output_bytes() if max_output_bytes is None else max_output_bytes
+        )
         self._fingerprint = fingerprint
         self._run_id = run_id
         self._every = every
@@ -81,8 +87,11 @@ class ResultWriter:
             self._events.append(event)
 
     def add(self, result: CellResult) -> None:
+        """Buffer a result, as the store can keep it (`wtb.storage.values.fit_for_store`:
+        a large output truncated with a marker, an unstorable count a failed cell)."""
         if self._error is not None:
             raise self._error
+        result = fit_for_store(result, self._max_output_bytes)
         with self._buffer_lock:
             self._results.append(result)
             full = len(self._results) >= self._every
@@ -125,6 +134,12 @@ class ResultWriter:
         self.flush()
 
 
+def _max_output_bytes() -> int:
+    from wtb.settings import get_settings
+
+    return get_settings().max_output_bytes
+
+
 def _close_and_mark(
     store: ResultStore, run_id: int, writer: ResultWriter, failure: BaseException | None
 ) -> None:
@@ -141,7 +156,12 @@ def _close_and_mark(
 
 
 def _reason(exc: BaseException) -> str:
-    return "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    """Why the run stopped: Ctrl-C, a signal (SIGTERM: its exception says so), an error."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if not isinstance(exc, Exception):
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from wtb.plan import Plan
 from wtb.runs.fingerprints import Fingerprinter, expected_digest, scoring_digest
 from wtb.runs.spec import RunSpec
 from wtb.storage.records import ReuseSource, RunRecord, StoredCell
+from wtb.storage.values import is_truncated
 
 if TYPE_CHECKING:
     from wtb.storage.store import ResultStore
@@ -139,8 +140,10 @@ class Reuse:
             self._scorer = Scorer(self.job)
         scorer = self._scorer
         by_key = {c.key: c for c in cells.values()}
+        # A truncated output cannot be scored again: such a cell runs again instead.
         results: list[tuple[CellResult, StoredCell]] = [
             (scorer.rescore(by_key[stored.cell_key], stored), stored)
             for stored in store.cells_by_id(list(cells))
+            if not is_truncated(stored.output)
         ]
         return len(store.record_reused(run.id, results, fingerprints))

@@ -18,6 +18,7 @@ from typing import Final
 
 from wtb.cells.attempts import Retry
 from wtb.cells.executor import CellExecutor
+from wtb.cells.exits import guard_loop
 from wtb.cells.nodes import NodeTimer
 from wtb.cells.threads import ElasticThreadPool
 from wtb.domain import WORKER_STOPPED, Attempt, Cell, CellResult
@@ -205,6 +206,7 @@ class _LoopCells:
             return
         pool = ElasticThreadPool(self._concurrency)
         loop.set_default_executor(pool)
+        guard_loop(loop)  # sys.exit() in a node's task fails its cell, not the loop
         gen.watch.install(loop)
         await self._pump(gen, pool)
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from wtb import events
 from wtb.cells.attempts import Retry
 from wtb.cells.executor import CellExecutor
+from wtb.cells.exits import guard_loop
 from wtb.cells.threads import ElasticThreadPool
 from wtb.domain import Attempt, Cell, CellResult
 from wtb.errors import WtbError
@@ -63,7 +64,9 @@ class CellActor:
             self._pool = ElasticThreadPool(self._concurrency)
             loop = asyncio.get_running_loop()
             loop.set_default_executor(self._pool)
-            # Tasks created for a cell are noted with its key: `blocking_cell` names it.
+            # sys.exit() in a node's task fails its cell, not the actor's loop; tasks
+            # created for a cell are noted with its key: `blocking_cell` names it.
+            guard_loop(loop)
             self._watch.install(loop)
         return self._pool
 

@@ -140,6 +140,7 @@ def make_engine(url: str, *, read_only: bool = False, deadlines: Deadlines | Non
             "connect_timeout": max(2, math.ceil(deadlines.connect)),
         },
         pool_pre_ping=True,
+        hide_parameters=True,  # errors never show the values: they are user data
     )
     event.listen(engine, "begin", _transaction_deadlines(deadlines))
     return engine
@@ -172,7 +173,11 @@ def _sqlite_engine(url: URL) -> Engine:
             "choose a writable path for the database"
         ) from exc
     # Connections move between the runner's threads; the pool hands each to one at a time.
-    engine = create_engine(url, connect_args={"check_same_thread": False})
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False},
+        hide_parameters=True,  # errors never show the values: they are user data
+    )
     event.listen(engine, "connect", _configure_sqlite)
     return engine
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -37,7 +38,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
 
 from wtb._iterables import chunked
 from wtb._jsonable import jsonable
@@ -71,6 +72,7 @@ from wtb.storage.records import (
     StoredCell,
 )
 from wtb.storage.schema import attempts, audit_log, batch_runs, cells, workflows
+from wtb.storage.values import refusal_reason, refused_result
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -468,9 +470,103 @@ class ResultStore:
         (cell key -> fingerprint) lets later runs reuse the results. A cell run again
         (`forget_cells`) keeps its earlier attempts: the new ones are numbered after them.
         """
-        return self._retrying(
-            lambda: self._record_once(run_id, results, events, fingerprints or {})
+        prints = fingerprints or {}
+        try:
+            return self._retrying(lambda: self._record_once(run_id, results, events, prints))
+        except Exception as exc:
+            if not refused(exc):
+                raise
+        return self._record_narrowing(run_id, results, events, prints)
+
+    # -- a write the database refuses: narrowed down to its cell -------------------------
+
+    def _record_narrowing(
+        self,
+        run_id: int,
+        results: Sequence[CellResult],
+        events: Sequence[Event],
+        fingerprints: Mapping[str, str],
+    ) -> int:
+        """Record a batch the database refused as a whole: halves, recursively, down to the
+        cell it refuses, which is recorded failed with the reason (`_record_refused`). The
+        good cells are recorded; each cell once (every part is its own idempotent write).
+        Events refused are recorded as a note saying so."""
+        if len(results) > 1:
+            middle = len(results) // 2
+            return self._record_part(
+                run_id, results[:middle], events, fingerprints
+            ) + self._record_part(run_id, results[middle:], (), fingerprints)
+        recorded = self._record_refused(run_id, results[0], fingerprints) if results else 0
+        if events:
+            self._record_events_narrowing(run_id, events)
+        return recorded
+
+    def _record_part(
+        self,
+        run_id: int,
+        results: Sequence[CellResult],
+        events: Sequence[Event],
+        fingerprints: Mapping[str, str],
+    ) -> int:
+        try:
+            return self._retrying(lambda: self._record_once(run_id, results, events, fingerprints))
+        except Exception as exc:
+            if not refused(exc):
+                raise
+        return self._record_narrowing(run_id, results, events, fingerprints)
+
+    def _record_refused(
+        self, run_id: int, result: CellResult, fingerprints: Mapping[str, str]
+    ) -> int:
+        """Record one result; when the database refuses it, the cell failed with the reason,
+        with its attempts, or without them when they are refused too."""
+        try:
+            return self._retrying(lambda: self._record_once(run_id, [result], (), fingerprints))
+        except Exception as exc:
+            if not refused(exc):
+                raise
+            reason = refusal_reason(exc)
+        last: Exception | None = None
+        for keep_attempts in (True, False):
+            failed = [refused_result(result, reason, attempts=keep_attempts)]
+            try:
+                return self._retrying(partial(self._record_once, run_id, failed, (), {}))
+            except Exception as exc:
+                if not refused(exc):
+                    raise
+                last = exc
+        raise StorageError(
+            f"the database {redact(self._engine.url)} refused the result of cell "
+            f"{result.cell.key} even as a failed cell ({refusal_reason(last or Exception())})",
+            fix="check the database's schema (wtb migrates it on start) and its logs",
         )
+
+    def _record_events_narrowing(self, run_id: int, events: Sequence[Event]) -> None:
+        """Record audit events; one the database refuses is kept as a note of its kind."""
+
+        def write(part: Sequence[Event]) -> None:
+            with self._transaction() as conn:
+                self._insert_events(conn, run_id, part)
+
+        try:
+            self._retrying(lambda: write(events))
+            return
+        except Exception as exc:
+            if not refused(exc):
+                raise
+            reason = refusal_reason(exc)
+        if len(events) > 1:
+            middle = len(events) // 2
+            self._record_events_narrowing(run_id, events[:middle])
+            self._record_events_narrowing(run_id, events[middle:])
+            return
+        (event,) = events
+        note = Event(event.kind, event.subject, {"refused": reason}, at=event.at)
+        try:
+            self._retrying(lambda: write([note]))
+        except Exception as exc:
+            if not refused(exc):
+                raise
 
     def _retrying(self, call: Callable[[], T]) -> T:
         """Run an idempotent call, retrying with backoff while the database is unreachable
@@ -481,6 +577,8 @@ class ResultStore:
             try:
                 return call()
             except (StorageError, OperationalError, InterfaceError) as exc:
+                if refused(exc):  # a value refused is refused again: no point waiting
+                    raise
                 waited = None if isinstance(exc, StorageError) else self._waited(exc)
                 if time.monotonic() + delay > deadline:
                     if isinstance(exc, StorageError):
@@ -809,6 +907,26 @@ class ResultStore:
         """Per (combination, case), ordered by combo_key then case_id; streamed."""
         with self._transaction() as conn:
             yield from aggregates.iter_case_aggregates(conn, run_id, metrics, primary)
+
+
+_REFUSED_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
+"""PostgreSQL error classes of a value refused: data exception (out of range, NUL in text,
+bad JSON), integrity constraint violation, program limit exceeded (too large)."""
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether the database (or its driver) refused the values of a write, which writing
+    them again would not mend, as opposed to being unreachable (retried)."""
+    if isinstance(exc, StorageError):
+        return False
+    if isinstance(exc, DBAPIError):
+        state = getattr(exc.orig, "sqlstate", None)
+        if isinstance(state, str) and state:
+            return state[:2] in _REFUSED_SQLSTATE_CLASSES
+        return not isinstance(exc, OperationalError | InterfaceError)
+    if isinstance(exc, StatementError):  # a value the driver could not bind
+        return True
+    return isinstance(exc, OverflowError | ValueError | TypeError | UnicodeError)
 
 
 def _finite(value: float | None) -> float | None:
