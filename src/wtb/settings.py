@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         default=None, description="TLS certificate of the webhook; self-signed when unset."
     )
     webhook_keyfile: str | None = Field(default=None)
+    webhook_cert_check_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the webhook re-reads its certificate files: a rotated "
+        "certificate (a renewed Secret) is served, and its caBundle written, this long after.",
+    )
     log_level: str = Field(default="INFO")
     watch_namespaces: str = Field(
         default="", description="Comma-separated namespaces the operator watches; all when empty."
