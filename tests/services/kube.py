@@ -44,6 +44,9 @@ READY_SECONDS = 60.0
 ESTABLISHED_SECONDS = 60.0
 GC_SYNC_SECONDS = 60.0
 STOP_SECONDS = 10.0
+REQUEST_TIMEOUT = "15s"
+"""The API server's limit for a request (1 minute by default): with etcd down, a request
+fails with 504 after this long, which the fault drills wait for."""
 LOG_TAIL_LINES = 30
 # Printed by the garbage collector once it watches every resource it found at start.
 GC_SYNCED_LINE = "all resource monitors have synced"
@@ -361,6 +364,7 @@ def _start_api_server(
             "--allow-privileged=true",
             "--disable-admission-plugins=ServiceAccount",
             "--endpoint-reconciler-type=none",
+            f"--request-timeout={REQUEST_TIMEOUT}",
         ],
         work_dir / "kube-apiserver.log",
     )
