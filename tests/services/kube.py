@@ -168,10 +168,11 @@ class ControlPlane:
         self.wait_ready()
 
     def restart_api_server(self) -> None:
-        """Stop the API server (every watch and connection to it ends) and start it again
-        on the same port and etcd; returns once it is ready."""
+        """The API server crashes (SIGKILL: every watch and connection to it ends at once)
+        and starts again on the same port and etcd; returns once it is ready."""
         api_server = self._own("kube-apiserver")
-        api_server.stop()
+        api_server.process.kill()
+        api_server.process.wait()
         api_server.relaunch()
         self.wait_ready()
 
