@@ -8,7 +8,7 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from wtb_operator.kubeapi import MAX_API_BACKOFF_SECONDS, api_trouble
+from wtb_operator.kubeapi import KOPF_ERROR_BACKOFFS, MAX_API_BACKOFF_SECONDS, api_trouble
 
 
 def _refusal(status: int, headers: dict[str, str] | None = None) -> ApiException:
@@ -65,3 +65,10 @@ def test_a_refusal_is_not_waited_out(status: int) -> None:
 
 def test_other_errors_are_not_waited_out() -> None:
     assert api_trouble(ValueError("a bug"), interval=1.0, retry=0) is None
+
+
+def test_kopf_retries_its_own_requests_for_minutes_not_one() -> None:
+    """Throttling that lasts longer than Kopf's default retries (54 s) would end the
+    operator (seen in the 429 drill): its requests retry about 7 minutes, 30 s apart at most."""
+    assert sum(KOPF_ERROR_BACKOFFS) >= 6 * 60
+    assert max(KOPF_ERROR_BACKOFFS) <= MAX_API_BACKOFF_SECONDS

@@ -20,6 +20,10 @@ PASSING_STATUSES = frozenset({429, 500, 502, 503, 504})
 """Answers of an API server that is overloaded (429, API Priority and Fairness) or cannot
 reach its storage (5xx, etcd down): asking again later is the fix."""
 MAX_API_BACKOFF_SECONDS = 30.0
+KOPF_ERROR_BACKOFFS = (1, 1, 2, 3, 5, 8, 13, 21, *([30] * 12))
+"""Kopf's own requests (watches, discovery, its patches) retry 429s and 5xx this long (about
+7 minutes) before the operator gives up and exits: Kopf's default (54 s) ends the operator
+under a throttling that lasts a minute, and a restarted operator only adds load."""
 
 
 def load_api_client() -> client.ApiClient:
