@@ -227,17 +227,24 @@ def test_api_server_throttling_429_is_waited_out(
         threading.Thread(target=_noisy_neighbour, args=(kube.server, operator_token, stop, refused))
         for _ in range(6)
     ]
+    _run(api, faults_cluster, "throttled", 300)
+    wait_for_status(
+        api,
+        faults_cluster.namespace,
+        "throttled",
+        running,
+        "cells being recorded",
+        logs=fault_operator.logs,
+    )
     try:
         for thread in noisy:
             thread.start()
         wait_until(lambda: bool(refused), "the noisy neighbour to be throttled (429)", 60)
-        _run(api, faults_cluster, "throttled", 150)
-
         # Kopf's own requests retry 429s; the reconcile step's say so and back off.
         wait_until(
             lambda: "throttling the operator" in fault_operator.logs(),
             "a reconcile step to meet a 429",
-            90,
+            60,
         )
     finally:
         stop.set()
@@ -249,7 +256,7 @@ def test_api_server_throttling_429_is_waited_out(
             objects.delete_cluster_custom_object(
                 APF_GROUP, APF_VERSION, "prioritylevelconfigurations", name
             )
-    _finished_once(api, faults_cluster, fault_operator, "throttled", CELLS)
+    _finished_once(api, faults_cluster, fault_operator, "throttled", 600)
 
 
 def _noisy_neighbour(server: str, token: str, stop: threading.Event, refused: list[int]) -> None:
