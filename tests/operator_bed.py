@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from services.kube import REPO_ROOT, ControlPlane
+from services.kube import REPO_ROOT, ControlPlane, namespace
+from services.kuberay_standin import KubeRayStandIn
+from services.postgres import PostgresServices
 from services.support import wait_until
 from wtb.api._base import GROUP, VERSION
 
@@ -348,3 +351,31 @@ def has_event(api: client.ApiClient, namespace: str, name: str, reason: str) -> 
     except Exception:
         return False
     return True
+
+
+@contextlib.contextmanager
+def shared_cluster(
+    kube: ControlPlane,
+    kuberay: KubeRayStandIn,
+    postgres_services: PostgresServices,
+    label: str,
+) -> Iterator[SharedCluster]:
+    """A RayCluster WTB did not make (the toy image) in a namespace of its own, with the toy
+    Workflow, the database Secret and a database of its own (dropped afterwards): for tests
+    whose subject is not a cluster's lifecycle, so that they skip starting a Ray head."""
+    kuberay.register_image(TOY_IMAGE, TOY_DIR)
+    database = f"wtb_test_{os.getpid()}_{label}"
+    postgres_services.create_database(database)
+    url = postgres_services.url(database, through_pgbouncer=True)
+    try:
+        with kube.api_client() as api, namespace(api, label) as ns:
+            try:
+                create_database_secret(api, ns, url)
+                create(api, ns, toy_workflow())
+                create_raycluster(api, ns, label, TOY_IMAGE)
+                wait_until(lambda: raycluster_ready(api, ns, label), f"the {label} RayCluster", 90)
+                yield SharedCluster(ns, label, url)
+            finally:
+                release_finalizers(api, ns)
+    finally:
+        postgres_services.drop_database(database)

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+import urllib3
+from kubernetes.client.exceptions import ApiException
 
 from wtb.api._base import GROUP, VERSION
 from wtb.api.batchtest import BatchTest, BatchTestStatus
@@ -71,7 +73,7 @@ from wtb.runs.record import record_unplanned_run
 from wtb.settings import get_settings
 from wtb.storage.records import RunRecord
 from wtb_operator.context import OperatorContext
-from wtb_operator.kubeapi import Conflict, Forbidden, Invalid
+from wtb_operator.kubeapi import Conflict, Forbidden, Invalid, api_trouble
 
 log = logging.getLogger("wtb.operator.batchtest")
 
@@ -89,21 +91,38 @@ def _needs_reconcile(body: kopf.Body, spec: kopf.Spec, **_: Any) -> bool:
     interval=get_settings().reconcile_seconds,
     when=_needs_reconcile,
 )
-def reconcile(body: kopf.Body, memo: Any, **_: Any) -> None:
+def reconcile(body: kopf.Body, memo: Any, retry: int = 0, **_: Any) -> None:
     ctx: OperatorContext = memo.ctx
     step = Reconcile(ctx, body)
     try:
-        step.run()
-    except Conflict:
-        log.debug("BatchTest %s: changed while being looked at; next time", step.ident)
-    except Forbidden as exc:
-        log.error("BatchTest %s: %s", step.ident, exc)
-        with contextlib.suppress(Conflict):
-            step.fail_soft(Wait(cond.CLUSTER_READY, "PermissionDenied", str(exc)))
-    except StorageError as exc:
-        log.warning("BatchTest %s: result store unavailable: %s", step.ident, exc)
-        with contextlib.suppress(Conflict):
-            step.note(Note("the result store is unavailable (the operator's log has the error)"))
+        try:
+            step.run()
+        except Conflict:
+            log.debug("BatchTest %s: changed while being looked at; next time", step.ident)
+        except Forbidden as exc:
+            log.error("BatchTest %s: %s", step.ident, exc)
+            with contextlib.suppress(Conflict):
+                step.fail_soft(Wait(cond.CLUSTER_READY, "PermissionDenied", str(exc)))
+        except StorageError as exc:
+            log.warning("BatchTest %s: result store unavailable: %s", step.ident, exc)
+            with contextlib.suppress(Conflict):
+                step.note(
+                    Note("the result store is unavailable (the operator's log has the error)")
+                )
+    except (ApiException, urllib3.exceptions.HTTPError) as exc:
+        _retry_soon(exc, step.ident, ctx.settings.reconcile_seconds, retry)
+        raise
+
+
+def _retry_soon(exc: BaseException, ident: str, interval: float, retry: int) -> None:
+    """An overloaded (429) or unreachable (5xx, refused) API server: the step is tried again
+    after a short backoff, not after Kopf's default minute for an unexpected error. Returns
+    for any other error (which the caller re-raises)."""
+    trouble = api_trouble(exc, interval=interval, retry=retry)
+    if trouble is None:
+        return
+    log.warning("BatchTest %s: %s; trying again in %.1f s", ident, trouble.message, trouble.delay)
+    raise kopf.TemporaryError(trouble.message, delay=trouble.delay) from exc
 
 
 @kopf.on.delete(
@@ -113,14 +132,20 @@ def reconcile(body: kopf.Body, memo: Any, **_: Any) -> None:
     timeout=120,  # a shared cluster whose job API stays down must not block the deletion
     when=lambda spec, **_: bool((spec.get("ray") or {}).get("clusterName")),
 )
-def stop_on_shared_cluster(body: kopf.Body, memo: Any, **_: Any) -> None:
+def stop_on_shared_cluster(body: kopf.Body, memo: Any, retry: int = 0, **_: Any) -> None:
     """A job on a shared cluster outlives its BatchTest unless stopped; a RayCluster WTB
     created goes with the BatchTest (garbage collection), and its job with it."""
     ctx: OperatorContext = memo.ctx
     meta = body["metadata"]
     ctx.forget(meta["uid"])
     stop = job_to_stop(read_status(body, BatchTestStatus))
-    url = _dashboard(ctx, meta["namespace"], stop.cluster) if stop else None
+    try:
+        url = _dashboard(ctx, meta["namespace"], stop.cluster) if stop else None
+    except (ApiException, urllib3.exceptions.HTTPError) as exc:
+        _retry_soon(
+            exc, f"{meta['namespace']}/{meta['name']}", ctx.settings.reconcile_seconds, retry
+        )
+        raise
     if stop is None or url is None:
         return
     try:

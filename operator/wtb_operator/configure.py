@@ -9,7 +9,7 @@ import kopf
 
 from wtb.api._base import GROUP
 from wtb_operator.context import OperatorContext
-from wtb_operator.kubeapi import KubeApi, load_api_client
+from wtb_operator.kubeapi import KOPF_ERROR_BACKOFFS, KubeApi, load_api_client
 
 log = logging.getLogger("wtb.operator")
 
@@ -29,6 +29,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     )
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = KOPF_ERROR_BACKOFFS
     settings.execution.max_workers = 8
     if wtb.webhook_port:
         from wtb_operator.webhook_server import webhook_server

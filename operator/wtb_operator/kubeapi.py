@@ -4,9 +4,11 @@ written as a merge patch (computed by `wtb.kube.status_copy`), with typed errors
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -14,6 +16,14 @@ from wtb.api._base import GROUP, VERSION
 from wtb.kube.raycluster import RAY_GROUP, RAY_PLURAL, RAY_VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
+PASSING_STATUSES = frozenset({429, 500, 502, 503, 504})
+"""Answers of an API server that is overloaded (429, API Priority and Fairness) or cannot
+reach its storage (5xx, etcd down): asking again later is the fix."""
+MAX_API_BACKOFF_SECONDS = 30.0
+KOPF_ERROR_BACKOFFS = (1, 1, 2, 3, 5, 8, 13, 21, *([30] * 12))
+"""Kopf's own requests (watches, discovery, its patches) retry 429s and 5xx this long (about
+7 minutes) before the operator gives up and exits: Kopf's default (54 s) ends the operator
+under a throttling that lasts a minute, and a restarted operator only adds load."""
 
 
 def load_api_client() -> client.ApiClient:
@@ -52,6 +62,48 @@ def forbidden_message(exc: ApiException, verb: str, what: str, namespace: str) -
         + (f" ({said})" if said else "")
         + "; grant it in the operator's ClusterRole (chart: templates/rbac.yaml)"
     )
+
+
+@dataclass(frozen=True)
+class ApiTrouble:
+    """The API server is overloaded or unreachable for now: what to log, and when to try
+    again."""
+
+    message: str
+    delay: float
+
+
+def api_trouble(exc: BaseException, *, interval: float, retry: int) -> ApiTrouble | None:
+    """Whether `exc` (from the Kubernetes client) is a passing trouble of the API server, and
+    how long to wait before the next attempt: the reconcile interval, doubled for each
+    failure in a row (`retry`), at most MAX_API_BACKOFF_SECONDS, and never less than a 429's
+    Retry-After. None for every other error (a bug, a refusal): those are not retried here."""
+    backoff = min(interval * 2 ** min(retry, 16), MAX_API_BACKOFF_SECONDS)
+    if isinstance(exc, ApiException):
+        if exc.status not in PASSING_STATUSES:
+            return None
+        said = f"{exc.status} {exc.reason or ''}".strip()
+        if exc.status == 429:
+            asked = _retry_after(exc.headers)
+            delay = max(backoff, min(asked, MAX_API_BACKOFF_SECONDS)) if asked else backoff
+            return ApiTrouble(f"the API server is throttling the operator ({said})", delay)
+        return ApiTrouble(f"the API server answered {said}", backoff)
+    if isinstance(exc, urllib3.exceptions.HTTPError):  # refused, reset, timed out
+        return ApiTrouble(f"the API server does not answer ({type(exc).__name__})", backoff)
+    return None
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """A Retry-After header in seconds (the API server sends whole seconds); None if absent
+    or not a number."""
+    for key, value in (headers or {}).items():
+        if key.lower() == "retry-after":
+            try:
+                seconds = float(value)
+            except ValueError:
+                return None
+            return seconds if seconds >= 0 else None
+    return None
 
 
 @dataclass

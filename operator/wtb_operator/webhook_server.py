@@ -73,6 +73,9 @@ def webhook_server(settings: Settings) -> kopf.WebhookServer:
         "certfile": certfile,
         "pkeyfile": keyfile,
         "max_body": settings.webhook_max_body_bytes,
+        # Kopf re-reads the files this often; when they change (a renewed certificate), it
+        # serves the new one and writes its caBundle into the webhook configuration.
+        "file_check_interval": settings.webhook_cert_check_seconds,
     }
     if settings.webhook_service:
         return ServiceWebhookServer(

@@ -135,6 +135,12 @@ class Settings(BaseSettings):
         "413 unread (the API server then admits, failure policy Ignore, and the reconcile "
         "step checks the object).",
     )
+    webhook_cert_check_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the webhook re-reads its certificate files: a rotated "
+        "certificate (a renewed Secret) is served, and its caBundle written, this long after.",
+    )
     log_level: str = Field(default="INFO")
     watch_namespaces: str = Field(
         default="", description="Comma-separated namespaces the operator watches; all when empty."

@@ -44,6 +44,9 @@ READY_SECONDS = 60.0
 ESTABLISHED_SECONDS = 60.0
 GC_SYNC_SECONDS = 60.0
 STOP_SECONDS = 10.0
+REQUEST_TIMEOUT = "15s"
+"""The API server's limit for a request (1 minute by default): with etcd down, a request
+fails with 504 after this long, which the fault drills wait for."""
 LOG_TAIL_LINES = 30
 # Printed by the garbage collector once it watches every resource it found at start.
 GC_SYNCED_LINE = "all resource monitors have synced"
@@ -64,14 +67,19 @@ class _Process:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    argv: list[str] = field(default_factory=list)
 
     @classmethod
-    def launch(cls, name: str, argv: list[str], log: Path) -> _Process:
-        with log.open("wb") as out:
+    def launch(cls, name: str, argv: list[str], log: Path, *, append: bool = False) -> _Process:
+        with log.open("ab" if append else "wb") as out:
             process = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        return cls(name, process, log)
+        return cls(name, process, log, list(argv))
+
+    def relaunch(self) -> None:
+        """Start it again with the same arguments (same ports, same data), after a stop."""
+        self.process = _Process.launch(self.name, self.argv, self.log, append=True).process
 
     def check_running(self) -> None:
         if self.process.poll() is not None:
@@ -139,6 +147,37 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(_kubeconfig(self.cluster_entry, token)))
         path.chmod(0o600)
         return path
+
+    # --- faults (drills): only for a control plane of our own ------------------------------
+
+    def _own(self, name: str) -> _Process:
+        if not self.owns_processes:
+            raise ServiceError(f"{name} is not ours to stop: the cluster of {KUBECONFIG_ENV}")
+        (found,) = [p for p in self.processes if p.name == name]
+        return found
+
+    def stop_etcd(self) -> None:
+        """etcd dies (SIGKILL): the API server stays up and answers with errors."""
+        etcd = self._own("etcd")
+        etcd.process.kill()
+        etcd.process.wait()
+
+    def start_etcd(self) -> None:
+        """etcd again, on its data directory and ports; returns once the API server is ready."""
+        self._own("etcd").relaunch()
+        self.wait_ready()
+
+    def restart_api_server(self) -> None:
+        """The API server crashes (SIGKILL: every watch and connection to it ends at once)
+        and starts again on the same port and etcd; returns once it is ready."""
+        api_server = self._own("kube-apiserver")
+        api_server.process.kill()
+        api_server.process.wait()
+        api_server.relaunch()
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        _wait_ready(self.server, self.admin_token, self.processes)
 
     def stop(self) -> None:
         """Stop the processes this control plane started (newest first), by their own PIDs."""
@@ -326,6 +365,7 @@ def _start_api_server(
             "--allow-privileged=true",
             "--disable-admission-plugins=ServiceAccount",
             "--endpoint-reconciler-type=none",
+            f"--request-timeout={REQUEST_TIMEOUT}",
         ],
         work_dir / "kube-apiserver.log",
     )
@@ -370,7 +410,8 @@ def _wait_ready(server: str, token: str, processes: list[_Process]) -> None:
     try:
         wait_until(ready, "kube-apiserver /readyz", READY_SECONDS)
     except ServiceError as exc:
-        raise ServiceError(f"{exc}\nkube-apiserver log:\n{_log_tail(processes[-1].log)}") from exc
+        (api_server,) = [p for p in processes if p.name == "kube-apiserver"]
+        raise ServiceError(f"{exc}\nkube-apiserver log:\n{_log_tail(api_server.log)}") from exc
 
 
 def _wait_gc_synced(manager: _Process) -> None:

@@ -87,6 +87,7 @@ class _Cluster:
     uid: str
     phase: Phase = "waiting"
     head: RayHead | None = None
+    launch: HeadLaunch | None = None
     problem: PodNotReady | None = None
     stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -136,6 +137,32 @@ class KubeRayStandIn:
                 if (cluster.namespace, cluster.name) == (namespace, name) and cluster.head:
                     return cluster.head
         return None
+
+    def restart_head(self, namespace: str, name: str) -> RayHead:
+        """The head pod restarts (a node lost, an OOM kill): its Ray processes and every job
+        they ran are gone, and a new head with an empty job table starts behind the same
+        address (Service). Returns once the new head's job API answers."""
+        with self._lock:
+            (cluster,) = [
+                c
+                for c in self._clusters.values()
+                if (c.namespace, c.name) == (namespace, name) and c.phase == "running"
+            ]
+            old, launch = cluster.head, cluster.launch
+        assert old is not None
+        assert launch is not None
+        old.stop()
+        head = start_ray_head(
+            self._work_dir / f"h{next(self._head_numbers)}",
+            num_cpus=launch.num_cpus,
+            env=launch.env,
+            cwd=launch.image_dir,
+            extra_args=launch.extra_args,
+            ports=(old.gcs_port, old.dashboard_port, old.client_port),
+        )
+        with self._lock:
+            cluster.head = head
+        return head
 
     def wait_stopped(self, namespace: str, name: str, seconds: float = 60.0) -> None:
         """Wait until every head started for a RayCluster of that name has stopped."""
@@ -257,7 +284,7 @@ class KubeRayStandIn:
         with self._lock:
             gone = cluster.phase == "gone"
             if not gone:
-                cluster.phase, cluster.head = "running", head
+                cluster.phase, cluster.head, cluster.launch = "running", head, launch
         if gone:
             head.stop()
             cluster.stopped.set()

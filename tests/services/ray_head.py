@@ -24,6 +24,11 @@ from wtb.runners.ray_session import RAY_ENV_DEFAULTS
 
 START_SECONDS = 90.0
 STOP_SECONDS = 5.0
+START_ATTEMPTS = 2
+STARTED_LINE = "Ray runtime started."
+"""What `ray start` prints once its raylet registered: until then the head may still fail
+(Ray gives the raylet 30 s, which an overloaded machine can exceed)."""
+TIMED_OUT_LINE = "timed out during startup"
 
 
 def ray_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -59,6 +64,8 @@ class RayHead:
             raise ServiceError(
                 f"ray start exited with {self.process.returncode}: {self.log_tail()}"
             )
+        if STARTED_LINE not in self.log_tail(lines=200):
+            return False
         try:
             with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2) as reply:  # noqa: S310
                 return bool(json.load(reply).get("ray_version"))
@@ -138,29 +145,39 @@ def start_ray_head(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     extra_args: Sequence[str] = (),
+    ports: tuple[int, int, int] | None = None,
 ) -> RayHead:
     """Start a head and wait until its job API answers (about 8 s, 11 s cold). `env`,
-    `cwd` and `extra_args` (more `ray start` options) shape it like a pod would."""
-    gcs, dashboard, ray_client = free_port(), free_port(), free_port()
-    process = _launch(
-        temp_dir,
-        "--head",
-        f"--port={gcs}",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard}",
-        f"--ray-client-server-port={ray_client}",
-        f"--num-cpus={num_cpus}",
-        *extra_args,
-        env=env,
-        cwd=cwd,
-    )
-    head = RayHead(process, temp_dir, gcs, dashboard, ray_client)
-    try:
-        wait_until(head._answers, "the Ray head's job API", START_SECONDS)
-    except BaseException:
-        head.stop()
-        raise
-    return head
+    `cwd` and `extra_args` (more `ray start` options) shape it like a pod would; `ports`
+    (GCS, dashboard, Ray client) are free ones unless given: a head restarted as a pod is,
+    behind the same Service."""
+    gcs, dashboard, ray_client = ports or (free_port(), free_port(), free_port())
+    for attempt in range(1, START_ATTEMPTS + 1):
+        process = _launch(
+            temp_dir,
+            "--head",
+            f"--port={gcs}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            f"--ray-client-server-port={ray_client}",
+            f"--num-cpus={num_cpus}",
+            *extra_args,
+            env=env,
+            cwd=cwd,
+        )
+        head = RayHead(process, temp_dir, gcs, dashboard, ray_client)
+        try:
+            wait_until(head._answers, "the Ray head's job API", START_SECONDS)
+        except ServiceError as exc:
+            head.stop()
+            if attempt < START_ATTEMPTS and TIMED_OUT_LINE in str(exc):
+                continue  # the machine was too busy for Ray's fixed 30 s: once more
+            raise
+        except BaseException:
+            head.stop()
+            raise
+        return head
+    raise AssertionError("unreachable")
 
 
 @dataclass
