@@ -470,13 +470,7 @@ class ResultStore:
         (cell key -> fingerprint) lets later runs reuse the results. A cell run again
         (`forget_cells`) keeps its earlier attempts: the new ones are numbered after them.
         """
-        prints = fingerprints or {}
-        try:
-            return self._retrying(lambda: self._record_once(run_id, results, events, prints))
-        except Exception as exc:
-            if not refused(exc):
-                raise
-        return self._record_narrowing(run_id, results, events, prints)
+        return self._record_part(run_id, results, events, fingerprints or {})
 
     # -- a write the database refuses: narrowed down to its cell -------------------------
 
@@ -508,6 +502,7 @@ class ResultStore:
         events: Sequence[Event],
         fingerprints: Mapping[str, str],
     ) -> int:
+        """Record a batch; one the database refuses is narrowed down (`_record_narrowing`)."""
         try:
             return self._retrying(lambda: self._record_once(run_id, results, events, fingerprints))
         except Exception as exc:
