@@ -155,7 +155,7 @@ def test_driver_stopped_with_sigterm_writes_what_it_has_and_says_so(
     with batch.store() as store:
         run = store.get_run_by_id(batch.run.id)
         assert run is not None
-        assert (run.status, run.error) == ("failed", "stopped: Terminated: SIGTERM")
+        assert (run.status, run.error) == ("failed", "stopped: terminated (SIGTERM)")
         assert store.progress(batch.run.id).done < batch.total
     _finish(_driver(ray_head, batch))
     _assert_complete_once(batch)

@@ -111,3 +111,13 @@ class StorageError(UnavailableError):
 
 class ClusterError(UnavailableError):
     """The Ray cluster cannot be reached, or WTB's workers cannot start on it."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (`wtb run` stopped, a stopped Ray job, a deleted pod): raised in the
+    main thread, it unwinds a run as Ctrl-C does, so buffered results are written and the
+    run is marked stopped before the process exits 143. Not a WtbError: like
+    KeyboardInterrupt, nothing for the user to fix."""
+
+    def __str__(self) -> str:
+        return "terminated (SIGTERM)"

@@ -9,8 +9,8 @@ import sys
 import click
 
 from wtb.cli.options import ACTORS, CONCURRENCY, RAY_ADDRESS
-from wtb.errors import ExitCode, WtbError
-from wtb.pipeline.drive import Terminated, drive, log
+from wtb.errors import ExitCode, Terminated, WtbError
+from wtb.pipeline.drive import drive, log
 
 
 @click.command(name="driver")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from wtb.cli.options import ACTORS, CONCURRENCY, RAY_ADDRESS
-from wtb.errors import ExitCode, RunDeadlineExceeded, WtbError
+from wtb.errors import ExitCode, RunDeadlineExceeded, Terminated, WtbError
 
 if TYPE_CHECKING:
     from wtb.api.comparison import ComparisonMatrix
@@ -172,17 +172,9 @@ def run(
         _fail(exc)
     except SystemExit as exc:  # WTB's own exits are below; this is the workflow's code
         _fail(_code_exited(exc))
-    except (KeyboardInterrupt, _Terminated) as exc:  # before any cell ran (or between runs)
+    except (KeyboardInterrupt, Terminated) as exc:  # before any cell ran (or between runs)
         code = _stopped_early(exc)
     sys.exit(code)
-
-
-class _Terminated(BaseException):
-    """SIGTERM to `wtb run`: unwinds the run as Ctrl-C does (buffered results written, the
-    run marked stopped), then exits 143."""
-
-    def __str__(self) -> str:
-        return "terminated (SIGTERM)"
 
 
 @contextmanager
@@ -197,7 +189,7 @@ def _sigterm_stops() -> Iterator[None]:
         return
 
     def stop(signum: int, frame: object) -> None:
-        raise _Terminated
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
@@ -208,7 +200,7 @@ def _sigterm_stops() -> Iterator[None]:
 
 def _stopped_early(exc: BaseException) -> int:
     """Ctrl-C or SIGTERM before the cells ran: say so; 130 or 143."""
-    terminated = isinstance(exc, _Terminated)
+    terminated = isinstance(exc, Terminated)
     click.echo(
         f"\n{'terminated' if terminated else 'interrupted'}: nothing more was run; "
         "run the same command again to finish",
@@ -389,10 +381,10 @@ def _run_prepared(
                     settings.flush_seconds,
                     reuse=rerun is None,
                 )
-            except (KeyboardInterrupt, _Terminated) as stopped_by:
+            except (KeyboardInterrupt, Terminated) as stopped_by:
                 stopped = store.get_run(item.run_info.run_key)
                 done = store.progress(stopped.id).done if stopped else 0
-                terminated = isinstance(stopped_by, _Terminated)
+                terminated = isinstance(stopped_by, Terminated)
                 err.print(
                     f"\n{'terminated' if terminated else 'interrupted'}: "
                     f"{done}/{plan.total} cells recorded; "

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wtb.errors import ManifestError, ManifestErrors, StorageError, WtbError
+from wtb.errors import ManifestError, ManifestErrors, StorageError, Terminated, WtbError
 from wtb.importing import extend_sys_path
 
 if TYPE_CHECKING:
@@ -47,14 +47,6 @@ if TYPE_CHECKING:
     from wtb.storage.store import ResultStore
 
 log = logging.getLogger("wtb.driver")
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (a stopped Ray job, a deleted pod): unwinds the run like Ctrl-C, so
-    buffered results are written and the run is marked stopped before the process ends."""
-
-    def __str__(self) -> str:
-        return "SIGTERM"
 
 
 def _terminate(signum: int, frame: object) -> None:
