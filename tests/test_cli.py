@@ -327,6 +327,13 @@ def _count(db: Path) -> int:
         return 0
 
 
+def _interactive_signals() -> None:
+    """In the child, before `wtb` starts: SIGINT as at a terminal. A suite started in the
+    background (a CI job, `cmd &`) has SIGINT ignored, which children inherit, and Python
+    then leaves it ignored: no Ctrl-C could reach the run."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(tmp_path: Path, db: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*WTB, "run", "-f", str(tmp_path), "--database", f"sqlite:///{db}", "-q"],
@@ -335,6 +342,7 @@ def _start(tmp_path: Path, db: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "WTB_FLUSH_EVERY": "5", "WTB_FLUSH_SECONDS": "0.1"},
+        preexec_fn=_interactive_signals,  # noqa: PLW1509  (no threads touch it in the child)
     )
 
 
